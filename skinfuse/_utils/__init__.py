@@ -1,0 +1,1 @@
+"""Private helpers: device, seeding, the sklearn private API in one place."""

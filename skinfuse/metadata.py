@@ -1,0 +1,101 @@
+"""Preprocessing of the clinical metadata (age, sex, lesion location)."""
+
+from __future__ import annotations
+
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+__all__ = ["make_metadata_preprocessor"]
+
+
+def make_metadata_preprocessor(
+    numeric=("age",),
+    categorical=("sex", "localization"),
+    *,
+    numeric_strategy: str = "median",
+    add_indicator: bool = True,
+    min_frequency=None,
+) -> ColumnTransformer:
+    """Build the ``ColumnTransformer`` that turns metadata columns into features.
+
+    Numeric columns are imputed (``numeric_strategy``; with a missing-value
+    indicator when ``add_indicator``) and standardised. Categorical columns are
+    imputed with the constant ``"missing"`` and one-hot encoded with
+    ``handle_unknown="ignore"``, so a category never seen in ``fit`` (a new
+    body location, say) becomes all zeros at predict time instead of an error.
+    Column names survive: ``get_feature_names_out`` gives e.g. ``age``,
+    ``missingindicator_age``, ``sex_female``, ``localization_back``.
+
+    Parameters
+    ----------
+    numeric : sequence of str, default=("age",)
+        Numeric columns.
+    categorical : sequence of str, default=("sex", "localization")
+        Categorical columns.
+    numeric_strategy : {"median", "mean"}, default="median"
+        How missing numeric values are imputed.
+    add_indicator : bool, default=True
+        Add a 0/1 column marking imputed numeric values.
+    min_frequency : int or float, default=None
+        Passed to ``OneHotEncoder``: rarer categories are grouped together.
+
+    Returns
+    -------
+    preprocessor : sklearn.compose.ColumnTransformer
+        Unfitted; other columns of the input are dropped.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> X = pd.DataFrame({"age": [40.0, np.nan], "sex": ["male", "female"],
+    ...                   "localization": ["back", np.nan]})
+    >>> make_metadata_preprocessor().fit(X).get_feature_names_out().tolist()
+    ['age', 'missingindicator_age', 'sex_female', 'sex_male', 'localization_back', \
+'localization_missing']
+    """
+    transformers = []
+    if numeric:
+        transformers.append(
+            (
+                "numeric",
+                Pipeline(
+                    [
+                        (
+                            "impute",
+                            SimpleImputer(strategy=numeric_strategy, add_indicator=add_indicator),
+                        ),
+                        ("scale", StandardScaler()),
+                    ]
+                ),
+                list(numeric),
+            )
+        )
+    if categorical:
+        transformers.append(
+            (
+                "categorical",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="constant", fill_value="missing")),
+                        (
+                            "onehot",
+                            OneHotEncoder(
+                                handle_unknown="infrequent_if_exist"
+                                if min_frequency is not None
+                                else "ignore",
+                                min_frequency=min_frequency,
+                                sparse_output=False,
+                            ),
+                        ),
+                    ]
+                ),
+                list(categorical),
+            )
+        )
+    if not transformers:
+        raise ValueError(
+            "make_metadata_preprocessor needs at least one numeric or categorical column"
+        )
+    return ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
