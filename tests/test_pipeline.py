@@ -1,0 +1,202 @@
+import pickle
+import warnings
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.inspection import permutation_importance
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import (
+    GridSearchCV,
+    StratifiedGroupKFold,
+    cross_val_predict,
+    cross_val_score,
+    cross_validate,
+)
+
+from skinfuse.datasets import make_synthetic_lesions
+from skinfuse.encoders import FrozenCNNEncoder, cache_info
+from skinfuse.pipeline import AdaptiveSMOTE, make_fusion_pipeline
+
+TINY = dict(backbone="tiny_cnn", weights=None, image_size=32, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def six_classes(tmp_path_factory):
+    return make_synthetic_lesions(
+        n_samples=300,
+        image_size=32,
+        n_classes=6,
+        random_state=0,
+        data_dir=tmp_path_factory.mktemp("six"),
+    )
+
+
+def _cv():
+    return StratifiedGroupKFold(n_splits=3, shuffle=True, random_state=0)
+
+
+def test_steps_and_parameter_paths():
+    model = make_fusion_pipeline(FrozenCNNEncoder(**TINY), select_k=10, classifier="logreg")
+    assert [n for n, _ in model.steps] == ["features", "scale", "select", "sampler", "classifier"]
+    params = model.get_params()
+    for key in (
+        "features__image__image_size",
+        "select__k",
+        "sampler__k_neighbors",
+        "classifier__C",
+    ):
+        assert key in params
+    assert isinstance(model.named_steps["sampler"], AdaptiveSMOTE)
+    off = make_fusion_pipeline(FrozenCNNEncoder(**TINY), sampler=None, scale=False)
+    assert off.named_steps["sampler"] == "passthrough" and off.named_steps["scale"] == "passthrough"
+
+
+def test_fusion_beats_each_modality_alone(six_classes):
+    X, y, groups = six_classes.data, six_classes.target, six_classes.groups
+    scores = {}
+    for name, kwargs in {
+        "metadata": dict(encoder=None),
+        "image": dict(encoder=FrozenCNNEncoder(**TINY), metadata=None),
+        "fusion": dict(encoder=FrozenCNNEncoder(**TINY)),
+    }.items():
+        model = make_fusion_pipeline(**kwargs, classifier="logreg", random_state=0)
+        scores[name] = cross_val_score(model, X, y, groups=groups, cv=_cv()).mean()
+    majority = y.value_counts(normalize=True).max()
+    assert scores["metadata"] > majority + 0.1 and scores["image"] > majority + 0.1
+    assert scores["fusion"] > max(scores["metadata"], scores["image"]) + 0.1, scores
+    # the frozen encoder encoded every image once for both image models and all folds
+    assert cache_info()["encoded"] == len(X)
+
+
+@pytest.mark.parametrize("classifier", ["mlp", "rf", "logreg"])
+def test_each_classifier_fits_and_predicts(lesions, classifier):
+    X, y = lesions.data, lesions.target
+    model = make_fusion_pipeline(FrozenCNNEncoder(**TINY), classifier=classifier, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLP convergence on tiny data
+        model.fit(X, y)
+    proba = model.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    assert set(model.predict(X)) <= set(y)
+    assert model.score(X, y) > 0.4
+
+
+def test_grid_search_grouped_encodes_each_image_once(lesions):
+    X, y, groups = lesions.data, lesions.target, lesions.groups
+    model = make_fusion_pipeline(FrozenCNNEncoder(**TINY), classifier="logreg", random_state=0)
+    grid = GridSearchCV(
+        model, {"classifier__C": [0.1, 1.0], "scale__with_std": [True, False]}, cv=_cv()
+    )
+    grid.fit(X, y, groups=groups)
+    assert set(grid.best_params_) == {"classifier__C", "scale__with_std"}
+    assert cache_info()["encoded"] == len(X)  # 4 candidates x 3 folds + refit: one pass
+
+
+def test_clone_pickle_joblib_give_identical_predictions(lesions, tmp_path):
+    X, y = lesions.data, lesions.target
+    model = make_fusion_pipeline(FrozenCNNEncoder(**TINY), classifier="rf", random_state=0).fit(
+        X, y
+    )
+    expected = model.predict_proba(X)
+    refit = clone(model).fit(X, y)
+    np.testing.assert_array_equal(refit.predict_proba(X), expected)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(model)).predict_proba(X), expected)
+    joblib.dump(model, tmp_path / "m.joblib")
+    np.testing.assert_array_equal(joblib.load(tmp_path / "m.joblib").predict_proba(X), expected)
+
+
+def test_permutation_importance_per_original_column(six_classes):
+    X, y = six_classes.data, six_classes.target
+    model = make_fusion_pipeline(FrozenCNNEncoder(**TINY), classifier="logreg", random_state=0)
+    model.fit(X, y)
+    encoded = cache_info()["encoded"]
+    result = permutation_importance(model, X, y, n_repeats=3, random_state=0)
+    assert result.importances_mean.shape == (4,)  # image_path, age, sex, localization
+    imp = dict(zip(X.columns, result.importances_mean))
+    assert imp["image_path"] > 0.1 and imp["age"] > 0.05
+    assert imp["image_path"] > imp["sex"] and imp["age"] > imp["sex"]
+    assert cache_info()["encoded"] == encoded  # permuted paths come from the cache
+
+
+def test_cross_validate_and_cross_val_predict(lesions):
+    X, y, groups = lesions.data, lesions.target, lesions.groups
+    model = make_fusion_pipeline(FrozenCNNEncoder(**TINY), classifier="logreg", random_state=0)
+    res = cross_validate(model, X, y, groups=groups, cv=_cv(), scoring=["accuracy", "f1_macro"])
+    assert res["test_accuracy"].shape == (3,)
+    pred = cross_val_predict(model, X, y, groups=groups, cv=_cv())
+    assert pred.shape == y.shape and (pred == y).mean() > 0.3
+
+
+def test_unseen_location_and_missing_metadata_at_predict(lesions):
+    X, y = lesions.data, lesions.target
+    model = make_fusion_pipeline(FrozenCNNEncoder(**TINY), classifier="logreg", random_state=0)
+    model.fit(X, y)
+    new = X.iloc[:3].copy()
+    new["localization"] = ["a place never seen", np.nan, "back"]
+    new["age"] = [np.nan, np.nan, 40.0]
+    new["sex"] = [np.nan, "female", "male"]
+    proba = model.predict_proba(new)
+    assert proba.shape == (3, len(model.classes_)) and np.isfinite(proba).all()
+
+
+def test_smote_with_a_tiny_class_adapts_instead_of_crashing(lesions):
+    X, y = lesions.data, lesions.target.copy().astype(object)
+    y.iloc[:3] = "rare"  # 3 samples: in a 3-fold CV the training folds hold 1 or 2
+    model = make_fusion_pipeline(
+        FrozenCNNEncoder(**TINY), classifier="logreg", random_state=0, sampler="smote"
+    )
+    grid = GridSearchCV(model, {"classifier__C": [0.1, 1.0]}, cv=3, error_score="raise")
+    with pytest.warns(UserWarning, match="class 'rare' has only"):
+        grid.fit(X, y)
+    assert "rare" in grid.best_estimator_.classes_
+
+
+def test_adaptive_smote_values():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 3))
+    y = np.array([0] * 15 + [1] * 4 + [2])
+    with pytest.warns(UserWarning, match="random over-sampling"):
+        sampler = AdaptiveSMOTE(random_state=0)
+        X_res, y_res = sampler.fit_resample(X, y)
+    assert np.bincount(y_res).tolist() == [15, 15, 15] and sampler.k_neighbors_ == 0
+    y2 = np.array([0] * 15 + [1] * 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        X_res, y_res = AdaptiveSMOTE(k_neighbors=4, random_state=0).fit_resample(X, y2)
+    assert np.bincount(y_res).tolist() == [15, 15]
+    new = X_res[20:]  # synthetic samples lie between class-1 samples
+    assert (new.min(axis=0) >= X[15:].min(axis=0) - 1e-9).all()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="neither"):
+        make_fusion_pipeline(None, metadata=None)
+    with pytest.raises(ValueError, match="classifier must be"):
+        make_fusion_pipeline(FrozenCNNEncoder(), classifier="svm-ish")
+    with pytest.raises(ValueError, match="does not take class_weight"):
+        make_fusion_pipeline(FrozenCNNEncoder(), classifier="mlp", class_weight="balanced")
+    with pytest.raises(ValueError, match="select_k"):
+        make_fusion_pipeline(FrozenCNNEncoder(), select_k=0)
+    with pytest.raises(ValueError, match="sampler"):
+        make_fusion_pipeline(FrozenCNNEncoder(), sampler="smoat")
+    rf = make_fusion_pipeline(None, classifier=RandomForestClassifier(), class_weight="balanced")
+    assert rf.named_steps["classifier"].class_weight == "balanced"
+    lr = make_fusion_pipeline(None, classifier="logreg", class_weight="balanced")
+    assert isinstance(lr.named_steps["classifier"], LogisticRegression)
+
+
+def test_select_k_keeps_the_most_informative_features(six_classes):
+    X, y = six_classes.data, six_classes.target
+    model = make_fusion_pipeline(
+        FrozenCNNEncoder(**TINY), select_k=20, classifier="logreg", random_state=0
+    ).set_output(transform="pandas")
+    model.fit(X, y)
+    names = model[:3].get_feature_names_out()
+    assert len(names) == 20
+    assert "metadata__age" in names  # age carries signal on synthetic lesions
+    selected = model[:3].transform(X)
+    assert isinstance(selected, pd.DataFrame) and list(selected.columns) == list(names)
