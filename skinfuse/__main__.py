@@ -16,6 +16,9 @@ def main(argv=None) -> int:
     demo.add_argument("--n-samples", type=int, default=400, help="size of the synthetic set")
     demo.add_argument("--n-splits", type=int, default=3, help="lesion-grouped CV folds")
     demo.add_argument(
+        "--image-size", type=int, default=None, help="CNN input size (64 synthetic, 224 HAM10000)"
+    )
+    demo.add_argument(
         "--out", default="skinfuse_demo", help="output folder (default: skinfuse_demo)"
     )
     demo.add_argument("--random-state", type=int, default=0)
@@ -28,6 +31,7 @@ def main(argv=None) -> int:
             args.data,
             n_samples=args.n_samples,
             n_splits=args.n_splits,
+            image_size=args.image_size,
             out=args.out,
             random_state=args.random_state,
         )

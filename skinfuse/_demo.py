@@ -11,71 +11,28 @@ import numpy as np
 __all__ = ["run_demo"]
 
 
-def _thumbnail_features(X, size=16):
-    """Image column -> flattened ``size x size`` RGB thumbnails in [0, 1]."""
-    from .images import load_images
+def _models(image_size, random_state, verbose):
+    from .encoders import FrozenCNNEncoder
+    from .pipeline import make_fusion_pipeline
 
-    pixels, _ = load_images(X, size=size)
-    return pixels.reshape(len(pixels), -1).astype(np.float32) / 255.0
+    def encoder():
+        return FrozenCNNEncoder(image_size=image_size, verbose=verbose)
 
-
-def _image_encoder():
-    from sklearn.decomposition import PCA
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import FunctionTransformer, StandardScaler
-
-    return make_pipeline(
-        FunctionTransformer(_thumbnail_features),
-        StandardScaler(),
-        PCA(n_components=20, random_state=0),
+    common = dict(
+        classifier="logreg", class_weight="balanced", sampler=None, random_state=random_state
     )
-
-
-def _models(random_state):
-    from sklearn.compose import ColumnTransformer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-
-    from .metadata import make_metadata_preprocessor
-
-    def clf():
-        return LogisticRegression(max_iter=2000, class_weight="balanced")
-
-    meta_cols = ["age", "sex", "localization"]
     return {
-        "metadata only": Pipeline(
-            [
-                (
-                    "features",
-                    ColumnTransformer([("metadata", make_metadata_preprocessor(), meta_cols)]),
-                ),
-                ("classifier", clf()),
-            ]
+        "metadata only": make_fusion_pipeline(None, **common),
+        "image only (frozen EfficientNet-Lite0)": make_fusion_pipeline(
+            encoder(), metadata=None, **common
         ),
-        "image only": Pipeline(
-            [
-                ("features", ColumnTransformer([("image", _image_encoder(), ["image_path"])])),
-                ("classifier", clf()),
-            ]
-        ),
-        "image + metadata": Pipeline(
-            [
-                (
-                    "features",
-                    ColumnTransformer(
-                        [
-                            ("image", _image_encoder(), ["image_path"]),
-                            ("metadata", make_metadata_preprocessor(), meta_cols),
-                        ]
-                    ),
-                ),
-                ("classifier", clf()),
-            ]
-        ),
+        "image + metadata": make_fusion_pipeline(encoder(), **common),
     }
 
 
-def run_demo(data=None, *, n_samples=400, n_splits=3, out=None, random_state=0, verbose=1):
+def run_demo(
+    data=None, *, n_samples=400, n_splits=3, image_size=None, out=None, random_state=0, verbose=1
+):
     """Cross-validate metadata-only, image-only and fused models; print a table.
 
     Parameters
@@ -88,6 +45,8 @@ def run_demo(data=None, *, n_samples=400, n_splits=3, out=None, random_state=0, 
         Size of the synthetic set (ignored with ``data``).
     n_splits : int, default=3
         Folds of the lesion-grouped ``StratifiedGroupKFold``.
+    image_size : int, default=None
+        Input size of the frozen CNN; ``None``: 64 for synthetic data, 224 for HAM10000.
     out : str or path-like, default=None
         Folder where ``demo_results.json`` is written.
     random_state : int, default=0
@@ -107,11 +66,13 @@ def run_demo(data=None, *, n_samples=400, n_splits=3, out=None, random_state=0, 
             n_samples=n_samples, image_size=32, random_state=random_state
         )
         source = f"synthetic lesions (n={n_samples}, seed={random_state})"
+        image_size = image_size or 64
     else:
         bunch = load_ham10000(data)
         source = f"HAM10000 at {data} (n={len(bunch.target)})"
+        image_size = image_size or 224
     if verbose:
-        print(f"data: {source}; {n_splits}-fold CV grouped by lesion_id")
+        print(f"data: {source}; {n_splits}-fold CV grouped by lesion_id; images at {image_size} px")
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
     scoring = {
         "accuracy": "accuracy",
@@ -119,7 +80,7 @@ def run_demo(data=None, *, n_samples=400, n_splits=3, out=None, random_state=0, 
         "f1_macro": "f1_macro",
     }
     results = {}
-    for name, model in _models(random_state).items():
+    for name, model in _models(image_size, random_state, verbose).items():
         t0 = time.perf_counter()
         cv_res = cross_validate(
             model, bunch.data, bunch.target, groups=bunch.groups, cv=cv, scoring=scoring
