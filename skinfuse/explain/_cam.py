@@ -1,0 +1,358 @@
+"""Where in the image did the model look: Grad-CAM (pytorch-grad-cam), Score-CAM, occlusion."""
+
+from __future__ import annotations
+
+import contextlib
+from numbers import Integral
+
+import numpy as np
+
+from ._utils import import_optional
+
+#: Gradient methods, by name: pytorch-grad-cam classes.
+GRADIENT_METHODS = {
+    "gradcam": "GradCAM",
+    "gradcam++": "GradCAMPlusPlus",
+    "hirescam": "HiResCAM",
+    "xgradcam": "XGradCAM",
+    "layercam": "LayerCAM",
+}
+#: Methods that only run the model forward.
+GRADIENT_FREE_METHODS = ("scorecam", "occlusion")
+METHODS = ("auto", *GRADIENT_METHODS, *GRADIENT_FREE_METHODS)
+
+
+def grad_cam(
+    model,
+    X,
+    *,
+    target=None,
+    layer=None,
+    method="auto",
+    batch_size=32,
+    occlusion_size=None,
+    return_images=False,
+):
+    """Saliency maps: where in each image the model found evidence for a class.
+
+    Parameters
+    ----------
+    model : fitted estimator
+        One of
+
+        - a fitted fusion or image-only pipeline (:func:`~skinfuse.pipeline.make_fusion_pipeline`)
+          whose image encoder has a CNN (``FrozenCNNEncoder``, ``FineTunedCNNEncoder``).
+          The explained network is ``image -> CNN -> embedding -> [the case's other
+          features, held fixed] -> later steps -> class scores``. When the later steps
+          are differentiable (``StandardScaler``, ``MinMaxScaler``, ``MaxAbsScaler``,
+          feature selectors such as ``SelectKBest``, ``PCA``, samplers, which do nothing
+          at predict time, and a ``LogisticRegression``, other linear classifier or
+          ``MLPClassifier`` head) they are rebuilt in torch, checked to reproduce the
+          pipeline's scores, and gradients flow through them. Otherwise (a random
+          forest head...) the later steps run as they are, without gradients;
+        - an estimator with its own network implementing ``_gradcam_model(X)``
+          (``FineTunedCNNEncoder``, ``FusionNetClassifier``; see :mod:`skinfuse.explain`).
+    X : DataFrame or column of images
+        The cases to explain: what ``model.predict`` takes (for pipelines, a DataFrame
+        with the image column and the metadata).
+    target : label, array-like of labels or None, default=None
+        Class explained: ``None`` is each case's predicted class; one label explains
+        that class for every case; an array gives one label per case (e.g. ``y_true``).
+    layer : str, torch.nn.Module or None, default=None
+        The convolutional block whose feature map is weighted. ``None`` is the
+        encoder's ``cam_layer_`` (the last block). A string is a dotted name inside
+        the encoder's ``embedder_`` (pipelines) or inside the protocol's module.
+    method : str, default="auto"
+        ``"gradcam"``, ``"gradcam++"``, ``"hirescam"``, ``"xgradcam"``, ``"layercam"``
+        (gradient methods of pytorch-grad-cam), ``"scorecam"`` (pytorch-grad-cam's
+        Score-CAM: each channel of the layer masks the image, weighted by the class
+        score of the masked image) or ``"occlusion"`` (a patch of the image's mean
+        colour slides over it; the map is the drop in class probability). ``"auto"``
+        uses ``"gradcam"`` where gradients flow and ``"scorecam"`` otherwise (or
+        ``"occlusion"`` when the model has no convolutional layer).
+    batch_size : int, default=32
+        Images per forward pass (cases for gradient methods, masked copies of one
+        case for the gradient-free ones).
+    occlusion_size : int or None, default=None
+        Side of the occluding patch in pixels (``None``: ``image_size // 8``, at least
+        2); the stride is half of it.
+    return_images : bool, default=False
+        Also return the images the maps belong to.
+
+    Returns
+    -------
+    heatmaps : ndarray of shape (n_cases, image_size, image_size), dtype float32
+        One map per case in ``[0, 1]`` (each scaled to its own maximum; all zeros
+        where nothing supports the class). Maps are at the model's input
+        resolution: pixel ``(i, j)`` belongs to the image as the model saw it,
+        ``load_images(column, size=image_size)``; resize a map to overlay it on the
+        original image (:func:`plot_grad_cam` does).
+    images : ndarray of shape (n_cases, image_size, image_size, 3), dtype uint8
+        Only when ``return_images=True``.
+
+    Raises
+    ------
+    ValueError
+        The model has no CNN, ``target`` is not a class of the model, ``layer``
+        does not exist, or a gradient method was asked for a model whose later
+        steps are not differentiable.
+
+    Notes
+    -----
+    The model is left as it was: every module's train/eval mode and its
+    parameters' ``.grad`` are restored and the hooks are removed, also on error.
+
+    Examples
+    --------
+    >>> from skinfuse.explain import grad_cam                        # doctest: +SKIP
+    >>> heat, images = grad_cam(model, X_test[:8], return_images=True)  # doctest: +SKIP
+    >>> plot_grad_cam(images, heat, y_true=y_test[:8], y_pred=model.predict(X_test[:8]))
+    ... # doctest: +SKIP
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}; got {method!r}")
+    if not isinstance(batch_size, Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
+    source = _make_source(model, X)
+    from ._heads import image_batch
+
+    n = source.n
+    targets = target_indices(target, source.classes, n)
+    method = _resolve_method(method, source, layer)
+    size = source.image_size
+    occlusion_size = _check_occlusion_size(occlusion_size, size)
+    heat = np.zeros((n, size, size), dtype=np.float32)
+    chunk = batch_size if method in GRADIENT_METHODS else 1
+    for start in range(0, n, chunk):
+        rows = np.arange(start, min(start + chunk, n))
+        module, cam_layer, _, _ = source.module(rows)
+        x = image_batch(source.images[rows])
+        tgt = None if targets is None else targets[rows]
+        with preserved_state(module):
+            if method == "occlusion":
+                heat[rows] = _occlusion(module, x, tgt, occlusion_size, batch_size)
+            else:
+                target_layer = _resolve_layer(layer, source.layer_root(module), cam_layer)
+                heat[rows] = _library_cam(method, module, target_layer, x, tgt, batch_size)
+    heat = np.clip(np.nan_to_num(heat), 0.0, 1.0)
+    if return_images:
+        return heat, source.images
+    return heat
+
+
+# -- what to explain ----------------------------------------------------------------------
+
+
+def _make_source(model, X):
+    from sklearn.utils.validation import check_is_fitted
+
+    from ._heads import PipelineSource, ProtocolSource
+
+    if hasattr(model, "_gradcam_model"):
+        check_is_fitted(model)
+        return ProtocolSource(model, X)
+    if hasattr(model, "steps"):
+        check_is_fitted(model)
+        if not hasattr(model, "classes_"):
+            raise ValueError(
+                f"grad_cam explains classifiers; the last step of the pipeline "
+                f"({type(model.steps[-1][1]).__name__}) has no classes_"
+            )
+        return PipelineSource(model, X)
+    attrs = ("cnn_", "embedder_", "module_", "net_")
+    if any(hasattr(type(model), a) or a in getattr(model, "__dict__", {}) for a in attrs):
+        raise ValueError(
+            f"grad_cam cannot explain a {type(model).__name__} on its own: it does not "
+            "implement _gradcam_model (see the protocol in skinfuse.explain's docstring); "
+            "inside a fitted pipeline its CNN is explained through the pipeline"
+        )
+    raise ValueError(
+        f"grad_cam cannot explain a {type(model).__name__}: it has no CNN. Pass a fitted "
+        "pipeline with a CNN image encoder (make_fusion_pipeline(FrozenCNNEncoder(...))) or "
+        "an estimator with its own network that implements _gradcam_model (see "
+        "skinfuse.explain)"
+    )
+
+
+def target_indices(target, classes, n):
+    """Class index per case for ``target`` (None, one label, or one label per case)."""
+    if target is None:
+        return None
+    classes = np.asarray(classes)
+    lookup = {c: i for i, c in enumerate(classes.tolist())}
+    labels = [target] * n if np.ndim(target) == 0 else list(np.asarray(target).tolist())
+    if len(labels) != n:
+        raise ValueError(f"target has {len(labels)} labels for {n} cases; pass one per case")
+    out = np.empty(n, dtype=np.intp)
+    for i, label in enumerate(labels):
+        label = label.item() if isinstance(label, np.generic) else label
+        try:
+            out[i] = lookup[label]
+        except (KeyError, TypeError):
+            raise ValueError(
+                f"target {label!r} is not a class of the model; its classes are {classes.tolist()}"
+            ) from None
+    return out
+
+
+def _resolve_method(method, source, layer):
+    if method == "auto":
+        if layer is None and source.cam_layer is None:
+            return "occlusion"  # no convolutional layer known
+        return "gradcam" if source.differentiable else "scorecam"
+    if method in GRADIENT_METHODS and not source.differentiable:
+        raise ValueError(
+            f"method={method!r} needs gradients through the whole model, but {source.why_not}; "
+            "use method='scorecam' or 'occlusion' (or 'auto', which picks one)"
+        )
+    return method
+
+
+def _check_occlusion_size(size, image_size):
+    if size is None:
+        return max(2, image_size // 8)
+    if not isinstance(size, Integral) or not 1 <= size <= image_size:
+        raise ValueError(f"occlusion_size must be an int in [1, {image_size}]; got {size!r}")
+    return int(size)
+
+
+def _resolve_layer(layer, root, default):
+    from torch import nn
+
+    if layer is None:
+        layer = default
+        if layer is None:
+            raise ValueError(
+                "the model's CNN has no known convolutional layer to explain; pass layer= "
+                "(a dotted module name) or method='occlusion'"
+            )
+    if isinstance(layer, nn.Module):
+        if not any(m is layer for m in root.modules()):
+            raise ValueError(f"layer {type(layer).__name__} is not part of the model's CNN")
+        return layer
+    if not isinstance(layer, str):
+        raise TypeError(
+            f"layer must be a dotted module name, a torch module or None; got {layer!r}"
+        )
+    try:
+        return root.get_submodule(layer)
+    except AttributeError:
+        convs = [name for name, m in root.named_modules() if isinstance(m, nn.Conv2d)]
+        raise ValueError(
+            f"layer {layer!r} not found in the model's CNN; convolutional layers: "
+            f"{convs[-5:]} (last 5)"
+        ) from None
+
+
+# -- running --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def preserved_state(module):
+    """Restore every submodule's train/eval mode and every parameter's ``.grad`` on exit."""
+    modes = [(m, m.training) for m in module.modules()]
+    grads = [(p, p.grad) for p in module.parameters()]
+    try:
+        yield module
+    finally:
+        for m, training in modes:
+            m.training = training
+        for p, grad in grads:
+            p.grad = grad
+
+
+def _library_cam(method, module, target_layer, x, tgt, batch_size):
+    import torch
+
+    cams = import_optional("pytorch_grad_cam", "grad_cam")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    if method == "scorecam":
+        cam = _score_cam_class()(module, [target_layer])
+        cam.batch_size = batch_size
+    else:
+        cam = getattr(cams, GRADIENT_METHODS[method])(module, [target_layer])
+    targets = None if tgt is None else [ClassifierOutputTarget(int(t)) for t in tgt]
+    # try/finally rather than ``with cam:``: its __exit__ swallows IndexErrors
+    try:
+        with torch.enable_grad():
+            return cam(input_tensor=x, targets=targets)
+    finally:
+        cam.activations_and_grads.release()
+
+
+_SCORE_CAM = None
+
+
+def _score_cam_class():
+    """pytorch-grad-cam's ScoreCAM without its per-image progress bar."""
+    global _SCORE_CAM
+    if _SCORE_CAM is None:
+        import torch
+        from pytorch_grad_cam import ScoreCAM
+
+        class _ScoreCAM(ScoreCAM):
+            batch_size = 32
+
+            def get_cam_weights(self, input_tensor, target_layer, targets, activations, grads):
+                # same computation as ScoreCAM.get_cam_weights (upsampled, min-max scaled
+                # channels mask the image; softmax over channels of the class score)
+                with torch.no_grad():
+                    act = torch.from_numpy(activations).to(self.device)
+                    up = torch.nn.functional.interpolate(
+                        act, size=input_tensor.shape[-2:], mode="bilinear", align_corners=True
+                    )
+                    flat = up.flatten(2)
+                    lo, hi = flat.min(-1)[0][..., None, None], flat.max(-1)[0][..., None, None]
+                    up = (up - lo) / (hi - lo + 1e-8)
+                    scores = []
+                    for target, image, masks in zip(targets, input_tensor, up):
+                        for i in range(0, masks.shape[0], self.batch_size):
+                            batch = image[None] * masks[i : i + self.batch_size, None]
+                            scores.extend(float(target(o)) for o in self.model(batch))
+                    scores = torch.tensor(scores).view(activations.shape[0], activations.shape[1])
+                    return torch.softmax(scores, dim=-1).numpy()
+
+        _SCORE_CAM = _ScoreCAM
+    return _SCORE_CAM
+
+
+def _windows(size, patch):
+    stride = max(1, patch // 2)
+    starts = list(range(0, size - patch + 1, stride))
+    if starts[-1] != size - patch:
+        starts.append(size - patch)
+    return starts
+
+
+def _occlusion(module, x, tgt, patch, batch_size):
+    """Drop in class probability when a patch of the image's mean colour hides each region."""
+    import torch
+
+    device = next(module.parameters()).device
+    x = x.to(device)
+    _, _, h, w = x.shape
+    out = np.zeros((x.shape[0], h, w), dtype=np.float32)
+    with torch.no_grad():
+        module.eval()
+        for k in range(x.shape[0]):
+            image = x[k : k + 1]
+            proba = torch.softmax(module(image).double(), dim=1)[0]
+            t = int(proba.argmax()) if tgt is None else int(tgt[k])
+            fill = image.mean(dim=(2, 3), keepdim=True)
+            boxes = [(i, j) for i in _windows(h, patch) for j in _windows(w, patch)]
+            drop = np.zeros((h, w))
+            count = np.zeros((h, w))
+            for b in range(0, len(boxes), batch_size):
+                part = boxes[b : b + batch_size]
+                batch = image.repeat(len(part), 1, 1, 1)
+                for m, (i, j) in enumerate(part):
+                    batch[m, :, i : i + patch, j : j + patch] = fill[0]
+                p = torch.softmax(module(batch).double(), dim=1)[:, t].cpu().numpy()
+                for m, (i, j) in enumerate(part):
+                    drop[i : i + patch, j : j + patch] += float(proba[t]) - p[m]
+                    count[i : i + patch, j : j + patch] += 1
+            heat = np.maximum(drop / np.maximum(count, 1), 0.0)
+            top = heat.max()
+            out[k] = heat / top if top > 0 else heat
+    return out

@@ -1,0 +1,66 @@
+"""Small helpers shared by the explain modules: optional imports, row selection, figures."""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import numpy as np
+
+_INSTALL = {
+    "pytorch_grad_cam": "pip install grad-cam  (or pip install 'skinfuse[explain]')",
+    "shap": "pip install shap",
+    "matplotlib": "pip install matplotlib",
+}
+
+
+def import_optional(name: str, what: str):
+    """Import module ``name`` or raise an ``ImportError`` that says how to install it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        top = name.split(".")[0]
+        hint = _INSTALL.get(top, f"pip install {top}")
+        raise ImportError(f"{what} needs the optional package {top!r}: {hint}") from exc
+
+
+def n_rows(X) -> int:
+    """Number of cases in ``X`` (DataFrame, Series, array or list)."""
+    if hasattr(X, "shape") and len(X.shape) > 0:
+        return int(X.shape[0])
+    return len(X)
+
+
+def take_rows(X, rows):
+    """Rows ``rows`` (integer positions) of ``X``, keeping its type."""
+    rows = np.asarray(rows, dtype=np.intp)
+    if hasattr(X, "iloc"):
+        return X.iloc[rows]
+    if isinstance(X, np.ndarray):
+        return X[rows]
+    return [X[i] for i in rows]
+
+
+def check_path(path):
+    """``None`` or an ``os.PathLike``/``str`` path, as a string."""
+    if path is None:
+        return None
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path (str or path-like) or None; got {path!r}")
+    return os.fspath(path)
+
+
+def new_figure(figsize):
+    """A matplotlib ``Figure`` that is not registered with pyplot (no global state, no leak)."""
+    import_optional("matplotlib", "plotting")
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize, layout="constrained")
+
+
+def finish_figure(fig, path, dpi):
+    """Save ``fig`` to ``path`` (PNG unless the suffix says otherwise) when given; return it."""
+    path = check_path(path)
+    if path is not None:
+        fig.savefig(path, dpi=dpi)
+    return fig

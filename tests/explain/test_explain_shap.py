@@ -1,0 +1,125 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from skinfuse.encoders import FrozenCNNEncoder, cache_info
+from skinfuse.explain import explain_metadata, modality_importance
+from skinfuse.pipeline import make_fusion_pipeline
+
+TINY = dict(backbone="tiny_cnn", weights=None, image_size=32, batch_size=64)
+COLUMNS = ["image", "age", "sex", "localization"]
+
+# shap's own colour maps warn on import (matplotlib deprecation, not ours)
+pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+
+
+def _age_only(bunch, seed):
+    """The lesions with sex and localization redrawn at random: of the metadata, only age
+    still tells the classes apart (it carries the class parity)."""
+    X = bunch.data.copy()
+    rng = np.random.default_rng(seed)
+    X["sex"] = rng.choice(np.array(["male", "female"], dtype=object), len(X))
+    X["localization"] = rng.choice(
+        np.array(["back", "face", "trunk", "hand"], dtype=object), len(X)
+    )
+    return X, bunch.target
+
+
+@pytest.fixture(scope="module")
+def fusion(lesions):
+    X, y = _age_only(lesions, seed=0)
+    model = make_fusion_pipeline(FrozenCNNEncoder(**TINY), classifier="logreg", sampler=None)
+    return model.fit(X, y)
+
+
+def test_values_add_up_to_predict_proba_and_images_are_encoded_once(fusion, unseen):
+    X, _ = _age_only(unseen, seed=1)
+    X, background = X.iloc[:12], X.iloc[20:36]
+    ex = explain_metadata(fusion, X, background=background)
+    assert ex.values.shape == (12, 4, 4) and ex.base_values.shape == (12, 4)
+    assert ex.feature_names == COLUMNS and ex.output_names == list(fusion.classes_)
+    proba = fusion.predict_proba(X)
+    np.testing.assert_allclose(ex.base_values + ex.values.sum(axis=1), proba, atol=1e-8)
+    np.testing.assert_allclose(
+        ex.base_values, fusion.predict_proba(background).mean(0)[None].repeat(12, 0)
+    )
+    assert ex.data[0, 0] == X["image_path"].iloc[0] and ex.data[0, 1] == X["age"].iloc[0]
+    assert ex.display_data[0, 0] == X["image_path"].iloc[0].rsplit("/", 1)[-1]
+    # every image of X and the background was encoded exactly once, however many
+    # coalitions shap evaluated; a second explanation encodes nothing
+    assert cache_info()["encoded"] == 12 + 16
+    explain_metadata(fusion, X, background=background)
+    assert cache_info()["encoded"] == 12 + 16
+    # a value of a class sums to zero over classes (the probabilities sum to one)
+    np.testing.assert_allclose(ex.values.sum(axis=2), 0.0, atol=1e-8)
+
+
+def test_age_matters_most_among_the_metadata(fusion, unseen):
+    X, y = _age_only(unseen, seed=1)
+    ex = explain_metadata(fusion, X.iloc[:20], background=20, random_state=0)
+    mean_abs = dict(zip(ex.feature_names, np.abs(ex.values).mean(axis=(0, 2))))
+    # measured: image 0.22, age 0.16, localization 0.031, sex 0.024
+    assert mean_abs["age"] > 0.08 > max(mean_abs["sex"], mean_abs["localization"]), mean_abs
+    assert mean_abs["age"] > 3 * max(mean_abs["sex"], mean_abs["localization"]), mean_abs
+    fusion.predict(X)
+    encoded = cache_info()["encoded"]
+    result = modality_importance(fusion, X, y, scoring="neg_log_loss", n_repeats=5, random_state=0)
+    assert cache_info()["encoded"] == encoded  # shuffled images are cached images
+    assert sorted(result.feature_names) == sorted(COLUMNS)
+    assert list(result.frame.index) == list(result.feature_names)
+    assert np.all(np.diff(result.importances_mean) <= 0)  # sorted, largest first
+    assert result.importances.shape == (4, 5)
+    imp = dict(zip(result.feature_names, result.importances_mean))
+    # measured (drop in log-loss): image 1.94, age 1.69, localization 0.009, sex -0.019
+    assert imp["age"] > 0.8 and max(imp["sex"], imp["localization"]) < 0.15, imp
+
+
+def test_decision_function_and_default_background(fusion, unseen):
+    X, _ = _age_only(unseen, seed=2)
+    ex = explain_metadata(fusion, X.iloc[:5], response_method="decision_function")
+    np.testing.assert_allclose(
+        ex.base_values + ex.values.sum(axis=1), fusion.decision_function(X.iloc[:5]), atol=1e-8
+    )
+
+
+def test_bad_arguments(fusion, unseen):
+    X = unseen.data.iloc[:3]
+    with pytest.raises(TypeError, match="needs X as a DataFrame"):
+        explain_metadata(fusion, X.to_numpy())
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        explain_metadata(fusion, X, algorithm="tree")
+    with pytest.raises(ValueError, match="lacks the columns"):
+        explain_metadata(fusion, X, background=X.drop(columns="age"))
+    with pytest.raises(ValueError, match="0 rows"):
+        explain_metadata(fusion, X.iloc[:0])
+    with pytest.raises(TypeError, match="needs X as a DataFrame"):
+        modality_importance(fusion, X.to_numpy(), unseen.target[:3])
+
+
+def test_works_with_a_metadata_only_model(lesions):
+    X, y = _age_only(lesions, seed=0)
+    X = X.drop(columns="image_path")
+    model = make_fusion_pipeline(None, classifier="logreg", sampler=None).fit(X, y)
+    ex = explain_metadata(model, X.iloc[:4], background=10, random_state=0)
+    assert ex.feature_names == ["age", "sex", "localization"]
+    np.testing.assert_allclose(
+        ex.base_values + ex.values.sum(axis=1), model.predict_proba(X.iloc[:4]), atol=1e-8
+    )
+    assert isinstance(modality_importance(model, X, y, n_repeats=2).frame, pd.DataFrame)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["exact", "permutation"])
+def test_exact_and_permutation_explainers_agree_with_kernel(fusion, unseen, algorithm):
+    # slow: shap's numba functions compile on first use in a process (~10 s on 2 cores)
+    X, _ = _age_only(unseen, seed=1)
+    X, background = X.iloc[:3], X.iloc[20:30]
+    kernel = explain_metadata(fusion, X, background=background)
+    other = explain_metadata(fusion, X, background=background, algorithm=algorithm,
+                             random_state=0)  # fmt: skip
+    np.testing.assert_allclose(other.base_values, kernel.base_values, atol=1e-8)
+    np.testing.assert_allclose(
+        other.base_values + other.values.sum(axis=1), fusion.predict_proba(X), atol=1e-8
+    )
+    if algorithm == "exact":  # both exact Shapley values
+        np.testing.assert_allclose(other.values, kernel.values, atol=1e-8)
