@@ -14,6 +14,17 @@ def lesions(tmp_path_factory):
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tiny convolutions run several times faster on one thread than on two busy cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_embedding_cache():
     """Every test starts with an empty in-memory embedding cache and zeroed counters."""

@@ -1,7 +1,14 @@
 """Image encoders: scikit-learn transformers from a column of images to an embedding matrix."""
 
+from ._autoencoder import ConvAutoencoderEncoder
 from ._backbones import BACKBONES
 from ._cache import cache_info, clear_cache
 from ._frozen import FrozenCNNEncoder
 
-__all__ = ["BACKBONES", "FrozenCNNEncoder", "cache_info", "clear_cache"]
+__all__ = [
+    "BACKBONES",
+    "ConvAutoencoderEncoder",
+    "FrozenCNNEncoder",
+    "cache_info",
+    "clear_cache",
+]

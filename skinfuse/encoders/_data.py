@@ -105,6 +105,18 @@ class ImageEmbedder(nn.Module):
         return self.pool(self.features(self.normalize(x)))
 
 
+def _unwrap_worker_errors(loader):
+    """Iterate a DataLoader; a ValueError raised in a worker (an unreadable image) comes back
+    with its own message instead of the worker's traceback."""
+    try:
+        yield from loader
+    except ValueError as exc:
+        lines = [line for line in str(exc).strip().splitlines() if line.startswith("ValueError: ")]
+        if lines:
+            raise ValueError(lines[-1].removeprefix("ValueError: ")) from None
+        raise
+
+
 @torch.inference_mode()
 def embed(
     module, items, image_size, *, batch_size, device, num_workers=None, verbose=0, desc="encoding"
@@ -125,7 +137,7 @@ def embed(
         loader = tqdm(loader, desc=desc, unit="batch")
     chunks = []
     try:
-        for batch in loader:
+        for batch in _unwrap_worker_errors(loader):
             batch = batch.to(device, non_blocking=True)
             if device.type != "cpu":
                 batch = batch.contiguous(memory_format=torch.channels_last)

@@ -175,6 +175,7 @@ class FrozenCNNEncoder(BaseImageEncoder):
         import torch
 
         self._validate_images(X, reset=True)
+        self.__dict__.pop("_device_embedder", None)  # a copy of the previous fit's network
         self.device_ = resolve_device(self.device)
         embedder, bb, state_hash = build_embedder(self.backbone, self.weights, self.pooling)
         embedder.eval()

@@ -19,7 +19,8 @@ INIT_PARAMS = {
         cross_fit=None, validation_fraction=0.0, random_state=0, num_workers=0,
     ),
     "ConvAutoencoderEncoder": dict(
-        latent_dim=4, image_size=8, channels=(4, 8), max_epochs=2, batch_size=32, random_state=0
+        latent_dim=4, image_size=8, channels=(4,), max_epochs=1, batch_size=16, num_workers=0,
+        random_state=0,
     ),
 }  # fmt: skip
 

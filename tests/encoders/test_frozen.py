@@ -226,3 +226,14 @@ def test_gpu_fitted_encoder_loads_on_cpu(lesions):
     assert all(p.device.type == "cpu" for p in loaded.embedder_.parameters())
     loaded.device_ = "cpu"
     np.testing.assert_allclose(loaded.transform(X), gpu, rtol=0.05, atol=0.05)
+
+
+def test_corrupt_image_in_a_worker_gives_a_clean_error(tmp_path):
+    paths = []
+    for i, img in enumerate(_images(5)):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(img).save(paths[-1])
+    (tmp_path / "3.png").write_bytes(b"not a png")
+    enc = FrozenCNNEncoder(**{**TINY, "batch_size": 2}, num_workers=1).fit(paths)
+    with pytest.raises(ValueError, match=r"^cannot decode image file .*3\.png"):
+        enc.transform(paths)
