@@ -16,7 +16,7 @@ def main(argv=None) -> int:
     demo.add_argument("--n-samples", type=int, default=400, help="size of the synthetic set")
     demo.add_argument("--n-splits", type=int, default=3, help="lesion-grouped CV folds")
     demo.add_argument(
-        "--image-size", type=int, default=None, help="CNN input size (64 synthetic, 224 HAM10000)"
+        "--image-size", type=int, default=None, help="CNN input size (128 synthetic, 224 HAM10000)"
     )
     demo.add_argument(
         "--out", default="skinfuse_demo", help="output folder (default: skinfuse_demo)"

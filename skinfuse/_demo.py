@@ -46,7 +46,7 @@ def run_demo(
     n_splits : int, default=3
         Folds of the lesion-grouped ``StratifiedGroupKFold``.
     image_size : int, default=None
-        Input size of the frozen CNN; ``None``: 64 for synthetic data, 224 for HAM10000.
+        Input size of the frozen CNN; ``None``: 128 for synthetic data, 224 for HAM10000.
     out : str or path-like, default=None
         Folder where ``demo_results.json`` is written.
     random_state : int, default=0
@@ -66,7 +66,7 @@ def run_demo(
             n_samples=n_samples, image_size=32, random_state=random_state
         )
         source = f"synthetic lesions (n={n_samples}, seed={random_state})"
-        image_size = image_size or 64
+        image_size = image_size or 128
     else:
         bunch = load_ham10000(data)
         source = f"HAM10000 at {data} (n={len(bunch.target)})"
@@ -99,11 +99,54 @@ def run_demo(
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
+        fused = _models(image_size, random_state, 0)["image + metadata"]
+        pictures = _explain(fused, bunch, cv, out, random_state)
         (out / "demo_results.json").write_text(
-            json.dumps({"data": source, "results": results}, indent=2)
+            json.dumps({"data": source, "results": results, "pictures": pictures}, indent=2)
         )
         if verbose:
             print(f"results written to {out / 'demo_results.json'}")
+            print(f"pictures: {', '.join(str(out / p) for p in pictures)}")
     if verbose:
         print("\n".join(table))
     return results
+
+
+def _explain(model, bunch, cv, out, random_state, n_cases=8):
+    """Fit ``model`` on the first fold's training part; explain it on its test part."""
+    from .explain import (
+        explain_metadata,
+        grad_cam,
+        modality_importance,
+        plot_confusion_matrix,
+        plot_grad_cam,
+        plot_importance,
+        plot_shap_summary,
+        plot_shap_waterfall,
+    )
+
+    X, y = bunch.data, bunch.target
+    train, test = next(cv.split(X, y, bunch.groups))
+    model.fit(X.iloc[train], y.iloc[train])
+    X_test, y_test = X.iloc[test], y.iloc[test]
+    y_pred = model.predict(X_test)
+    cases = X_test.iloc[:n_cases]
+    heatmaps, images = grad_cam(model, cases, return_images=True)
+    plot_grad_cam(
+        images, heatmaps, y_true=y_test.iloc[:n_cases], y_pred=y_pred[:n_cases],
+        path=out / "grad_cam.png",
+    )  # fmt: skip
+    background = X.iloc[train].sample(min(20, len(train)), random_state=random_state)
+    explanation = explain_metadata(model, X_test.iloc[:40], background=background)
+    plot_shap_summary(explanation, path=out / "shap_summary.png")
+    plot_shap_waterfall(explanation, 0, path=out / "shap_waterfall.png")
+    importance = modality_importance(model, X_test, y_test, n_repeats=5, random_state=random_state)
+    plot_importance(importance, path=out / "permutation_importance.png")
+    plot_confusion_matrix(y_test, y_pred, path=out / "confusion_matrix.png")
+    return [
+        "grad_cam.png",
+        "shap_summary.png",
+        "shap_waterfall.png",
+        "permutation_importance.png",
+        "confusion_matrix.png",
+    ]
