@@ -3,11 +3,13 @@
 from ._autoencoder import ConvAutoencoderEncoder
 from ._backbones import BACKBONES
 from ._cache import cache_info, clear_cache
+from ._finetuned import FineTunedCNNEncoder
 from ._frozen import FrozenCNNEncoder
 
 __all__ = [
     "BACKBONES",
     "ConvAutoencoderEncoder",
+    "FineTunedCNNEncoder",
     "FrozenCNNEncoder",
     "cache_info",
     "clear_cache",

@@ -41,6 +41,10 @@ class BaseImageEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         if hasattr(X, "iloc"):  # pandas Series / DataFrame of paths
             frame = X.to_frame() if X.ndim == 1 else X
             _check_n_features(self, frame, reset=reset)
+            if frame.shape[1] > 1 and all(dtype.kind in "biuf" for dtype in frame.dtypes):
+                # a numeric DataFrame: rows of pixel values (scikit-learn's classifier checks)
+                arr = check_array(frame, dtype="numeric", ensure_min_samples=1)
+                return list(arr[:, None, :])
             items = as_image_list(frame)
         elif _is_list_of_arrays(X):
             if reset:

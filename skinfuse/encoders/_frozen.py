@@ -39,7 +39,10 @@ def build_embedder(backbone, weights, pooling):
     if isinstance(backbone, str):
         key = (backbone, _weights_id(weights))
         if key not in _BUILT:
-            bb = build_backbone(backbone, weights)
+            from .._utils._torch import torch_seed
+
+            with torch_seed(0):  # weights=None: the same random network in every process
+                bb = build_backbone(backbone, weights)
             _BUILT[key] = (bb, hash_config(state_dict=bb.features.state_dict()))
         bb, state_hash = _BUILT[key]
         bb = copy.copy(bb)

@@ -380,6 +380,7 @@ class PipelineSource:
                 fixed = np.zeros((self.n, 0))
                 image_slice = slice(0, 0)
                 images_in = X
+                real = _as_float(first.transform(X))  # to check the head (cached embeddings)
         if not found:
             raise ValueError(
                 f"the model has no CNN image encoder to explain: its first step {first_name!r} "
@@ -396,7 +397,7 @@ class PipelineSource:
         self.names = first.get_feature_names_out() if _needs_names(self.rest) else None
         try:
             self.head = torch_head(self.rest.steps)
-            self._check_head(fixed)
+            self._check_head(fixed if isinstance(first, ColumnTransformer) else real)
             self.differentiable, self.why_not = True, None
         except NotDifferentiable as exc:
             self.head = _SklearnHead(self.rest, self.names)

@@ -237,3 +237,17 @@ def test_corrupt_image_in_a_worker_gives_a_clean_error(tmp_path):
     enc = FrozenCNNEncoder(**{**TINY, "batch_size": 2}, num_workers=1).fit(paths)
     with pytest.raises(ValueError, match=r"^cannot decode image file .*3\.png"):
         enc.transform(paths)
+
+
+def test_random_weights_are_the_same_in_every_process():
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np; from skinfuse.encoders import FrozenCNNEncoder;"
+        "x = np.full((1, 16, 16, 3), 100, np.uint8);"
+        "e = FrozenCNNEncoder('tiny_cnn', weights=None, image_size=16).fit(x);"
+        "print(float(e.transform(x).sum()))"
+    )
+    runs = {subprocess.check_output([sys.executable, "-c", code], text=True) for _ in range(2)}
+    assert len(runs) == 1

@@ -255,3 +255,23 @@ def test_bad_arguments_raise_clear_errors(fusion_logreg, pair_cnn, lesions, unse
     wrong.__dict__.update(pair_cnn.__dict__)
     with pytest.raises(TypeError, match=r"must return a tuple \(module, layer"):
         grad_cam(wrong, X)
+
+
+def test_image_only_pipeline_with_the_encoder_as_first_step(lesions):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from skinfuse.encoders import FrozenCNNEncoder
+    from skinfuse.explain import grad_cam
+
+    X, y = lesions.data[["image_path"]].iloc[:40], lesions.target.iloc[:40]
+    model = make_pipeline(
+        FrozenCNNEncoder("tiny_cnn", weights=None, image_size=32),
+        StandardScaler(),
+        LogisticRegression(max_iter=500),
+    ).fit(X, y)
+    maps = grad_cam(model, X.iloc[:4], method="gradcam")  # gradient path: head must check out
+    assert maps.shape == (4, 32, 32) and np.isfinite(maps).all()
+    peaks = maps.max(axis=(1, 2))  # each map is scaled to its own maximum (or all zero)
+    assert np.all(np.isclose(peaks, 1.0, atol=1e-5) | (peaks == 0)) and (peaks > 0).sum() >= 2
