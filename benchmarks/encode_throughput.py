@@ -42,12 +42,16 @@ def naive_loop(encoder, paths, image_size):
 
 
 def model_alone(encoder, pixels, batch_size):
-    module = encoder.embedder_.eval()
-    tensor = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+    """The network's best eager setting on tensors already in memory: the compute limit."""
+    from skinfuse.encoders._data import CPU_CHUNK
+
+    module = encoder.embedder_.eval().to(memory_format=torch.channels_last)
+    step = CPU_CHUNK if encoder.device_ == "cpu" else batch_size
+    tensor = torch.from_numpy(pixels).permute(0, 3, 1, 2)  # NHWC memory: channels_last view
     with torch.inference_mode():
-        return np.concatenate(
-            [module(tensor[i : i + batch_size]).numpy() for i in range(0, len(tensor), batch_size)]
-        )
+        out = [module(tensor[i : i + step]).numpy() for i in range(0, len(tensor), step)]
+    module.to(memory_format=torch.contiguous_format)
+    return np.concatenate(out)
 
 
 def main(argv=None):

@@ -105,6 +105,10 @@ class ImageEmbedder(nn.Module):
         return self.pool(self.features(self.normalize(x)))
 
 
+#: Images per forward pass on CPU, whatever the loader's batch size.
+CPU_CHUNK = 8
+
+
 def _unwrap_worker_errors(loader):
     """Iterate a DataLoader; a ValueError raised in a worker (an unreadable image) comes back
     with its own message instead of the worker's traceback."""
@@ -117,7 +121,6 @@ def _unwrap_worker_errors(loader):
         raise
 
 
-@torch.inference_mode()
 def embed(
     module, items, image_size, *, batch_size, device, num_workers=None, verbose=0, desc="encoding"
 ):
@@ -126,8 +129,12 @@ def embed(
     was_training = module.training
     module.eval()
     use_amp = device.type == "cuda"
-    if device.type != "cpu":
-        module = module.to(memory_format=torch.channels_last)
+    # channels_last: oneDNN's fast path on CPU, tensor cores on GPU. Converted outside
+    # inference mode, so the parameters stay ordinary tensors that autograd can use later.
+    with torch.no_grad():
+        module.to(memory_format=torch.channels_last)
+    # On CPU, small chunks keep activations in cache (measured: 8 beats 64 by ~1.4x).
+    chunk = CPU_CHUNK if device.type == "cpu" else batch_size
     loader = make_loader(
         items, image_size, batch_size=batch_size, num_workers=num_workers, device=device
     )
@@ -139,12 +146,17 @@ def embed(
     try:
         for batch in _unwrap_worker_errors(loader):
             batch = batch.to(device, non_blocking=True)
-            if device.type != "cpu":
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                out = module(batch)
-            chunks.append(out.float().cpu().numpy())
+            for start in range(0, len(batch), chunk):
+                part = batch[start : start + chunk].contiguous(memory_format=torch.channels_last)
+                with (
+                    torch.inference_mode(),
+                    torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp),
+                ):
+                    out = module(part)
+                chunks.append(out.float().cpu().numpy())
     finally:
+        with torch.no_grad():
+            module.to(memory_format=torch.contiguous_format)
         module.train(was_training)
     if not chunks:
         return np.zeros((0, 0), dtype=np.float32)

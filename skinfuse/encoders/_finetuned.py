@@ -468,131 +468,41 @@ class FineTunedCNNEncoder(ClassifierMixin, BaseImageEncoder):
 
     def _class_weights(self, y_idx):
         """Loss weights (float32 ndarray, one per class index) or None."""
-        if self.class_weight is None:
-            return None
-        n_classes = len(self.classes_)
-        if isinstance(self.class_weight, dict):
-            unknown = [k for k in self.class_weight if k not in set(self.classes_.tolist())]
-            if unknown:
-                raise ValueError(
-                    f"class_weight has labels {unknown!r} that are not in y; the classes are "
-                    f"{self.classes_.tolist()!r}. Use those labels as keys."
-                )
-            weights = np.ones(n_classes)
-            for label, w in self.class_weight.items():
-                weights[np.searchsorted(self.classes_, label)] = float(w)
-            return weights.astype(np.float32)
-        present = np.unique(y_idx)
-        weights = np.ones(n_classes)
-        weights[present] = compute_class_weight("balanced", classes=present, y=y_idx)
-        return weights.astype(np.float32)
+        return class_weights(self.class_weight, self.classes_, y_idx)
 
     def _split(self, n, y_idx, seed):
         """Indices of the training and validation images (stratified), or all and None."""
-        if not self.validation_fraction:
-            return np.arange(n), None
-        from sklearn.model_selection import train_test_split
-
-        n_classes = len(np.unique(y_idx))
-        n_valid = math.ceil(self.validation_fraction * n)
-        counts = np.bincount(y_idx)
-        counts = counts[counts > 0]
-        if counts.min() < 2 or n_valid < n_classes or n - n_valid < n_classes:
-            raise ValueError(
-                f"validation_fraction={self.validation_fraction} holds out {n_valid} of "
-                f"{n} training images, too few for a split stratified over {n_classes} "
-                f"classes (the rarest has {counts.min()} images; each class needs 2). "
-                "Pass a larger validation_fraction, more images, or validation_fraction=0 "
-                "to train without validation and early stopping."
-            )
-        return train_test_split(
-            np.arange(n), test_size=n_valid, stratify=y_idx, random_state=seed % 2**32
-        )
+        return stratified_split(n, y_idx, self.validation_fraction, seed)
 
     def _train(self, items, y_idx, seed):
         """Fine-tune one network on ``items``; return the skorch net (module on ``device_``)."""
-        import torch
-        from skorch.callbacks import EarlyStopping, LRScheduler, ProgressBar
-        from skorch.helper import predefined_split
+        from ._data import ImageDataset
 
-        from ._data import ImageDataset, default_num_workers
-
-        classes = _torch_classes()
-        device = self.device_
         train, valid = self._split(len(items), y_idx, seed)
-        transform = None
-        if self.augment is True:
-            transform = _default_augmentation(int(self.image_size))
-        elif callable(self.augment):
-            transform = self.augment
+        transform = augmentation(self.augment, int(self.image_size))
         train_ds = ImageDataset(
             [items[i] for i in train], int(self.image_size), y=y_idx[train], transform=transform
         )
         valid_ds = None
         if valid is not None:
             valid_ds = ImageDataset([items[i] for i in valid], int(self.image_size), y=y_idx[valid])
-
-        callbacks = [
-            ("lr_scheduler", LRScheduler(policy="CosineAnnealingLR", T_max=self.max_epochs)),
-        ]
-        if valid_ds is not None and self.patience is not None:
-            callbacks.append(
-                (
-                    "early_stopping",
-                    EarlyStopping(monitor="valid_loss", patience=self.patience, load_best=True),
-                )
-            )
-        if self.verbose > 1:
-            callbacks.append(("progress_bar", ProgressBar()))
-
-        optimizer, optimizer_kwargs = _optimizer(self.optimizer)
-        weights = self._class_weights(y_idx)
-        batch_size = int(self.batch_size)
-        n_train = len(train_ds)
-        train_workers = default_num_workers(n_train, batch_size, self.num_workers)
-        valid_workers = default_num_workers(len(valid_ds or ()), batch_size, self.num_workers)
-        pin = str(device).startswith("cuda")
-        loader_kwargs = {}
-        for prefix, workers in (
-            ("iterator_train", train_workers),
-            ("iterator_valid", valid_workers),
-        ):
-            loader_kwargs[f"{prefix}__num_workers"] = workers
-            loader_kwargs[f"{prefix}__pin_memory"] = pin
-            loader_kwargs[f"{prefix}__persistent_workers"] = workers > 0
-        with torch_seed(seed, device):
-            net = classes["_FineTuneNet"](
-                module=classes["_FineTuneModule"],
-                module__backbone=self.backbone,
-                module__weights=self.weights,
-                module__pooling=self.pooling,
-                module__n_classes=len(self.classes_),
-                module__image_size=int(self.image_size),
-                module__freeze=self.freeze,
-                criterion=torch.nn.CrossEntropyLoss,
-                criterion__weight=None if weights is None else torch.from_numpy(weights),
-                optimizer=optimizer,
-                lr=float(self.lr),
-                optimizer__weight_decay=float(self.weight_decay),
-                **{f"optimizer__{k}": v for k, v in optimizer_kwargs.items()},
-                max_epochs=int(self.max_epochs),
-                batch_size=batch_size,
-                train_split=None if valid_ds is None else predefined_split(valid_ds),
-                callbacks=callbacks,
-                classes=np.arange(len(self.classes_)),
-                iterator_train__shuffle=True,
-                iterator_train__generator=torch.Generator().manual_seed(seed),
-                # a last batch of 1 image breaks batch norm on a 1x1 feature map
-                iterator_train__drop_last=n_train > batch_size and n_train % batch_size == 1,
-                **loader_kwargs,
-                device=device,
-                verbose=int(self.verbose),
-            )
-            net.initialize()
-            if str(device).startswith("cuda"):
-                net.module_.to(memory_format=torch.channels_last)
-            net.partial_fit(train_ds, y_idx[train])
-        return net
+        return train_skorch_net(
+            self,
+            train_ds,
+            valid_ds,
+            y_idx[train],
+            seed,
+            weights=self._class_weights(y_idx),
+            module=_torch_classes()["_FineTuneModule"],
+            module_kwargs=dict(
+                backbone=self.backbone,
+                weights=self.weights,
+                pooling=self.pooling,
+                n_classes=len(self.classes_),
+                image_size=int(self.image_size),
+                freeze=self.freeze,
+            ),
+        )
 
     # -- fitted parts --------------------------------------------------------------------
     @property
@@ -856,6 +766,127 @@ def _frozen_names(features, freeze, prefix):
     return [f"{prefix}{name}".rstrip(".") for group in stages[:freeze] for name in group]
 
 
+def class_weights(class_weight, classes, y_idx):
+    """Cross-entropy weights (float32, one per class index) for ``class_weight``, or None."""
+    if class_weight is None:
+        return None
+    n_classes = len(classes)
+    if isinstance(class_weight, dict):
+        unknown = [k for k in class_weight if k not in set(classes.tolist())]
+        if unknown:
+            raise ValueError(
+                f"class_weight has labels {unknown!r} that are not in y; the classes are "
+                f"{classes.tolist()!r}. Use those labels as keys."
+            )
+        weights = np.ones(n_classes)
+        for label, w in class_weight.items():
+            weights[np.searchsorted(classes, label)] = float(w)
+        return weights.astype(np.float32)
+    present = np.unique(y_idx)
+    weights = np.ones(n_classes)
+    weights[present] = compute_class_weight("balanced", classes=present, y=y_idx)
+    return weights.astype(np.float32)
+
+
+def stratified_split(n, y_idx, validation_fraction, seed):
+    """Training and validation indices (stratified), or (all, None) without validation."""
+    if not validation_fraction:
+        return np.arange(n), None
+    from sklearn.model_selection import train_test_split
+
+    n_classes = len(np.unique(y_idx))
+    n_valid = math.ceil(validation_fraction * n)
+    counts = np.bincount(y_idx)
+    counts = counts[counts > 0]
+    if counts.min() < 2 or n_valid < n_classes or n - n_valid < n_classes:
+        raise ValueError(
+            f"validation_fraction={validation_fraction} holds out {n_valid} of "
+            f"{n} training images, too few for a split stratified over {n_classes} "
+            f"classes (the rarest has {counts.min()} images; each class needs 2). "
+            "Pass a larger validation_fraction, more images, or validation_fraction=0 "
+            "to train without validation and early stopping."
+        )
+    return train_test_split(
+        np.arange(n), test_size=n_valid, stratify=y_idx, random_state=seed % 2**32
+    )
+
+
+def augmentation(augment, image_size):
+    """The training-time transform for ``augment`` (True, False or a callable)."""
+    if augment is True:
+        return _default_augmentation(image_size)
+    if callable(augment):
+        return augment
+    return None
+
+
+def train_skorch_net(est, train_ds, valid_ds, y_train, seed, *, weights, module, module_kwargs):
+    """Train a ``_FineTuneNet`` on datasets, with the training settings of ``est``.
+
+    ``est`` provides ``device_``, ``classes_``, ``max_epochs``, ``lr``, ``batch_size``,
+    ``optimizer``, ``weight_decay``, ``patience``, ``num_workers`` and ``verbose``:
+    the fine-tuned encoder and the fusion network share this loop. AdamW-style
+    optimizer, class-weighted cross-entropy, cosine learning-rate schedule, early
+    stopping on the validation loss (restoring the best epoch), seeded shuffling.
+    """
+    import torch
+    from skorch.callbacks import EarlyStopping, LRScheduler, ProgressBar
+    from skorch.helper import predefined_split
+
+    from ._data import default_num_workers
+
+    device = est.device_
+    callbacks = [("lr_scheduler", LRScheduler(policy="CosineAnnealingLR", T_max=est.max_epochs))]
+    if valid_ds is not None and est.patience is not None:
+        callbacks.append(
+            (
+                "early_stopping",
+                EarlyStopping(monitor="valid_loss", patience=est.patience, load_best=True),
+            )
+        )
+    if est.verbose > 1:
+        callbacks.append(("progress_bar", ProgressBar()))
+    optimizer, optimizer_kwargs = _optimizer(est.optimizer)
+    batch_size = int(est.batch_size)
+    n_train = len(train_ds)
+    train_workers = default_num_workers(n_train, batch_size, est.num_workers)
+    valid_workers = default_num_workers(len(valid_ds or ()), batch_size, est.num_workers)
+    pin = str(device).startswith("cuda")
+    loader_kwargs = {}
+    for prefix, workers in (("iterator_train", train_workers), ("iterator_valid", valid_workers)):
+        loader_kwargs[f"{prefix}__num_workers"] = workers
+        loader_kwargs[f"{prefix}__pin_memory"] = pin
+        loader_kwargs[f"{prefix}__persistent_workers"] = workers > 0
+    with torch_seed(seed, device):
+        net = _torch_classes()["_FineTuneNet"](
+            module=module,
+            **{f"module__{k}": v for k, v in module_kwargs.items()},
+            criterion=torch.nn.CrossEntropyLoss,
+            criterion__weight=None if weights is None else torch.from_numpy(weights),
+            optimizer=optimizer,
+            lr=float(est.lr),
+            optimizer__weight_decay=float(est.weight_decay),
+            **{f"optimizer__{k}": v for k, v in optimizer_kwargs.items()},
+            max_epochs=int(est.max_epochs),
+            batch_size=batch_size,
+            train_split=None if valid_ds is None else predefined_split(valid_ds),
+            callbacks=callbacks,
+            classes=np.arange(len(est.classes_)),
+            iterator_train__shuffle=True,
+            iterator_train__generator=torch.Generator().manual_seed(seed),
+            # a last batch of 1 image breaks batch norm on a 1x1 feature map
+            iterator_train__drop_last=n_train > batch_size and n_train % batch_size == 1,
+            **loader_kwargs,
+            device=device,
+            verbose=int(est.verbose),
+        )
+        net.initialize()
+        if str(device).startswith("cuda"):
+            net.module_.to(memory_format=torch.channels_last)
+        net.partial_fit(train_ds, y_train)
+    return net
+
+
 # -- torch parts: built on first use, so that importing skinfuse.encoders does not import torch
 _TORCH_CLASSES = ("_FineTuneModule", "_FineTuneNet", "_RandomRot90")
 
@@ -883,8 +914,10 @@ def _torch_classes() -> dict:
     class _FineTuneModule(nn.Module):
         """Images -> ``embedder`` (normalise, backbone, pool) -> ``head`` -> class logits.
 
-        Built inside the seeded block of ``fit``: a named backbone with
-        ``weights=None`` gets a fresh, seeded random initialisation.
+        With ``n_metadata > 0`` (the fusion network), a ``metadata`` branch (a small
+        MLP over the preprocessed metadata) is concatenated with the image embedding
+        before the head: late fusion. Built inside the seeded block of ``fit``: a
+        named backbone with ``weights=None`` gets a fresh, seeded random initialisation.
         """
 
         def __init__(
@@ -895,6 +928,9 @@ def _torch_classes() -> dict:
             n_classes=2,
             image_size=224,
             freeze="none",
+            n_metadata=0,
+            metadata_hidden=64,
+            dropout=0.0,
         ):
             super().__init__()
             if isinstance(backbone, str) and weights is None:
@@ -911,7 +947,18 @@ def _torch_classes() -> dict:
             elif pooling == "avgmax":
                 n_features *= 2
             self.embedder = embedder
-            self.head = nn.Linear(int(n_features), int(n_classes))
+            self.metadata = None
+            n_head = int(n_features)
+            if n_metadata:
+                self.metadata = nn.Sequential(
+                    nn.Linear(int(n_metadata), int(metadata_hidden)),
+                    nn.ReLU(),
+                    nn.Linear(int(metadata_hidden), int(metadata_hidden)),
+                    nn.ReLU(),
+                )
+                n_head += int(metadata_hidden)
+            self.dropout = nn.Dropout(float(dropout))
+            self.head = nn.Linear(n_head, int(n_classes))
             self.n_features = int(n_features)
             self.cam_layer = f"embedder.features.{bb.cam_layer}" if bb.cam_layer else None
             self.frozen = _frozen_names(embedder.features, freeze, "embedder.features.")
@@ -925,15 +972,24 @@ def _torch_classes() -> dict:
                 self.get_submodule(name).eval()
             return self
 
-        def forward(self, x):
-            return self.head(self.embedder(x))
+        def forward(self, x, metadata=None):
+            features = self.embedder(x)
+            if self.metadata is not None:
+                if metadata is None:
+                    raise ValueError("this network fuses metadata: call it with metadata=")
+                features = torch.cat([features, self.metadata(metadata.float())], dim=1)
+            return self.head(self.dropout(features))
 
     class _FineTuneNet(NeuralNetClassifier):
         """skorch classifier over uint8 image batches: bf16 autocast and channels-last on CUDA."""
 
         def infer(self, x, **fit_params):
             if str(self.device).startswith("cuda"):
-                x = to_tensor(x, device=self.device).contiguous(memory_format=torch.channels_last)
+                x = to_tensor(x, device=self.device)
+                if isinstance(x, dict):  # the fusion network: images under "x", plus metadata
+                    x = {**x, "x": x["x"].contiguous(memory_format=torch.channels_last)}
+                else:
+                    x = x.contiguous(memory_format=torch.channels_last)
             with _autocast(self.device):
                 return super().infer(x, **fit_params).float()
 

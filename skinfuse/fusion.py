@@ -1,0 +1,484 @@
+"""FusionNetClassifier: a CNN and a metadata branch trained end to end (late fusion)."""
+
+from __future__ import annotations
+
+import copy
+import os
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+
+from ._utils._sklearn import (
+    HasMethods,
+    Interval,
+    StrOptions,
+    _check_feature_names,
+    _check_n_features,
+    _fit_context,
+)
+from ._utils._torch import resolve_device, seed_from_random_state
+from .encoders._backbones import BACKBONES
+from .images import as_image_list, check_image_files
+from .pipeline import METADATA_COLUMNS
+
+__all__ = ["FusionNetClassifier"]
+
+
+class FusionNetClassifier(ClassifierMixin, BaseEstimator):
+    """A CNN and a metadata MLP trained together, fused before the classifier head.
+
+    The joint, end-to-end model: images go through a pretrained backbone
+    (fine-tuned), the preprocessed metadata (age, sex, localization) through a
+    small MLP, and the two vectors are concatenated (late fusion) before a linear
+    head. It takes the same DataFrame as the fusion pipelines (``image_path`` and
+    metadata columns) and preprocesses the metadata itself, with
+    :func:`~skinfuse.metadata.make_metadata_preprocessor` fitted on the training
+    data. Training uses skorch: class-weighted cross-entropy, AdamW, a cosine
+    learning-rate schedule, early stopping on a stratified validation split and
+    augmentation of the training images only (the loop is shared with
+    :class:`~skinfuse.encoders.FineTunedCNNEncoder`).
+
+    Parameters
+    ----------
+    backbone : str or torch.nn.Module, default="efficientnet_lite0"
+        See :class:`~skinfuse.encoders.FrozenCNNEncoder`.
+    weights : "DEFAULT", None or str, default="DEFAULT"
+        Pretrained weights, random initialisation, or a checkpoint path.
+    image_column : str, default="image_path"
+        Column of image paths.
+    metadata : "default", transformer or None, default="default"
+        ``"default"``: :func:`~skinfuse.metadata.make_metadata_preprocessor`; a
+        transformer is applied to ``metadata_columns``; ``None`` trains the image
+        branch alone (the ablation).
+    metadata_columns : sequence of str, default=("age", "sex", "localization")
+        Columns of a custom ``metadata`` transformer.
+    metadata_hidden : int, default=64
+        Width of the metadata branch.
+    image_size : int, default=224
+    pooling : {"avg", "max", "avgmax"}, default="avg"
+    dropout : float, default=0.2
+        Dropout on the fused vector.
+    max_epochs : int, default=10
+    lr : float, default=3e-4
+    batch_size : int, default=32
+    optimizer : {"adamw", "adam", "sgd"} or optimizer class, default="adamw"
+    weight_decay : float, default=1e-4
+    freeze : "none", "backbone" or int, default="none"
+        Backbone stages left untrained, as in ``FineTunedCNNEncoder``.
+    class_weight : "balanced", dict or None, default="balanced"
+        Weights of the cross-entropy loss.
+    augment : bool or callable, default=True
+        Random resized crop, flips, 90° rotations and colour jitter on training images.
+    validation_fraction : float, default=0.1
+        Stratified hold-out for early stopping; 0 trains on everything, without it.
+    patience : int or None, default=5
+        Early-stopping patience (epochs).
+    num_workers : int or None, default=None
+        DataLoader workers decoding images.
+    device : str, default="auto"
+        ``"auto"``: CUDA, then MPS, then CPU (``device_``).
+    random_state : int, RandomState or None, default=None
+        Seed of initialisation, split, shuffling and augmentation (scoped, never global).
+    verbose : int, default=0
+        1: skorch's epoch table; 2: also batch progress bars.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+    metadata_ : ColumnTransformer or None
+        The fitted metadata preprocessor.
+    net_ : skorch.NeuralNetClassifier
+        The trained network, trimmed for prediction, on the CPU.
+    module_ : torch.nn.Module
+        ``net_.module_``: ``.embedder`` (CNN), ``.metadata`` (MLP), ``.head``.
+    cnn_ : torch.nn.Module
+        The backbone.
+    cam_layer_ : str
+        Dotted name, inside ``module_``, of the last convolutional block.
+    history_ : skorch.History
+    device_ : str
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+
+    Examples
+    --------
+    >>> from skinfuse.datasets import make_synthetic_lesions
+    >>> from skinfuse.fusion import FusionNetClassifier
+    >>> lesions = make_synthetic_lesions(60, image_size=32, n_classes=3, random_state=0)
+    >>> net = FusionNetClassifier("tiny_cnn", weights=None, image_size=32, max_epochs=2,
+    ...                           validation_fraction=0, random_state=0)
+    >>> net.fit(lesions.data, lesions.target).predict_proba(lesions.data).shape
+    (60, 3)
+    """
+
+    _parameter_constraints: dict = {
+        "backbone": [StrOptions(set(BACKBONES)), HasMethods(["forward"])],
+        "weights": [StrOptions({"DEFAULT"}), str, os.PathLike, None],
+        "image_column": [str],
+        "metadata": [StrOptions({"default"}), HasMethods(["fit", "transform"]), None],
+        "metadata_columns": ["array-like"],
+        "metadata_hidden": [Interval(Integral, 1, None, closed="left")],
+        "image_size": [Interval(Integral, 8, None, closed="left")],
+        "pooling": [StrOptions({"avg", "max", "avgmax"})],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "max_epochs": [Interval(Integral, 0, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "optimizer": [StrOptions({"adam", "adamw", "sgd"}), callable],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "freeze": [StrOptions({"none", "backbone"}), Interval(Integral, 0, None, closed="left")],
+        "class_weight": [StrOptions({"balanced"}), dict, None],
+        "augment": ["boolean", callable],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "patience": [Interval(Integral, 1, None, closed="left"), None],
+        "num_workers": [Interval(Integral, 0, None, closed="left"), None],
+        "device": [str],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        backbone="efficientnet_lite0",
+        *,
+        weights="DEFAULT",
+        image_column="image_path",
+        metadata="default",
+        metadata_columns=METADATA_COLUMNS,
+        metadata_hidden=64,
+        image_size=224,
+        pooling="avg",
+        dropout=0.2,
+        max_epochs=10,
+        lr=3e-4,
+        batch_size=32,
+        optimizer="adamw",
+        weight_decay=1e-4,
+        freeze="none",
+        class_weight="balanced",
+        augment=True,
+        validation_fraction=0.1,
+        patience=5,
+        num_workers=None,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.backbone = backbone
+        self.weights = weights
+        self.image_column = image_column
+        self.metadata = metadata
+        self.metadata_columns = metadata_columns
+        self.metadata_hidden = metadata_hidden
+        self.image_size = image_size
+        self.pooling = pooling
+        self.dropout = dropout
+        self.max_epochs = max_epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.optimizer = optimizer
+        self.weight_decay = weight_decay
+        self.freeze = freeze
+        self.class_weight = class_weight
+        self.augment = augment
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.num_workers = num_workers
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.allow_nan = True
+        tags.classifier_tags.poor_score = True
+        tags.non_deterministic = False
+        return tags
+
+    # -- input ---------------------------------------------------------------------------
+    def _columns(self, X, *, reset):
+        """Validate ``X``; return (list of images, DataFrame of metadata columns)."""
+        if not hasattr(X, "columns"):
+            raise TypeError(
+                f"{type(self).__name__} takes a DataFrame with an {self.image_column!r} column "
+                f"and metadata columns; got {type(X).__name__}. Use e.g. "
+                "load_ham10000(...).data or make_synthetic_lesions(...).data."
+            )
+        _check_feature_names(self, X, reset=reset)
+        _check_n_features(self, X, reset=reset)
+        if self.image_column not in X.columns:
+            raise ValueError(
+                f"X has no image column {self.image_column!r} (columns: {list(X.columns)}); "
+                "pass image_column= the name of the column of image paths"
+            )
+        if len(X) == 0:
+            raise ValueError("Found array with 0 sample(s); at least 1 is required.")
+        items = as_image_list(X[self.image_column])
+        check_image_files(items, on_error="raise")
+        return items, X
+
+    def _metadata_matrix(self, X):
+        if self.metadata_ is None:
+            return np.zeros((len(X), 0), dtype=np.float32)
+        return np.asarray(self.metadata_.transform(X), dtype=np.float32)
+
+    # -- fit -----------------------------------------------------------------------------
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Train the network end to end.
+
+        Parameters
+        ----------
+        X : DataFrame
+            ``image_column`` plus the metadata columns.
+        y : array-like of shape (n_samples,)
+            Labels.
+
+        Returns
+        -------
+        self : FusionNetClassifier
+        """
+        from .encoders._finetuned import (
+            _net_to_cpu,
+            _torch_classes,
+            augmentation,
+            class_weights,
+            stratified_split,
+            train_skorch_net,
+        )
+        from .metadata import make_metadata_preprocessor
+
+        items, X = self._columns(X, reset=True)
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y: call fit(X, y)")
+        y = column_or_1d(y, warn=True)
+        if len(y) != len(items):
+            raise ValueError(f"X has {len(items)} rows but y has {len(y)} labels")
+        check_classification_targets(y)
+        encoder = LabelEncoder().fit(y)
+        if len(encoder.classes_) < 2:
+            raise ValueError(f"{type(self).__name__} needs at least 2 classes in y; got 1")
+        self.classes_ = encoder.classes_
+        y_idx = encoder.transform(y).astype(np.int64)
+        self.device_ = resolve_device(self.device)
+        self.__dict__.pop("_device_module", None)
+        seed = seed_from_random_state(self.random_state)
+
+        if isinstance(self.metadata, str):
+            self.metadata_ = make_metadata_preprocessor().fit(X)
+        elif self.metadata is None:
+            self.metadata_ = None
+        else:
+            from sklearn.compose import ColumnTransformer
+
+            self.metadata_ = ColumnTransformer(
+                [("metadata", clone(self.metadata), list(self.metadata_columns))]
+            ).fit(X)
+        meta = self._metadata_matrix(X)
+
+        train, valid = stratified_split(len(items), y_idx, self.validation_fraction, seed)
+        size = int(self.image_size)
+        dataset = _torch_fusion_dataset()
+        train_ds = dataset(
+            [items[i] for i in train], meta[train], size, y_idx[train],
+            augmentation(self.augment, size),
+        )  # fmt: skip
+        valid_ds = None
+        if valid is not None:
+            valid_ds = dataset([items[i] for i in valid], meta[valid], size, y_idx[valid], None)
+        net = train_skorch_net(
+            self,
+            train_ds,
+            valid_ds,
+            y_idx[train],
+            seed,
+            weights=class_weights(self.class_weight, self.classes_, y_idx),
+            module=_torch_classes()["_FineTuneModule"],
+            module_kwargs=dict(
+                backbone=self.backbone,
+                weights=self.weights,
+                pooling=self.pooling,
+                n_classes=len(self.classes_),
+                image_size=size,
+                freeze=self.freeze,
+                n_metadata=meta.shape[1],
+                metadata_hidden=self.metadata_hidden,
+                dropout=self.dropout,
+            ),
+        )
+        history = net.history
+        net.history = type(history)()
+        net.trim_for_prediction()
+        net.history = history
+        for key in [k for k in vars(net) if k.startswith("iterator_train__")]:
+            delattr(net, key)
+        _net_to_cpu(net)
+        net.module_.eval()
+        self.net_ = net
+        self.history_ = history
+        self.n_iter_ = len(history)
+        self.cam_layer_ = net.module_.cam_layer
+        return self
+
+    # -- fitted parts --------------------------------------------------------------------
+    @property
+    def module_(self):
+        """The trained network on the CPU: ``.embedder``, ``.metadata``, ``.head``."""
+        check_is_fitted(self, "net_")
+        return self.net_.module_
+
+    @property
+    def cnn_(self):
+        """The fine-tuned backbone (``module_.embedder.features``)."""
+        return self.module_.embedder.features
+
+    def _inference_device(self):
+        from .encoders._finetuned import FineTunedCNNEncoder
+
+        return FineTunedCNNEncoder._inference_device(self)
+
+    # -- prediction ----------------------------------------------------------------------
+    def _logits(self, X):
+        import torch
+
+        from .encoders._data import make_loader
+
+        check_is_fitted(self, "net_")
+        items, X = self._columns(X, reset=False)
+        meta = torch.from_numpy(self._metadata_matrix(X))
+        device = self._inference_device()
+        module = self.module_
+        if device != "cpu":
+            module = self.__dict__.get("_device_module")
+            if module is None:
+                module = self._device_module = copy.deepcopy(self.module_).to(device).eval()
+        loader = make_loader(
+            items, int(self.image_size), batch_size=int(self.batch_size),
+            num_workers=self.num_workers, device=device,
+        )  # fmt: skip
+        out, start = [], 0
+        use_amp = device.startswith("cuda")
+        with torch.inference_mode():
+            for images in loader:
+                rows = meta[start : start + len(images)].to(device)
+                start += len(images)
+                with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=use_amp):
+                    logits = module(images.to(device), metadata=rows if module.metadata else None)
+                out.append(logits.float().cpu().numpy())
+        return np.concatenate(out).astype(np.float64)
+
+    def predict_proba(self, X):
+        """Class probabilities.
+
+        Parameters
+        ----------
+        X : DataFrame
+            ``image_column`` plus the metadata columns.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Columns follow ``classes_``.
+        """
+        logits = self._logits(X)
+        logits -= logits.max(axis=1, keepdims=True)
+        proba = np.exp(logits)
+        return proba / proba.sum(axis=1, keepdims=True)
+
+    def predict(self, X):
+        """Predicted labels.
+
+        Parameters
+        ----------
+        X : DataFrame
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+        """
+        return self.classes_[self._logits(X).argmax(axis=1)]
+
+    def _gradcam_model(self, X):
+        """``skinfuse.explain.grad_cam``'s protocol: the network with each case's metadata fixed.
+
+        Returns ``(module, layer, image_size, classes_)``; ``module`` maps ``[0, 1]`` float
+        images of the cases in ``X`` (in order; any batch size when ``len(X) == 1``) to logits.
+        """
+        import torch
+
+        _, X = self._columns(X, reset=False)
+        meta = torch.from_numpy(self._metadata_matrix(X))
+        module = _torch_fixed_metadata()(self.module_, meta)
+        return module, f"net.{self.cam_layer_}", int(self.image_size), self.classes_
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_device_module", None)
+        return state
+
+
+def _torch_fusion_dataset():
+    """The torch Dataset of (``{"x": image, "metadata": row}``, label), defined on first use."""
+    global _FusionDataset
+    if "_FusionDataset" in globals():
+        return _FusionDataset
+    import torch
+    from torch.utils.data import Dataset
+
+    from .images import read_image
+
+    class _FusionDataset(Dataset):
+        def __init__(self, items, metadata, image_size, y, transform):
+            self.items, self.metadata, self.image_size = items, metadata, image_size
+            self.y, self.transform = y, transform
+
+        def __len__(self):
+            return len(self.items)
+
+        def __getitem__(self, i):
+            img = torch.from_numpy(read_image(self.items[i], size=self.image_size)).permute(2, 0, 1)
+            if self.transform is not None:
+                img = self.transform(img)
+            return {"x": img, "metadata": torch.from_numpy(self.metadata[i])}, self.y[i]
+
+    _FusionDataset.__module__ = __name__
+    globals()["_FusionDataset"] = _FusionDataset
+    return _FusionDataset
+
+
+def _torch_fixed_metadata():
+    """A module running the fusion network on images with fixed metadata rows."""
+    if "_FixedMetadata" in globals():
+        return globals()["_FixedMetadata"]
+    from torch import nn
+
+    class _FixedMetadata(nn.Module):
+        def __init__(self, net, metadata):
+            super().__init__()
+            self.net = net
+            self.register_buffer("rows", metadata)
+
+        def forward(self, x):
+            rows = self.rows
+            if self.net.metadata is None:
+                return self.net(x)
+            if len(rows) == 1 and len(x) != 1:
+                rows = rows.expand(len(x), -1)
+            return self.net(x, metadata=rows.to(x.device))
+
+    _FixedMetadata.__module__ = __name__
+    globals()["_FixedMetadata"] = _FixedMetadata
+    return _FixedMetadata
+
+
+def __getattr__(name):  # unpickling finds the lazily defined classes here
+    if name == "_FusionDataset":
+        return _torch_fusion_dataset()
+    if name == "_FixedMetadata":
+        return _torch_fixed_metadata()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
