@@ -200,3 +200,47 @@ def test_select_k_keeps_the_most_informative_features(six_classes):
     assert "metadata__age" in names  # age carries signal on synthetic lesions
     selected = model[:3].transform(X)
     assert isinstance(selected, pd.DataFrame) and list(selected.columns) == list(names)
+
+
+def _approaches():
+    from skinfuse.encoders import ConvAutoencoderEncoder, FineTunedCNNEncoder
+    from skinfuse.fusion import FusionNetClassifier
+
+    tiny_cnn = dict(backbone="tiny_cnn", weights=None, image_size=32, num_workers=0)
+    return {
+        "frozen": make_fusion_pipeline(FrozenCNNEncoder(**TINY), random_state=0),
+        "fine-tuned": make_fusion_pipeline(
+            FineTunedCNNEncoder(
+                **tiny_cnn, max_epochs=2, cross_fit=2, validation_fraction=0, random_state=0
+            ),
+            random_state=0,
+        ),
+        "autoencoder": make_fusion_pipeline(
+            ConvAutoencoderEncoder(
+                latent_dim=16, image_size=32, channels=(8, 16), max_epochs=2, random_state=0
+            ),
+            random_state=0,
+        ),
+        "joint": FusionNetClassifier(
+            **tiny_cnn, max_epochs=4, lr=3e-3, validation_fraction=0, random_state=0
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", ["frozen", "fine-tuned", "autoencoder", "joint"])
+def test_each_approach_fits_predicts_and_round_trips(lesions, name, tmp_path):
+    X, y = lesions.data, lesions.target
+    model = _approaches()[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLP convergence on tiny data
+        model.fit(X, y)
+        proba = model.predict_proba(X)
+        assert proba.shape == (len(X), 4)
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+        assert (model.predict(X) == y).mean() > 0.3
+        joblib.dump(model, tmp_path / "model.joblib")
+        np.testing.assert_array_equal(
+            joblib.load(tmp_path / "model.joblib").predict_proba(X), proba
+        )
+        refit = clone(model).fit(X, y)  # same random_state, same data: same model
+        np.testing.assert_allclose(refit.predict_proba(X), proba, rtol=1e-5, atol=1e-6)
