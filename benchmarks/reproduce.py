@@ -1,0 +1,253 @@
+"""Reproduce the reference table on HAM10000 with lesion-grouped cross-validation.
+
+    python benchmarks/reproduce.py [--data PATH] [--approaches ...] [--out DIR] [--smoke]
+
+Protocol: StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=0) grouped by
+``lesion_id``. Every fitted step (encoders, autoencoder, SMOTE, scalers, feature selection,
+the networks) is fitted on the training folds only. Rows: each approach with and without
+metadata, plus metadata-only and majority-class baselines. Columns: accuracy, balanced
+accuracy, macro F1, weighted F1, macro one-vs-rest ROC AUC (mean ± std over folds), melanoma
+recall, fit and predict time, device. Writes JSON (with versions and hardware), a markdown
+table (printed last) and the confusion matrix of the best row.
+
+The autoencoder is trained once per fold and shared by its two rows (with and without
+metadata) through ``sklearn.frozen.FrozenEstimator``: both rows still see only the training
+folds. Fine-tuned rows can use fewer folds (``--finetune-folds``) on a CPU; the table says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from sklearn.dummy import DummyClassifier
+from sklearn.frozen import FrozenEstimator
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    recall_score,
+    roc_auc_score,
+)
+from sklearn.model_selection import StratifiedGroupKFold
+
+from skinfuse import show_versions
+from skinfuse.datasets import load_ham10000, make_synthetic_lesions
+from skinfuse.encoders import ConvAutoencoderEncoder, FrozenCNNEncoder
+from skinfuse.fusion import FusionNetClassifier
+from skinfuse.pipeline import make_fusion_pipeline
+
+APPROACHES = ("majority", "metadata", "frozen", "cae", "finetuned")
+METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "roc_auc_ovr")
+
+
+def scores(y_true, y_pred, proba, classes):
+    out = {
+        "accuracy": accuracy_score(y_true, y_pred),
+        "balanced_accuracy": balanced_accuracy_score(y_true, y_pred),
+        "f1_macro": f1_score(y_true, y_pred, average="macro"),
+        "f1_weighted": f1_score(y_true, y_pred, average="weighted"),
+        "roc_auc_ovr": float("nan"),
+        "mel_recall": float("nan"),
+    }
+    present = np.isin(classes, np.unique(y_true))
+    if present.sum() > 2 and present.all():
+        out["roc_auc_ovr"] = roc_auc_score(y_true, proba, multi_class="ovr", labels=classes)
+    if "mel" in classes:
+        out["mel_recall"] = recall_score(y_true, y_pred, labels=["mel"], average="macro")
+    return {k: float(v) for k, v in out.items()}
+
+
+def frozen_encoder(args):
+    return FrozenCNNEncoder(
+        args.backbone, image_size=args.image_size, pooling="avgmax",
+        cache_dir=args.cache_dir, device=args.device, verbose=int(args.verbose),
+    )  # fmt: skip
+
+
+def rows_for(approach, args, X_train, y_train):
+    """{row name: unfitted model} for one approach (the CAE is fitted here, on X_train)."""
+    common = dict(classifier=args.classifier, select_k=args.select_k, random_state=0)
+    if approach == "majority":
+        return {"majority class": DummyClassifier(strategy="most_frequent")}
+    if approach == "metadata":
+        return {"metadata only": make_fusion_pipeline(None, **{**common, "select_k": None})}
+    if approach == "frozen":
+        return {
+            "frozen CNN + metadata": make_fusion_pipeline(frozen_encoder(args), **common),
+            "frozen CNN, image only": make_fusion_pipeline(
+                frozen_encoder(args), metadata=None, **common
+            ),
+        }
+    if approach == "cae":
+        cae = ConvAutoencoderEncoder(
+            latent_dim=args.cae_latent, image_size=args.cae_image_size,
+            max_epochs=args.cae_epochs, device=args.device, random_state=0,
+            verbose=int(args.verbose),
+        ).fit(X_train[["image_path"]])  # fmt: skip
+        shared = FrozenEstimator(cae)
+        cae_common = {**common, "select_k": None}
+        return {
+            "CAE + metadata": make_fusion_pipeline(shared, **cae_common),
+            "CAE, image only": make_fusion_pipeline(shared, metadata=None, **cae_common),
+        }
+    if approach == "finetuned":
+        net = dict(
+            backbone=args.backbone, image_size=args.finetune_image_size,
+            max_epochs=args.finetune_epochs, batch_size=32, device=args.device,
+            random_state=0, verbose=int(args.verbose),
+        )  # fmt: skip
+        return {
+            "fine-tuned CNN + metadata (FusionNet)": FusionNetClassifier(**net),
+            "fine-tuned CNN, image only": FusionNetClassifier(**net, metadata=None),
+        }
+    raise ValueError(f"unknown approach {approach!r}; choose from {APPROACHES}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--data", default=os.environ.get("SKINFUSE_DATA", "../shared/data/ham10000"))
+    p.add_argument("--test-data", default=None, help="train on all of --data, test on this folder")
+    p.add_argument("--approaches", nargs="+", default=list(APPROACHES), choices=APPROACHES)
+    p.add_argument("--n-splits", type=int, default=5)
+    p.add_argument("--finetune-folds", type=int, default=None, help="folds run for fine-tuned rows")
+    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--classifier", default="mlp", choices=["mlp", "rf", "logreg"])
+    p.add_argument("--select-k", type=int, default=None, help="ANOVA features kept (CNN rows)")
+    p.add_argument("--cae-latent", type=int, default=128)
+    p.add_argument("--cae-image-size", type=int, default=64)
+    p.add_argument("--cae-epochs", type=int, default=20)
+    p.add_argument("--finetune-image-size", type=int, default=224)
+    p.add_argument("--finetune-epochs", type=int, default=10)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--cache-dir", default=None, help="embedding cache (reused across runs)")
+    p.add_argument("--out", default="benchmarks/results/reproduce")
+    p.add_argument("--smoke", action="store_true", help="small synthetic run (CI)")
+    p.add_argument("--verbose", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.n_splits, args.image_size = 3, 64
+        args.cae_latent, args.cae_image_size, args.cae_epochs = 16, 32, 2
+        args.finetune_image_size, args.finetune_epochs = 32, 2
+        args.backbone = "efficientnet_lite0"
+        bunch = make_synthetic_lesions(240, image_size=64, random_state=0)
+        source = "synthetic lesions (smoke)"
+    else:
+        bunch = load_ham10000(args.data)
+        source = f"HAM10000 at {args.data}"
+    X, y, groups = bunch.data, bunch.target.astype(str), bunch.groups
+    classes = np.unique(y)
+    if args.test_data:
+        test = load_ham10000(args.test_data)
+        folds = [(X, y, test.data, test.target.astype(str))]
+        protocol = f"train on all of {args.data}, test on {args.test_data}"
+    else:
+        cv = StratifiedGroupKFold(n_splits=args.n_splits, shuffle=True, random_state=0)
+        folds = [
+            (X.iloc[tr], y.iloc[tr], X.iloc[te], y.iloc[te]) for tr, te in cv.split(X, y, groups)
+        ]
+        protocol = f"StratifiedGroupKFold(n_splits={args.n_splits}, shuffle=True, random_state=0) by lesion_id"
+    print(f"{source}: {len(X)} images, {len(np.unique(groups))} lesions; {protocol}", flush=True)
+
+    results: dict = {}
+    confusion: dict = {}
+    for approach in args.approaches:
+        n_folds = len(folds)
+        if approach == "finetuned" and args.finetune_folds:
+            n_folds = min(n_folds, args.finetune_folds)
+        for k, (X_tr, y_tr, X_te, y_te) in enumerate(folds[:n_folds]):
+            t0 = time.perf_counter()
+            models = rows_for(approach, args, X_tr, y_tr)
+            shared_fit = time.perf_counter() - t0
+            for name, model in models.items():
+                t1 = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", category=UserWarning)
+                    model.fit(X_tr, y_tr)
+                fit_s = time.perf_counter() - t1 + shared_fit
+                t1 = time.perf_counter()
+                proba = model.predict_proba(X_te)
+                pred_s = time.perf_counter() - t1
+                proba_full = np.zeros((len(X_te), len(classes)))
+                proba_full[:, np.searchsorted(classes, model.classes_)] = proba
+                y_pred = classes[proba_full.argmax(axis=1)]
+                row = results.setdefault(name, {"folds": [], "n_folds": n_folds})
+                row["folds"].append(
+                    {
+                        **scores(y_te, y_pred, proba_full, classes),
+                        "fit_s": fit_s,
+                        "predict_s": pred_s,
+                    }
+                )
+                cm = confusion_matrix(y_te, y_pred, labels=classes)
+                confusion[name] = confusion.get(name, 0) + cm
+                f = row["folds"][-1]
+                print(
+                    f"[{name}] fold {k + 1}/{n_folds}: acc {f['accuracy']:.3f} "
+                    f"bal {f['balanced_accuracy']:.3f} f1w {f['f1_weighted']:.3f} "
+                    f"({fit_s:.0f}s fit)",
+                    flush=True,
+                )
+    import torch
+
+    device = "cuda" if (args.device in ("auto", "cuda") and torch.cuda.is_available()) else "cpu"
+    for row in results.values():
+        for m in (*METRICS, "mel_recall", "fit_s", "predict_s"):
+            values = np.array([f[m] for f in row["folds"]], dtype=float)
+            row[m] = [float(np.nanmean(values)), float(np.nanstd(values))]
+        row["device"] = device
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    header = (
+        "| model | folds | accuracy | balanced acc. | macro F1 | weighted F1 | macro AUC (OvR) "
+        "| mel recall | fit s/fold | predict s/fold | device |"
+    )
+    table = [header, "|" + "---|" * 11]
+    for name, r in results.items():
+        cells = " | ".join(f"{r[m][0]:.3f} ± {r[m][1]:.3f}" for m in METRICS)
+        table.append(
+            f"| {name} | {r['n_folds']}/{len(folds)} | {cells} | {r['mel_recall'][0]:.3f} | "
+            f"{r['fit_s'][0]:.0f} | {r['predict_s'][0]:.1f} | {r['device']} |"
+        )
+    best = max(results, key=lambda n: results[n]["balanced_accuracy"][0])
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from sklearn.metrics import ConfusionMatrixDisplay
+
+        disp = ConfusionMatrixDisplay(confusion[best], display_labels=classes)
+        disp.plot(cmap="Blues", colorbar=False)
+        disp.ax_.set_title(f"{best}: summed over folds")
+        disp.figure_.tight_layout()
+        disp.figure_.savefig(out / "confusion_best.png", dpi=100)
+    except ImportError:  # pragma: no cover
+        pass
+    payload = {
+        "data": source,
+        "protocol": protocol,
+        "args": vars(args),
+        "results": results,
+        "best_row": best,
+        "versions": show_versions(),
+    }
+    (out / ("reproduce_smoke.json" if args.smoke else "reproduce.json")).write_text(
+        json.dumps(payload, indent=2)
+    )
+    (out / "table.md").write_text("\n".join(table) + "\n")
+    print(f"\nsaved {out}/; best row by balanced accuracy: {best}\n")
+    print("\n".join(table))
+    return payload
+
+
+if __name__ == "__main__":
+    main()
