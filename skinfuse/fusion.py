@@ -243,8 +243,8 @@ class FusionNetClassifier(ClassifierMixin, BaseEstimator):
         -------
         self : FusionNetClassifier
         """
+        from ._utils._torch import net_to_cpu
         from .encoders._finetuned import (
-            _net_to_cpu,
             _torch_classes,
             augmentation,
             class_weights,
@@ -317,7 +317,7 @@ class FusionNetClassifier(ClassifierMixin, BaseEstimator):
         net.history = history
         for key in [k for k in vars(net) if k.startswith("iterator_train__")]:
             delattr(net, key)
-        _net_to_cpu(net)
+        net_to_cpu(net)
         net.module_.eval()
         self.net_ = net
         self.history_ = history
@@ -338,9 +338,9 @@ class FusionNetClassifier(ClassifierMixin, BaseEstimator):
         return self.module_.embedder.features
 
     def _inference_device(self):
-        from .encoders._finetuned import FineTunedCNNEncoder
+        from ._utils._torch import available_device
 
-        return FineTunedCNNEncoder._inference_device(self)
+        return available_device(self.device_)
 
     # -- prediction ----------------------------------------------------------------------
     def _logits(self, X):

@@ -67,3 +67,56 @@ def torch_seed(seed: int, device: str = "cpu"):
         finally:
             random.setstate(py_state)
             np.random.set_state(np_state)
+
+
+def available_device(device: str) -> str:
+    """``device`` where it exists in this process, else ``"cpu"`` (a GPU-fitted model on a CPU)."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return "cpu"
+    if device == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            return "cpu"
+    return device
+
+
+def optimizer_class(optimizer):
+    """The optimizer class for ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum 0.9) or a class,
+    and its extra keyword arguments."""
+    import torch
+
+    if optimizer == "adam":
+        return torch.optim.Adam, {}
+    if optimizer == "adamw":
+        return torch.optim.AdamW, {}
+    if optimizer == "sgd":
+        return torch.optim.SGD, {"momentum": 0.9}
+    return optimizer, {}
+
+
+def autocast(device):
+    """bf16 autocast on CUDA, a no-op elsewhere."""
+    import torch
+
+    device_type = str(device).split(":")[0]
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda")
+
+
+def net_to_cpu(net):
+    """Move a trained skorch net (module, criterion, optimizer state if any) to the CPU."""
+    import torch
+
+    if str(net.device) == "cpu":
+        return
+    net.module_.to("cpu", memory_format=torch.contiguous_format)
+    if getattr(net, "criterion_", None) is not None:
+        net.criterion_.to("cpu")
+    optimizer = getattr(net, "optimizer_", None)
+    if optimizer is not None:
+        for state in optimizer.state.values():
+            for key, value in state.items():
+                if torch.is_tensor(value):
+                    state[key] = value.cpu()
+    net.device = "cpu"

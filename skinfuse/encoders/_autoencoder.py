@@ -10,7 +10,14 @@ import numpy as np
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from .._utils._sklearn import Interval, StrOptions, _fit_context
-from .._utils._torch import resolve_device, seed_from_random_state, torch_seed
+from .._utils._torch import (
+    autocast,
+    net_to_cpu,
+    optimizer_class,
+    resolve_device,
+    seed_from_random_state,
+    torch_seed,
+)
 from ._base import BaseImageEncoder
 from ._cache import encode_cached, hash_config
 
@@ -227,7 +234,7 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
         self.device_ = resolve_device(self.device)
         self.__dict__.pop("_device_autoencoder", None)  # a copy of the previous fit's network
         pixels = self._decode(items)
-        optimizer, optimizer_kwargs = _optimizer(self.optimizer)
+        optimizer, optimizer_kwargs = optimizer_class(self.optimizer)
         classes = _torch_classes()
         n = len(items)
         seed = seed_from_random_state(self.random_state)
@@ -261,7 +268,7 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
             if self.device_.startswith("cuda"):
                 net.module_.to(memory_format=torch.channels_last)
             net.partial_fit(classes["_PixelDataset"](pixels, augment=bool(self.augment)), None)
-        _net_to_cpu(net)
+        net_to_cpu(net)
         net.module_.eval()
 
         self.net_ = net
@@ -338,7 +345,7 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
             with torch.inference_mode():
                 for start in range(0, Z.shape[0], int(self.batch_size)):
                     z = torch.tensor(Z[start : start + self.batch_size], device=device)
-                    with _autocast(device):
+                    with autocast(device):
                         images = decoder(z)
                     images = images.float().clamp_(0, 1).permute(0, 2, 3, 1)
                     out[start : start + len(z)] = images.cpu().numpy()
@@ -450,19 +457,6 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
             items, encode, config_key=key, cache=self.cache, cache_dir=self.cache_dir
         )
 
-    def _inference_device(self) -> str:
-        """``device_`` where it exists in this process, else the CPU."""
-        import torch
-
-        device = self.device_
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            return "cpu"
-        if device == "mps":
-            mps = getattr(torch.backends, "mps", None)
-            if mps is None or not mps.is_available():
-                return "cpu"
-        return device
-
     def _device_module(self, device):
         """The autoencoder on ``device``, copied there once per process (never pickled)."""
         if device == "cpu":
@@ -499,41 +493,6 @@ def _check_architecture(channels, image_size):
             f"image_size={sizes}, or fewer channels."
         )
     return values
-
-
-def _optimizer(optimizer):
-    """The optimizer class and its extra keyword arguments."""
-    import torch
-
-    if optimizer == "adam":
-        return torch.optim.Adam, {}
-    if optimizer == "adamw":
-        return torch.optim.AdamW, {}
-    if optimizer == "sgd":
-        return torch.optim.SGD, {"momentum": 0.9}
-    return optimizer, {}
-
-
-def _autocast(device):
-    import torch
-
-    device_type = str(device).split(":")[0]
-    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda")
-
-
-def _net_to_cpu(net):
-    """Move a trained skorch net (module, criterion, optimizer state) to the CPU, in place."""
-    import torch
-
-    if str(net.device) == "cpu":
-        return
-    net.module_.to("cpu", memory_format=torch.contiguous_format)
-    net.criterion_.to("cpu")
-    for state in net.optimizer_.state.values():
-        for key, value in state.items():
-            if torch.is_tensor(value):
-                state[key] = value.cpu()
-    net.device = "cpu"
 
 
 # -- torch parts: built on first use, so that importing skinfuse.encoders does not import torch
@@ -658,7 +617,7 @@ def _torch_classes() -> dict:
         """A skorch net whose loss compares the reconstruction with the input batch."""
 
         def infer(self, x, **fit_params):
-            with _autocast(self.device):
+            with autocast(self.device):
                 return super().infer(x, **fit_params).float()
 
         def get_loss(self, y_pred, y_true, X=None, training=False):

@@ -89,6 +89,13 @@ class BaseImageEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         check_is_fitted(self, "n_features_out_")
         return super().get_feature_names_out(input_features)
 
+    # -- devices -------------------------------------------------------------------------
+    def _inference_device(self) -> str:
+        """``device_`` where it exists in this process, else the CPU."""
+        from .._utils._torch import available_device
+
+        return available_device(self.device_)
+
     # -- pickling: modules travel on CPU so a GPU-fitted encoder loads anywhere ----------
     def __getstate__(self):
         state = self.__dict__.copy()

@@ -15,7 +15,14 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 
 from .._utils._sklearn import HasMethods, Interval, StrOptions, _fit_context
-from .._utils._torch import resolve_device, seed_from_random_state, torch_seed
+from .._utils._torch import (
+    autocast,
+    net_to_cpu,
+    optimizer_class,
+    resolve_device,
+    seed_from_random_state,
+    torch_seed,
+)
 from ._backbones import BACKBONES
 from ._base import BaseImageEncoder
 from ._cache import encode_cached, hash_config
@@ -446,7 +453,7 @@ class FineTunedCNNEncoder(ClassifierMixin, BaseImageEncoder):
         net.history, net.criterion, net.criterion_ = history, type(criterion), criterion
         for key in [k for k in vars(net) if k.startswith("iterator_train__")]:
             delattr(net, key)  # the shuffling generator, worker settings: training only
-        _net_to_cpu(net)
+        net_to_cpu(net)
         module = net.module_.eval()
         self.net_ = net
         self.history_ = history
@@ -614,19 +621,6 @@ class FineTunedCNNEncoder(ClassifierMixin, BaseImageEncoder):
             items, encode, config_key=key, cache=self.cache, cache_dir=self.cache_dir
         )
 
-    def _inference_device(self) -> str:
-        """``device_`` where it exists in this process, else the CPU."""
-        import torch
-
-        device = self.device_
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            return "cpu"
-        if device == "mps":
-            mps = getattr(torch.backends, "mps", None)
-            if mps is None or not mps.is_available():
-                return "cpu"
-        return device
-
     def _device_module(self, device):
         """The embedder on ``device``, copied there once per process (never pickled)."""
         if device == "cpu":
@@ -658,38 +652,6 @@ def _align(source, target, held_out):
     alphas = len(source) * np.logspace(-4, 1, 6)
     ridge = RidgeCV(alphas=alphas).fit(scaler.transform(source), target)
     return ridge.predict(scaler.transform(held_out)).astype(np.float32)
-
-
-def _optimizer(optimizer):
-    """The optimizer class and its extra keyword arguments."""
-    import torch
-
-    if optimizer == "adam":
-        return torch.optim.Adam, {}
-    if optimizer == "adamw":
-        return torch.optim.AdamW, {}
-    if optimizer == "sgd":
-        return torch.optim.SGD, {"momentum": 0.9}
-    return optimizer, {}
-
-
-def _autocast(device):
-    import torch
-
-    device_type = str(device).split(":")[0]
-    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda")
-
-
-def _net_to_cpu(net):
-    """Move a trained, trimmed skorch net (module, criterion) to the CPU, in place."""
-    import torch
-
-    if str(net.device) == "cpu":
-        return
-    net.module_.to("cpu", memory_format=torch.contiguous_format)
-    if net.criterion_ is not None:
-        net.criterion_.to("cpu")
-    net.device = "cpu"
 
 
 def _default_augmentation(image_size):
@@ -846,7 +808,7 @@ def train_skorch_net(est, train_ds, valid_ds, y_train, seed, *, weights, module,
         )
     if est.verbose > 1:
         callbacks.append(("progress_bar", ProgressBar()))
-    optimizer, optimizer_kwargs = _optimizer(est.optimizer)
+    optimizer, optimizer_kwargs = optimizer_class(est.optimizer)
     batch_size = int(est.batch_size)
     n_train = len(train_ds)
     train_workers = default_num_workers(n_train, batch_size, est.num_workers)
@@ -990,7 +952,7 @@ def _torch_classes() -> dict:
                     x = {**x, "x": x["x"].contiguous(memory_format=torch.channels_last)}
                 else:
                     x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(self.device):
+            with autocast(self.device):
                 return super().infer(x, **fit_params).float()
 
     class _RandomRot90(nn.Module):
