@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 _INSTALL = {
-    "pytorch_grad_cam": "pip install grad-cam  (or pip install 'skinfuse[explain]')",
+    "pytorch_grad_cam": "pip install grad-cam",
     "shap": "pip install shap",
     "matplotlib": "pip install matplotlib",
 }
