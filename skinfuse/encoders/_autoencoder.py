@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 from numbers import Integral, Real
 
@@ -232,7 +231,7 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
                 f"n_samples={len(items)}; pass more images."
             )
         self.device_ = resolve_device(self.device)
-        self.__dict__.pop("_device_autoencoder", None)  # a copy of the previous fit's network
+        self._forget_device_copy()
         pixels = self._decode(items)
         optimizer, optimizer_kwargs = optimizer_class(self.optimizer)
         classes = _torch_classes()
@@ -336,7 +335,7 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
                 f"latent_dim={self.n_features_out_}; pass embeddings from its transform."
             )
         device = self._inference_device()
-        decoder = self._device_module(device).decoder
+        decoder = self._module_on(self.module_, device).decoder
         size = int(self.image_size)
         out = np.empty((Z.shape[0], size, size, 3), dtype=np.float32)
         was_training = decoder.training
@@ -442,7 +441,7 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
 
         def encode(todo):
             return embed(
-                self._device_module(device).encoder,
+                self._module_on(self.module_, device).encoder,
                 todo if to_encode is None else to_encode(todo),
                 self.image_size,
                 batch_size=self.batch_size,
@@ -456,16 +455,6 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
         return encode_cached(
             items, encode, config_key=key, cache=self.cache, cache_dir=self.cache_dir
         )
-
-    def _device_module(self, device):
-        """The autoencoder on ``device``, copied there once per process (never pickled)."""
-        if device == "cpu":
-            return self.module_
-        cached = getattr(self, "_device_autoencoder", None)
-        if cached is None:
-            cached = copy.deepcopy(self.module_).to(device).eval()
-            self._device_autoencoder = cached
-        return cached
 
 
 # -- validation ----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 
 import numpy as np
@@ -95,6 +96,19 @@ class BaseImageEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         from .._utils._torch import available_device
 
         return available_device(self.device_)
+
+    def _module_on(self, module, device):
+        """``module`` itself on the CPU; elsewhere a copy on ``device``, made once per fit and
+        process and never pickled (``fit`` drops it with ``_forget_device_copy``)."""
+        if device == "cpu":
+            return module
+        cached = self.__dict__.get("_device_copy")
+        if cached is None:
+            cached = self._device_copy = copy.deepcopy(module).to(device).eval()
+        return cached
+
+    def _forget_device_copy(self):
+        self.__dict__.pop("_device_copy", None)
 
     # -- pickling: modules travel on CPU so a GPU-fitted encoder loads anywhere ----------
     def __getstate__(self):

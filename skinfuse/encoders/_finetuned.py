@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 from numbers import Integral, Real
@@ -441,7 +440,7 @@ class FineTunedCNNEncoder(ClassifierMixin, BaseImageEncoder):
             )
         self.classes_ = encoder.classes_
         self.device_ = resolve_device(self.device)
-        self.__dict__.pop("_device_embedder", None)  # a copy of the previous fit's network
+        self._forget_device_copy()
         seed = seed_from_random_state(self.random_state)
         return items, encoder.transform(y).astype(np.int64), seed
 
@@ -611,7 +610,8 @@ class FineTunedCNNEncoder(ClassifierMixin, BaseImageEncoder):
 
         def encode(todo):
             return embed(
-                self._device_module(device), todo, self.image_size, batch_size=self.batch_size,
+                self._module_on(self.embedder_, device), todo, self.image_size,
+                batch_size=self.batch_size,
                 device=device, num_workers=self.num_workers, verbose=self.verbose,
                 desc=f"encoding ({type(self).__name__})",
             )  # fmt: skip
@@ -620,16 +620,6 @@ class FineTunedCNNEncoder(ClassifierMixin, BaseImageEncoder):
         return encode_cached(
             items, encode, config_key=key, cache=self.cache, cache_dir=self.cache_dir
         )
-
-    def _device_module(self, device):
-        """The embedder on ``device``, copied there once per process (never pickled)."""
-        if device == "cpu":
-            return self.embedder_
-        cached = getattr(self, "_device_embedder", None)
-        if cached is None:
-            cached = copy.deepcopy(self.embedder_).to(device).eval()
-            self._device_embedder = cached
-        return cached
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -178,7 +178,7 @@ class FrozenCNNEncoder(BaseImageEncoder):
         import torch
 
         self._validate_images(X, reset=True)
-        self.__dict__.pop("_device_embedder", None)  # a copy of the previous fit's network
+        self._forget_device_copy()
         self.device_ = resolve_device(self.device)
         embedder, bb, state_hash = build_embedder(self.backbone, self.weights, self.pooling)
         embedder.eval()
@@ -204,16 +204,6 @@ class FrozenCNNEncoder(BaseImageEncoder):
         check_is_fitted(self, "embedder_")
         return self.embedder_.features
 
-    def _device_module(self):
-        """The embedder on ``device_``, copied there once per process (never pickled)."""
-        if self.device_ == "cpu":
-            return self.embedder_
-        cached = getattr(self, "_device_embedder", None)
-        if cached is None:
-            cached = copy.deepcopy(self.embedder_).to(self.device_)
-            self._device_embedder = cached
-        return cached
-
     def transform(self, X):
         """Embed images.
 
@@ -230,12 +220,13 @@ class FrozenCNNEncoder(BaseImageEncoder):
 
         check_is_fitted(self, "embedder_")
         items = self._validate_images(X, reset=False)
+        device = self._inference_device()
 
         def encode(todo):
             return embed(
-                self._device_module(), todo, self.image_size, batch_size=self.batch_size,
-                device=self.device_, num_workers=self.num_workers, verbose=self.verbose,
-                desc=f"encoding ({type(self).__name__})",
+                self._module_on(self.embedder_, device), todo, self.image_size,
+                batch_size=self.batch_size, device=device, num_workers=self.num_workers,
+                verbose=self.verbose, desc=f"encoding ({type(self).__name__})",
             )  # fmt: skip
 
         return encode_cached(
