@@ -243,11 +243,11 @@ class FusionNetClassifier(ClassifierMixin, BaseEstimator):
         -------
         self : FusionNetClassifier
         """
-        from ._utils._torch import net_to_cpu
         from .encoders._finetuned import (
             _torch_classes,
             augmentation,
             class_weights,
+            finish_training,
             stratified_split,
             train_skorch_net,
         )
@@ -311,14 +311,7 @@ class FusionNetClassifier(ClassifierMixin, BaseEstimator):
                 dropout=self.dropout,
             ),
         )
-        history = net.history
-        net.history = type(history)()
-        net.trim_for_prediction()
-        net.history = history
-        for key in [k for k in vars(net) if k.startswith("iterator_train__")]:
-            delattr(net, key)
-        net_to_cpu(net)
-        net.module_.eval()
+        history = finish_training(net)
         self.net_ = net
         self.history_ = history
         self.n_iter_ = len(history)

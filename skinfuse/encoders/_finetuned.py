@@ -446,14 +446,8 @@ class FineTunedCNNEncoder(ClassifierMixin, BaseImageEncoder):
 
     def _fit_final(self, items, y_idx, seed):
         net = self._train(items, y_idx, seed)
-        history, criterion = net.history, net.criterion_
-        net.history = type(history)()  # trim_for_prediction clears the history in place
-        net.trim_for_prediction()  # drops optimizer, callbacks, criterion
-        net.history, net.criterion, net.criterion_ = history, type(criterion), criterion
-        for key in [k for k in vars(net) if k.startswith("iterator_train__")]:
-            delattr(net, key)  # the shuffling generator, worker settings: training only
-        net_to_cpu(net)
-        module = net.module_.eval()
+        history, criterion = finish_training(net), net.criterion_
+        module = net.module_
         self.net_ = net
         self.history_ = history
         self.n_iter_ = len(history)
@@ -761,6 +755,23 @@ def stratified_split(n, y_idx, validation_fraction, seed):
     return train_test_split(
         np.arange(n), test_size=n_valid, stratify=y_idx, random_state=seed % 2**32
     )
+
+
+def finish_training(net):
+    """Trim a trained skorch net for prediction, in place, on the CPU; return its history.
+
+    Drops the optimizer, callbacks and training-loader settings (the shuffling generator,
+    workers); keeps the history and the loss (with its class weights).
+    """
+    history, criterion = net.history, net.criterion_
+    net.history = type(history)()  # trim_for_prediction clears the history in place
+    net.trim_for_prediction()
+    net.history, net.criterion, net.criterion_ = history, type(criterion), criterion
+    for key in [k for k in vars(net) if k.startswith("iterator_train__")]:
+        delattr(net, key)
+    net_to_cpu(net)
+    net.module_.eval()
+    return history
 
 
 def augmentation(augment, image_size):
