@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.dummy import DummyClassifier
 from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
     accuracy_score,
     balanced_accuracy_score,
@@ -36,10 +37,13 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import make_union
 
 from skinfuse import show_versions
 from skinfuse.datasets import load_ham10000, make_synthetic_lesions
 from skinfuse.encoders import ConvAutoencoderEncoder, FrozenCNNEncoder
+from skinfuse.encoders._backbones import _LITE
 from skinfuse.fusion import FusionNetClassifier
 from skinfuse.pipeline import make_fusion_pipeline
 
@@ -65,15 +69,38 @@ def scores(y_true, y_pred, proba, classes):
 
 
 def frozen_encoder(args):
-    return FrozenCNNEncoder(
-        args.backbone, image_size=args.image_size, pooling="avgmax",
-        cache_dir=args.cache_dir, device=args.device, verbose=int(args.verbose),
+    """One FrozenCNNEncoder per backbone (EfficientNet-Lites at their native size), side by side."""
+    settings = dict(
+        pooling=args.pooling, cache_dir=args.cache_dir, device=args.device,
+        verbose=int(args.verbose),
     )  # fmt: skip
+    encoders = [
+        FrozenCNNEncoder(
+            name, image_size=args.image_size or _LITE.get(name, (0, 0, 224))[2], **settings
+        )
+        for name in args.backbones
+    ]
+    return encoders[0] if len(encoders) == 1 else make_union(*encoders)
+
+
+def head(args):
+    """The classifier every learned row shares (fair ablations); see --classifier."""
+    if args.classifier == "mlp":
+        return MLPClassifier(
+            hidden_layer_sizes=(512,), alpha=1e-2, early_stopping=True, max_iter=300,
+            random_state=0,
+        )  # fmt: skip
+    if args.classifier == "logreg":
+        return LogisticRegression(C=0.05, max_iter=3000)
+    return args.classifier  # "rf": make_fusion_pipeline's random forest
 
 
 def rows_for(approach, args, X_train, y_train):
     """{row name: unfitted model} for one approach (the CAE is fitted here, on X_train)."""
-    common = dict(classifier=args.classifier, select_k=args.select_k, random_state=0)
+    common = dict(
+        classifier=head(args), sampler=None if args.sampler == "none" else args.sampler,
+        prior_correction=args.prior_correction or None, select_k=args.select_k, random_state=0,
+    )  # fmt: skip
     if approach == "majority":
         return {"majority class": DummyClassifier(strategy="most_frequent")}
     if approach == "metadata":
@@ -99,7 +126,7 @@ def rows_for(approach, args, X_train, y_train):
         }
     if approach == "finetuned":
         net = dict(
-            backbone=args.backbone, image_size=args.finetune_image_size,
+            backbone=args.finetune_backbone, image_size=args.finetune_image_size,
             max_epochs=args.finetune_epochs, batch_size=32, device=args.device,
             random_state=0, verbose=int(args.verbose),
         )  # fmt: skip
@@ -119,13 +146,26 @@ def main(argv=None):
     p.add_argument("--approaches", nargs="+", default=list(APPROACHES), choices=APPROACHES)
     p.add_argument("--n-splits", type=int, default=5)
     p.add_argument("--finetune-folds", type=int, default=None, help="folds run for fine-tuned rows")
-    p.add_argument("--backbone", default="efficientnet_lite0")
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--classifier", default="mlp", choices=["mlp", "rf", "logreg"])
+    p.add_argument(
+        "--backbones", nargs="+", default=["efficientnet_lite0", "efficientnet_lite2"],
+        help="frozen backbones; several are concatenated (FeatureUnion)",
+    )  # fmt: skip
+    p.add_argument("--image-size", type=int, default=None, help="default: the backbone's own")
+    p.add_argument("--pooling", default="multi", choices=["avg", "avgmax", "multi"])
+    p.add_argument(
+        "--classifier", default="mlp", choices=["mlp", "rf", "logreg"],
+        help="mlp: MLP(512, alpha=1e-2, early stopping); logreg: C=0.05",
+    )  # fmt: skip
+    p.add_argument("--sampler", default="none", choices=["none", "smote"])
+    p.add_argument(
+        "--prior-correction", type=float, default=0.0,
+        help="PriorCorrectedClassifier power (0: off); use with --sampler none",
+    )  # fmt: skip
     p.add_argument("--select-k", type=int, default=None, help="ANOVA features kept (CNN rows)")
     p.add_argument("--cae-latent", type=int, default=128)
     p.add_argument("--cae-image-size", type=int, default=64)
     p.add_argument("--cae-epochs", type=int, default=20)
+    p.add_argument("--finetune-backbone", default="efficientnet_lite0")
     p.add_argument("--finetune-image-size", type=int, default=224)
     p.add_argument("--finetune-epochs", type=int, default=10)
     p.add_argument("--device", default="auto")
@@ -138,7 +178,7 @@ def main(argv=None):
         args.n_splits, args.image_size = 3, 64
         args.cae_latent, args.cae_image_size, args.cae_epochs = 16, 32, 2
         args.finetune_image_size, args.finetune_epochs = 32, 2
-        args.backbone = "efficientnet_lite0"
+        args.backbones = ["efficientnet_lite0"]
         bunch = make_synthetic_lesions(240, image_size=64, random_state=0)
         source = "synthetic lesions (smoke)"
     else:
