@@ -41,3 +41,12 @@ def test_grid_search_cost_smoke(tmp_path):
 def test_encode_throughput_smoke(tmp_path):
     result = _load("encode_throughput").main(["--smoke", "--out", str(tmp_path)])
     assert result["summary"]["cached_speedup"] > 10
+
+
+def test_frozen_features_smoke(tmp_path):
+    payload = _load("frozen_features").main(["--smoke", "--out", str(tmp_path)])
+    results = payload["results"]
+    assert results["efficientnet_lite0:64:multi"]["n_features"] == 3968
+    for r in results.values():  # accuracy, balanced accuracy, weighted F1 per prior power
+        assert len(r["0.0"]) == 3 and 0 < r["0.0"][0] <= 1
+    assert (tmp_path / "frozen_features_smoke.json").exists()
