@@ -1,7 +1,8 @@
 """The embedding cache: an image already encoded with the same encoder configuration is never
 encoded again, in this process (memory) and, with ``cache_dir``, across processes (disk).
 
-Keys: the image (absolute path + size + mtime for files, a content hash for arrays) and the
+Keys: the image (real path + size + mtime for files, so a symlink or another spelling of a
+path shares the file's embedding; a content hash for arrays) and the
 encoder's configuration key (a hash of its weights and every setting that changes the
 output), so a changed file or a changed setting re-encodes.
 """
@@ -26,9 +27,9 @@ __all__ = ["cache_info", "clear_cache"]
 
 
 def image_key(item) -> str:
-    """A string that changes when the image changes: path+size+mtime, or a content hash."""
+    """A string that changes when the image changes: real path+size+mtime, or a content hash."""
     if isinstance(item, str):
-        path = os.path.abspath(item)
+        path = os.path.realpath(item)
         try:
             st = os.stat(path)
         except OSError:

@@ -137,6 +137,19 @@ def test_changed_file_or_setting_is_re_encoded(tmp_path):
     assert cache_info()["encoded"] == 3
 
 
+def test_symlinks_and_other_spellings_share_the_file_embedding(tmp_path):
+    path = tmp_path / "a.png"
+    Image.fromarray(_images(1)[0]).save(path)
+    (tmp_path / "sub").mkdir()
+    link = tmp_path / "sub" / "link.png"
+    link.symlink_to(path)
+    enc = FrozenCNNEncoder(**TINY).fit([str(path)])
+    first = enc.transform([str(path)])
+    same = enc.transform([str(link), str(tmp_path / "sub" / ".." / "a.png")])
+    assert cache_info()["encoded"] == 1
+    np.testing.assert_array_equal(same, np.vstack([first, first]))
+
+
 def test_disk_cache_survives_the_process(tmp_path):
     from skinfuse.encoders import clear_cache
 
