@@ -194,8 +194,8 @@ class PriorCorrectedClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimato
         """
         check_is_fitted(self, "estimator_")
         proba = self.estimator_.predict_proba(X)
-        with np.errstate(divide="ignore"):
-            weights = np.where(self.class_prior_ > 0, self.class_prior_, 1.0) ** -float(self.power)
+        # a class absent from y (prior 0) keeps weight 1: nothing to correct
+        weights = np.where(self.class_prior_ > 0, self.class_prior_, 1.0) ** -float(self.power)
         proba = proba * weights
         total = proba.sum(axis=1, keepdims=True)
         return np.divide(proba, total, out=np.full_like(proba, 1 / proba.shape[1]), where=total > 0)
