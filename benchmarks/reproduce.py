@@ -95,6 +95,21 @@ def head(args):
     return args.classifier  # "rf": make_fusion_pipeline's random forest
 
 
+def finetune_class_weight(args, y_train):
+    """Loss weights of the fine-tuned rows, from the training fold's labels only.
+
+    ``balanced``: n / (k n_c), as scikit-learn; ``sqrt``: its square root, a milder
+    re-weighting that costs the majority class less accuracy; ``none``: all 1.
+    """
+    if args.finetune_class_weight == "none":
+        return None
+    if args.finetune_class_weight == "balanced":
+        return "balanced"
+    labels, counts = np.unique(np.asarray(y_train), return_counts=True)
+    balanced = counts.sum() / (len(labels) * counts)
+    return {label: float(w) for label, w in zip(labels, np.sqrt(balanced))}
+
+
 def rows_for(approach, args, X_train, y_train):
     """{row name: unfitted model} for one approach (the CAE is fitted here, on X_train)."""
     common = dict(
@@ -127,8 +142,10 @@ def rows_for(approach, args, X_train, y_train):
     if approach == "finetuned":
         net = dict(
             backbone=args.finetune_backbone, image_size=args.finetune_image_size,
-            max_epochs=args.finetune_epochs, batch_size=32, device=args.device,
-            random_state=0, verbose=int(args.verbose),
+            max_epochs=args.finetune_epochs, batch_size=args.finetune_batch_size,
+            lr=args.finetune_lr, class_weight=finetune_class_weight(args, y_train),
+            num_workers=args.num_workers, device=args.device, random_state=0,
+            verbose=int(args.verbose),
         )  # fmt: skip
         return {
             "fine-tuned CNN + metadata (FusionNet)": FusionNetClassifier(**net),
@@ -168,6 +185,17 @@ def main(argv=None):
     p.add_argument("--finetune-backbone", default="efficientnet_lite0")
     p.add_argument("--finetune-image-size", type=int, default=224)
     p.add_argument("--finetune-epochs", type=int, default=10)
+    p.add_argument("--finetune-batch-size", type=int, default=32)
+    p.add_argument("--finetune-lr", type=float, default=3e-4)
+    p.add_argument(
+        "--finetune-class-weight", default="balanced", choices=["balanced", "sqrt", "none"],
+        help="loss weights of the fine-tuned rows (sqrt: square root of balanced)",
+    )  # fmt: skip
+    p.add_argument("--num-workers", type=int, default=None, help="image-decoding workers")
+    p.add_argument(
+        "--time-budget", type=float, default=None,
+        help="minutes: start no fold that would end past it (the table says how many ran)",
+    )  # fmt: skip
     p.add_argument("--device", default="auto")
     p.add_argument("--cache-dir", default=None, help="embedding cache (reused across runs)")
     p.add_argument("--out", default="benchmarks/results/reproduce")
@@ -200,11 +228,28 @@ def main(argv=None):
 
     results: dict = {}
     confusion: dict = {}
+    oof: dict = {}  # row -> out-of-fold probabilities (NaN where a fold did not run)
+    device = resolved_device(args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    context = {"source": source, "protocol": protocol, "n_folds": len(folds), "device": device}
+    context["versions"] = show_versions()  # printed once, saved with every write
+    t_start, stopped = time.perf_counter(), None
     for approach in args.approaches:
         n_folds = len(folds)
         if approach == "finetuned" and args.finetune_folds:
             n_folds = min(n_folds, args.finetune_folds)
+        last_fold_s = 0.0
         for k, (X_tr, y_tr, X_te, y_te) in enumerate(folds[:n_folds]):
+            if args.time_budget is not None:
+                elapsed = time.perf_counter() - t_start
+                if elapsed + last_fold_s > 60 * args.time_budget:
+                    stopped = (
+                        f"time budget of {args.time_budget:g} min: {approach} stopped before "
+                        f"fold {k + 1}/{n_folds} ({elapsed / 60:.1f} min spent)"
+                    )
+                    print(stopped, flush=True)
+                    break
             t0 = time.perf_counter()
             models = rows_for(approach, args, X_tr, y_tr)
             shared_fit = time.perf_counter() - t0
@@ -220,6 +265,9 @@ def main(argv=None):
                 proba_full = np.zeros((len(X_te), len(classes)))
                 proba_full[:, np.searchsorted(classes, model.classes_)] = proba
                 y_pred = classes[proba_full.argmax(axis=1)]
+                if not args.test_data:
+                    rows = oof.setdefault(name, np.full((len(X), len(classes)), np.nan))
+                    rows[X.index.get_indexer(X_te.index)] = proba_full
                 row = results.setdefault(name, {"folds": [], "n_folds": n_folds})
                 row["folds"].append(
                     {
@@ -237,16 +285,28 @@ def main(argv=None):
                     f"({fit_s:.0f}s fit)",
                     flush=True,
                 )
+            last_fold_s = time.perf_counter() - t0
+            # saved after every fold: a run cut short keeps what it measured
+            payload = save(results, confusion, oof, classes, y, context, args, out, stopped)
+        if stopped:
+            break
+    payload = save(results, confusion, oof, classes, y, context, args, out, stopped, final=True)
+    return payload
+
+
+def resolved_device(device):
     import torch
 
-    device = "cuda" if (args.device in ("auto", "cuda") and torch.cuda.is_available()) else "cpu"
+    return "cuda" if (device in ("auto", "cuda") and torch.cuda.is_available()) else "cpu"
+
+
+def save(results, confusion, oof, classes, y, context, args, out, stopped, final=False):
+    """Write the JSON, the table, the out-of-fold probabilities and the best confusion matrix."""
     for row in results.values():
         for m in (*METRICS, "mel_recall", "fit_s", "predict_s"):
             values = np.array([f[m] for f in row["folds"]], dtype=float)
             row[m] = [float(np.nanmean(values)), float(np.nanstd(values))]
-        row["device"] = device
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+        row["device"] = context["device"]
     header = (
         "| model | folds | accuracy | balanced acc. | macro F1 | weighted F1 | macro AUC (OvR) "
         "| mel recall | fit s/fold | predict s/fold | device |"
@@ -255,37 +315,48 @@ def main(argv=None):
     for name, r in results.items():
         cells = " | ".join(f"{r[m][0]:.3f} ± {r[m][1]:.3f}" for m in METRICS)
         table.append(
-            f"| {name} | {r['n_folds']}/{len(folds)} | {cells} | {r['mel_recall'][0]:.3f} | "
-            f"{r['fit_s'][0]:.0f} | {r['predict_s'][0]:.1f} | {r['device']} |"
+            f"| {name} | {len(r['folds'])}/{context['n_folds']} | {cells} | "
+            f"{r['mel_recall'][0]:.3f} | {r['fit_s'][0]:.0f} | {r['predict_s'][0]:.1f} | "
+            f"{r['device']} |"
         )
-    best = max(results, key=lambda n: results[n]["balanced_accuracy"][0])
-    try:
-        import matplotlib
+    if stopped:
+        table.append(f"\n{stopped}.")
+    best = max(results, key=lambda n: results[n]["balanced_accuracy"][0]) if results else None
+    if final and best is not None:
+        try:
+            import matplotlib
 
-        matplotlib.use("Agg")
-        from sklearn.metrics import ConfusionMatrixDisplay
+            matplotlib.use("Agg")
+            from sklearn.metrics import ConfusionMatrixDisplay
 
-        disp = ConfusionMatrixDisplay(confusion[best], display_labels=classes)
-        disp.plot(cmap="Blues", colorbar=False)
-        disp.ax_.set_title(f"{best}: summed over folds")
-        disp.figure_.tight_layout()
-        disp.figure_.savefig(out / "confusion_best.png", dpi=100)
-    except ImportError:  # pragma: no cover
-        pass
+            disp = ConfusionMatrixDisplay(confusion[best], display_labels=classes)
+            disp.plot(cmap="Blues", colorbar=False)
+            disp.ax_.set_title(f"{best}: summed over folds")
+            disp.figure_.tight_layout()
+            disp.figure_.savefig(out / "confusion_best.png", dpi=100)
+        except ImportError:  # pragma: no cover
+            pass
     payload = {
-        "data": source,
-        "protocol": protocol,
+        "data": context["source"],
+        "protocol": context["protocol"],
         "args": vars(args),
         "results": results,
         "best_row": best,
-        "versions": show_versions(),
+        "stopped": stopped,
+        "versions": context["versions"],
     }
     (out / ("reproduce_smoke.json" if args.smoke else "reproduce.json")).write_text(
         json.dumps(payload, indent=2)
     )
     (out / "table.md").write_text("\n".join(table) + "\n")
-    print(f"\nsaved {out}/; best row by balanced accuracy: {best}\n")
-    print("\n".join(table))
+    if oof:  # out-of-fold probabilities of every row, for analyses without refitting
+        np.savez_compressed(
+            out / "oof_proba.npz", classes=classes, y=np.asarray(y), rows=np.array(list(oof)),
+            proba=np.stack(list(oof.values())),
+        )  # fmt: skip
+    if final:
+        print(f"\nsaved {out}/; best row by balanced accuracy: {best}\n")
+        print("\n".join(table))
     return payload
 
 
