@@ -191,6 +191,10 @@ def main(argv=None):
         "--finetune-class-weight", default="balanced", choices=["balanced", "sqrt", "none"],
         help="loss weights of the fine-tuned rows (sqrt: square root of balanced)",
     )  # fmt: skip
+    p.add_argument(
+        "--folds", type=int, nargs="+", default=None,
+        help="run only these folds (1-based), e.g. to finish a run cut short",
+    )  # fmt: skip
     p.add_argument("--num-workers", type=int, default=None, help="image-decoding workers")
     p.add_argument(
         "--time-budget", type=float, default=None,
@@ -201,7 +205,13 @@ def main(argv=None):
     p.add_argument("--out", default="benchmarks/results/reproduce")
     p.add_argument("--smoke", action="store_true", help="small synthetic run (CI)")
     p.add_argument("--verbose", type=int, default=0)
+    p.add_argument(
+        "--merge", nargs="+", default=None, metavar="DIR",
+        help="combine the --out folders of runs on disjoint --folds into --out (no fitting)",
+    )  # fmt: skip
     args = p.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args)
     if args.smoke:
         args.n_splits, args.image_size = 3, 64
         args.cae_latent, args.cae_image_size, args.cae_epochs = 16, 32, 2
@@ -240,7 +250,9 @@ def main(argv=None):
         if approach == "finetuned" and args.finetune_folds:
             n_folds = min(n_folds, args.finetune_folds)
         last_fold_s = 0.0
-        for k, (X_tr, y_tr, X_te, y_te) in enumerate(folds[:n_folds]):
+        run = [k - 1 for k in args.folds] if args.folds else range(n_folds)
+        for k in run:
+            X_tr, y_tr, X_te, y_te = folds[k]
             if args.time_budget is not None:
                 elapsed = time.perf_counter() - t_start
                 if elapsed + last_fold_s > 60 * args.time_budget:
@@ -274,6 +286,7 @@ def main(argv=None):
                         **scores(y_te, y_pred, proba_full, classes),
                         "fit_s": fit_s,
                         "predict_s": pred_s,
+                        "fold": k + 1,
                     }
                 )
                 cm = confusion_matrix(y_te, y_pred, labels=classes)
@@ -292,6 +305,58 @@ def main(argv=None):
             break
     payload = save(results, confusion, oof, classes, y, context, args, out, stopped, final=True)
     return payload
+
+
+def merge(dirs, args):
+    """One table from runs of the same protocol on disjoint folds (e.g. a run cut short)."""
+    names = ("reproduce.json", "reproduce_smoke.json")
+    runs = [
+        json.loads(next(Path(d) / n for n in names if (Path(d) / n).exists()).read_text())
+        for d in dirs
+    ]
+    npzs = [np.load(Path(d) / "oof_proba.npz", allow_pickle=True) for d in dirs]
+    if len({r["protocol"] for r in runs}) != 1:
+        raise ValueError(f"runs of different protocols cannot be merged: {dirs}")
+    results, seen = {}, {}
+    for run in runs:
+        for name, row in run["results"].items():
+            numbers = run["args"].get("folds") or range(1, len(row["folds"]) + 1)
+            merged = results.setdefault(name, {"folds": [], "n_folds": row["n_folds"]})
+            for number, fold in zip(numbers, row["folds"]):
+                fold = {**fold, "fold": fold.get("fold", number)}
+                if fold["fold"] in seen.setdefault(name, set()):
+                    raise ValueError(f"fold {fold['fold']} of {name!r} is in two runs")
+                seen[name].add(fold["fold"])
+                merged["folds"].append(fold)
+    for row in results.values():
+        row["folds"].sort(key=lambda f: f["fold"])
+    classes, y = npzs[0]["classes"].astype(str), npzs[0]["y"].astype(str)
+    oof = {}
+    for z in npzs:
+        for name, proba in zip(z["rows"].astype(str), z["proba"]):
+            oof[name] = np.where(np.isnan(proba), oof.get(name, proba), proba)
+    confusion = {
+        name: confusion_matrix(y[done], classes[p[done].argmax(axis=1)], labels=classes)
+        for name, p in oof.items()
+        for done in [~np.isnan(p).any(axis=1)]
+    }
+    first = runs[0]
+    context = {
+        "source": first["data"], "protocol": first["protocol"],
+        "n_folds": first["args"]["n_splits"], "versions": first["versions"],
+        "device": next(iter(first["results"].values()))["device"],
+    }  # fmt: skip
+    # the runs' own settings (not this command's), with where they came from
+    run_args = {
+        **first["args"],
+        "folds": None,
+        "out": args.out,
+        "merged_from": list(map(str, dirs)),
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    run_args = argparse.Namespace(**run_args)
+    return save(results, confusion, oof, classes, y, context, run_args, out, None, final=True)
 
 
 def resolved_device(device):
@@ -351,7 +416,7 @@ def save(results, confusion, oof, classes, y, context, args, out, stopped, final
     (out / "table.md").write_text("\n".join(table) + "\n")
     if oof:  # out-of-fold probabilities of every row, for analyses without refitting
         np.savez_compressed(
-            out / "oof_proba.npz", classes=classes, y=np.asarray(y), rows=np.array(list(oof)),
+            out / "oof_proba.npz", classes=classes, y=np.asarray(y, dtype=str), rows=np.array(list(oof)),
             proba=np.stack(list(oof.values())),
         )  # fmt: skip
     if final:

@@ -4,6 +4,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCH = Path(__file__).parents[1] / "benchmarks"
@@ -50,3 +51,40 @@ def test_frozen_features_smoke(tmp_path):
     for r in results.values():  # accuracy, balanced accuracy, weighted F1 per prior power
         assert len(r["0.0"]) == 3 and 0 < r["0.0"][0] <= 1
     assert (tmp_path / "frozen_features_smoke.json").exists()
+
+
+def test_reproduce_folds_merge_and_time_budget(tmp_path):
+    reproduce = _load("reproduce")
+    base = ["--smoke", "--approaches", "majority", "metadata"]
+    full = reproduce.main([*base, "--out", str(tmp_path / "full")])
+    reproduce.main([*base, "--folds", "1", "--out", str(tmp_path / "a")])
+    reproduce.main([*base, "--folds", "3", "2", "--out", str(tmp_path / "b")])
+    merged = reproduce.main(["--merge", str(tmp_path / "a"), str(tmp_path / "b"),
+                             "--out", str(tmp_path / "merged")])  # fmt: skip
+    for name, row in full["results"].items():
+        got = merged["results"][name]
+        assert [f["fold"] for f in got["folds"]] == [1, 2, 3]
+        assert got["accuracy"] == pytest.approx(row["accuracy"])
+        assert got["balanced_accuracy"] == pytest.approx(row["balanced_accuracy"])
+    oof_full = np.load(tmp_path / "full" / "oof_proba.npz")
+    oof_merged = np.load(tmp_path / "merged" / "oof_proba.npz")
+    assert not np.isnan(oof_merged["proba"]).any()
+    np.testing.assert_allclose(oof_merged["proba"], oof_full["proba"])
+    assert merged["args"]["merged_from"] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    with pytest.raises(ValueError, match="fold 1 of 'majority class' is in two runs"):
+        reproduce.main(["--merge", str(tmp_path / "a"), str(tmp_path / "full"),
+                        "--out", str(tmp_path / "bad")])  # fmt: skip
+    # a budget already spent starts no fold, and the table says why
+    stopped = reproduce.main([*base, "--time-budget", "0", "--out", str(tmp_path / "cut")])
+    assert stopped["results"] == {} and "stopped before fold 1/3" in stopped["stopped"]
+    assert "time budget" in (tmp_path / "cut" / "table.md").read_text()
+
+
+def test_finetune_class_weight_sqrt():
+    reproduce = _load("reproduce")
+    args = reproduce.argparse.Namespace(finetune_class_weight="sqrt")
+    y = np.array(["nv"] * 90 + ["mel"] * 10)
+    w = reproduce.finetune_class_weight(args, y)
+    assert w == pytest.approx({"mel": (100 / 20) ** 0.5, "nv": (100 / 180) ** 0.5})
+    args.finetune_class_weight = "none"
+    assert reproduce.finetune_class_weight(args, y) is None
