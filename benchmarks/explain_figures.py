@@ -2,7 +2,7 @@
 
     python benchmarks/explain_figures.py [--data PATH] [--cache-dir DIR] [--out docs/images]
 
-Fits ``make_fusion_pipeline(FrozenCNNEncoder(pooling="avgmax"), classifier="mlp")`` on the
+Fits ``make_fusion_pipeline(FrozenCNNEncoder(pooling="multi"), sampler=None)`` (MLP) on the
 training part of the first lesion-grouped fold and explains it on the held-out part:
 SHAP per original column, permutation importance per column, confusion matrix
 (written to ``--out``), and Grad-CAM overlays. The Grad-CAM figure shows HAM10000 images
@@ -60,9 +60,9 @@ def main(argv=None):
     X, y, groups = bunch.data, bunch.target, bunch.groups
     train, test = next(StratifiedGroupKFold(5, shuffle=True, random_state=0).split(X, y, groups))
     encoder = FrozenCNNEncoder(
-        image_size=size, pooling="avgmax", cache_dir=args.cache_dir, verbose=1
+        image_size=size, pooling="multi", cache_dir=args.cache_dir, verbose=1
     )
-    model = make_fusion_pipeline(encoder, classifier="mlp", random_state=0)
+    model = make_fusion_pipeline(encoder, classifier="mlp", sampler=None, random_state=0)
     model.fit(X.iloc[train], y.iloc[train])
     X_test, y_test = X.iloc[test], y.iloc[test]
     y_pred = model.predict(X_test)
