@@ -129,7 +129,7 @@ def rows_for(approach, args, X_train, y_train):
         }
     if approach == "cae":
         cae = ConvAutoencoderEncoder(
-            latent_dim=args.cae_latent, image_size=args.cae_image_size,
+            latent_dim=args.cae_latent, image_size=args.cae_image_size, features=args.cae_features,
             max_epochs=args.cae_epochs, device=args.device, random_state=0,
             verbose=int(args.verbose),
         ).fit(X_train[["image_path"]])  # fmt: skip
@@ -181,6 +181,10 @@ def main(argv=None):
     p.add_argument("--select-k", type=int, default=None, help="ANOVA features kept (CNN rows)")
     p.add_argument("--cae-latent", type=int, default=128)
     p.add_argument("--cae-image-size", type=int, default=64)
+    p.add_argument(
+        "--cae-features", default="multi", choices=["latent", "multi"],
+        help="CAE embedding: the bottleneck, or it + pooled encoder blocks",
+    )  # fmt: skip
     p.add_argument("--cae-epochs", type=int, default=20)
     p.add_argument("--finetune-backbone", default="efficientnet_lite0")
     p.add_argument("--finetune-image-size", type=int, default=224)

@@ -49,6 +49,16 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
     channels : tuple of int, default=(32, 64, 128)
         Output channels of the encoder's convolutional blocks; the decoder
         uses them in reverse order.
+    features : {"latent", "multi"}, default="latent"
+        What ``transform`` returns. ``"latent"``: the bottleneck vector
+        (``latent_dim`` features). ``"multi"``: the bottleneck followed by
+        the average and the maximum over space of every encoder block's
+        feature map (``latent_dim + 2 * sum(channels)`` features, e.g. 576
+        with the defaults): the colour and texture statistics that the
+        bottleneck, trained only to reconstruct, compresses away. Training is
+        the same either way. On one lesion-grouped HAM10000 fold (64 px, 10
+        epochs, + metadata + MLP) it raised balanced accuracy from 0.49 to
+        0.60 (``docs/results.md``).
     max_epochs : int, default=20
         Passes over the training images. ``0`` keeps the random initial
         network (a baseline).
@@ -132,6 +142,7 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
         "latent_dim": [Interval(Integral, 1, None, closed="left")],
         "image_size": [Interval(Integral, 2, None, closed="left")],
         "channels": ["array-like"],
+        "features": [StrOptions({"latent", "multi"})],
         "max_epochs": [Interval(Integral, 0, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -152,6 +163,7 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
         *,
         image_size=64,
         channels=(32, 64, 128),
+        features="latent",
         max_epochs=20,
         lr=1e-3,
         batch_size=64,
@@ -168,6 +180,7 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
         self.latent_dim = latent_dim
         self.image_size = image_size
         self.channels = channels
+        self.features = features
         self.max_epochs = max_epochs
         self.lr = lr
         self.batch_size = batch_size
@@ -273,12 +286,15 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
         self.net_ = net
         self.history_ = [float(row["train_loss"]) for row in net.history if "train_loss" in row]
         self.n_features_out_ = int(self.latent_dim)
+        if self.features == "multi":
+            self.n_features_out_ += 2 * sum(channels)
         self.cam_layer_ = f"encoder.cnn.{len(channels) - 1}"
         self.config_key_ = hash_config(
             "ConvAutoencoderEncoder",
             int(self.image_size),
             channels,
             int(self.latent_dim),
+            self.features,
             state_dict=net.module_.state_dict(),
         )
         return items, pixels
@@ -295,9 +311,19 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
         """The encoder's convolutional stack (``module_.encoder.cnn``)."""
         return self.module_.encoder.cnn
 
+    @property
+    def embedder_(self):
+        """Images -> what ``transform`` returns: ``module_.encoder`` (shared, not copied),
+        with the pooled block outputs appended when ``features="multi"``. Grad-CAM on a
+        pipeline with this encoder differentiates through it (``cam_layer_`` lies inside)."""
+        return self._embedder(self.module_)
+
+    def _embedder(self, module):
+        return _torch_classes()["_CAEEmbedder"](module.encoder, multi=self.features == "multi")
+
     # -- inference -----------------------------------------------------------------------
     def transform(self, X):
-        """Embed images: the autoencoder's bottleneck vectors.
+        """Embed images: the autoencoder's bottleneck vectors (and pooled maps, see ``features``).
 
         Parameters
         ----------
@@ -306,7 +332,7 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
 
         Returns
         -------
-        embeddings : ndarray of shape (n_images, latent_dim), dtype float32
+        embeddings : ndarray of shape (n_images, n_features_out_), dtype float32
         """
         check_is_fitted(self, "net_")
         items = self._validate_images(X, reset=False)
@@ -317,8 +343,10 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, latent_dim)
-            Embeddings, e.g. the output of :meth:`transform`.
+        X : array-like of shape (n_samples, latent_dim) or (n_samples, n_features_out_)
+            Embeddings, e.g. the output of :meth:`transform`; with
+            ``features="multi"`` only the leading ``latent_dim`` columns (the
+            bottleneck) are decoded.
 
         Returns
         -------
@@ -329,11 +357,14 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
 
         check_is_fitted(self, "net_")
         Z = check_array(X, dtype=np.float32, input_name="X")
-        if Z.shape[1] != self.n_features_out_:
+        latent = int(self.latent_dim)
+        if Z.shape[1] not in (latent, self.n_features_out_):
             raise ValueError(
                 f"X has {Z.shape[1]} features but this encoder's bottleneck has "
-                f"latent_dim={self.n_features_out_}; pass embeddings from its transform."
+                f"latent_dim={latent} (transform returns {self.n_features_out_}); pass "
+                "embeddings from its transform."
             )
+        Z = np.ascontiguousarray(Z[:, :latent])
         device = self._inference_device()
         decoder = self._module_on(self.module_, device).decoder
         size = int(self.image_size)
@@ -441,7 +472,7 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
 
         def encode(todo):
             return embed(
-                self._module_on(self.module_, device).encoder,
+                self._embedder(self._module_on(self.module_, device)),
                 todo if to_encode is None else to_encode(todo),
                 self.image_size,
                 batch_size=self.batch_size,
@@ -487,6 +518,7 @@ def _check_architecture(channels, image_size):
 # -- torch parts: built on first use, so that importing skinfuse.encoders does not import torch
 _TORCH_CLASSES = (
     "_ConvEncoder",
+    "_CAEEmbedder",
     "_ConvDecoder",
     "_ConvAutoencoder",
     "_PixelDataset",
@@ -537,6 +569,26 @@ def _torch_classes() -> dict:
         def forward(self, x):
             x = as_unit_float(x) * 2.0 - 1.0
             return self.fc(torch.flatten(self.cnn(x), 1))
+
+    class _CAEEmbedder(nn.Module):
+        """An encoder's embedding: its bottleneck, then (``multi``) avg and max of each block."""
+
+        def __init__(self, encoder, multi=False):
+            super().__init__()
+            self.encoder = encoder
+            self.multi = multi
+            self.training = encoder.training  # a wrapper in train mode would leak it on .train()
+
+        def forward(self, x):
+            if not self.multi:
+                return self.encoder(x)
+            h = as_unit_float(x) * 2.0 - 1.0
+            pooled = []
+            for block in self.encoder.cnn:
+                h = block(h)
+                pooled += [h.mean(dim=(2, 3)), h.amax(dim=(2, 3))]
+            z = self.encoder.fc(torch.flatten(h, 1))
+            return torch.cat([z, *(p.to(z.dtype) for p in pooled)], dim=1)
 
     class _ConvDecoder(nn.Module):
         """``(B, latent_dim)`` -> ``(B, 3, S, S)`` images in [0, 1] (mirror of the encoder)."""
@@ -615,6 +667,7 @@ def _torch_classes() -> dict:
 
     classes = {
         "_ConvEncoder": _ConvEncoder,
+        "_CAEEmbedder": _CAEEmbedder,
         "_ConvDecoder": _ConvDecoder,
         "_ConvAutoencoder": _ConvAutoencoder,
         "_PixelDataset": _PixelDataset,

@@ -349,6 +349,30 @@ def test_inverse_transform_checks_width(paths):
         cae.inverse_transform(np.zeros((2, 3)))
 
 
+def test_multi_features_append_pooled_block_maps(paths):
+    latent = _small().fit(paths)
+    multi = _small(features="multi").fit(paths)  # same seed: the same network
+    Z, M = latent.transform(paths), multi.transform(paths)
+    assert M.shape == (len(paths), 4 + 2 * (8 + 16)) == (len(paths), multi.n_features_out_)
+    np.testing.assert_array_equal(M[:, :4], Z)  # the bottleneck comes first
+    assert len(multi.get_feature_names_out()) == M.shape[1]
+    assert not multi.module_.encoder.training  # encoding leaves the network in eval mode
+    # the pooled columns are the avg and max over space of each block's output
+    module = multi.module_.encoder
+    x = torch.from_numpy(load_images(paths[:3], size=16)[0]).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        h1 = module.cnn[0](x.float().div(255) * 2 - 1)
+        h2 = module.cnn[1](h1)
+    expected = torch.cat([h1.mean((2, 3)), h1.amax((2, 3)), h2.mean((2, 3)), h2.amax((2, 3))], 1)
+    np.testing.assert_allclose(M[:3, 4:], expected.numpy(), rtol=1e-4, atol=1e-5)
+    # settings that change the output change the cache key; decoding uses the bottleneck
+    assert multi.config_key_ != latent.config_key_
+    np.testing.assert_array_equal(multi.inverse_transform(M), latent.inverse_transform(Z))
+    np.testing.assert_array_equal(multi.inverse_transform(M[:, :4]), latent.inverse_transform(Z))
+    with pytest.raises(ValueError, match=r"latent_dim=4 \(transform returns 52\)"):
+        multi.inverse_transform(M[:, :10])
+
+
 def test_missing_image_is_named(paths, tmp_path):
     missing = str(tmp_path / "nope.png")
     with pytest.raises(ValueError, match="image file not found: .*nope.png"):

@@ -41,8 +41,16 @@ def _encoders():
     return [cls(**INIT_PARAMS[cls.__name__]) for cls in classes]
 
 
+def _variants():
+    """Settings that change what ``transform`` computes get their own run of the checks."""
+    from skinfuse.encoders import ConvAutoencoderEncoder
+
+    cae = dict(INIT_PARAMS["ConvAutoencoderEncoder"], features="multi")
+    return [ConvAutoencoderEncoder(**cae)]
+
+
 @parametrize_with_checks(
-    _encoders(),
+    _encoders() + _variants(),
     expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS.get(type(est).__name__, {}),
 )
 def test_sklearn_compatible_encoder(estimator, check):

@@ -275,3 +275,22 @@ def test_image_only_pipeline_with_the_encoder_as_first_step(lesions):
     assert maps.shape == (4, 32, 32) and np.isfinite(maps).all()
     peaks = maps.max(axis=(1, 2))  # each map is scaled to its own maximum (or all zero)
     assert np.all(np.isclose(peaks, 1.0, atol=1e-5) | (peaks == 0)) and (peaks > 0).sum() >= 2
+
+
+@pytest.mark.parametrize("features", ["latent", "multi"])
+def test_autoencoder_pipeline_gradcam(lesions, features):
+    from skinfuse.encoders import ConvAutoencoderEncoder
+
+    X, y = lesions.data.iloc[:60], lesions.target.iloc[:60]
+    cae = ConvAutoencoderEncoder(
+        8, image_size=SIZE, channels=(8, 16), features=features, max_epochs=2,
+        batch_size=32, num_workers=0, random_state=0,
+    )  # fmt: skip
+    model = _fit_quietly(make_fusion_pipeline(cae, classifier="logreg", sampler=None), X, y)
+    encoder = model.named_steps["features"].named_transformers_["image"]
+    assert encoder.cam_layer_ == "encoder.cnn.1"
+    # the gradient path rebuilds the pipeline as torch and checks it against predict_proba
+    heat = grad_cam(model, X.iloc[:6], method="gradcam")
+    assert heat.shape == (6, SIZE, SIZE) and np.isfinite(heat).all()
+    assert (heat.max(axis=(1, 2)) > 0).sum() >= 3
+    assert _no_hooks(encoder.module_)
