@@ -12,6 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import (
     GridSearchCV,
+    GroupKFold,
     StratifiedGroupKFold,
     cross_val_predict,
     cross_val_score,
@@ -292,3 +293,27 @@ def test_prior_correction_in_the_fusion_pipeline(lesions):
     assert grid.predict(X.iloc[:3]).shape == (3,)
     with pytest.raises(ValueError, match="power"):
         PriorCorrectedClassifier(LogisticRegression(), power=2).fit(X[["age"]].fillna(0), y)
+
+
+@pytest.mark.parametrize("name", ["frozen", "fine-tuned", "autoencoder", "joint"])
+def test_each_approach_cross_validates_and_is_explained(lesions, name):
+    """What the brief promises of every approach: grouped CV, permutation importance per
+    original column, SHAP per column, and Grad-CAM heatmaps of what the CNN looked at."""
+    from skinfuse.explain import explain_metadata, grad_cam, modality_importance
+
+    X, y = lesions.data, lesions.target
+    model = _approaches()[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLP convergence on tiny data
+        cv = cross_validate(model, X, y, groups=lesions.groups, cv=GroupKFold(2))
+        assert cv["test_score"].shape == (2,) and np.isfinite(cv["test_score"]).all()
+        model.fit(X, y)
+        heat = grad_cam(model, X.iloc[:3])
+        assert heat.shape == (3, 32, 32) and np.isfinite(heat).all() and heat.max() > 0
+        importance = modality_importance(model, X.iloc[:40], y.iloc[:40], n_repeats=2)
+        assert set(importance.feature_names) == {"image", "age", "sex", "localization"}
+        explanation = explain_metadata(model, X.iloc[:4], background=X.iloc[40:50])
+        assert explanation.values.shape == (4, 4, 4)  # cases x columns x classes
+        # SHAP values add up to the predicted probabilities
+        total = explanation.values.sum(axis=1) + explanation.base_values
+        np.testing.assert_allclose(total, model.predict_proba(X.iloc[:4]), atol=1e-4)

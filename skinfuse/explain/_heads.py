@@ -286,7 +286,7 @@ def encoder_cam(encoder):
     """``(embedder, layer name, image_size)`` of a CNN image encoder, or None.
 
     Encoders implement ``_gradcam_embedder()`` or carry ``embedder_`` + ``cam_layer_``
-    (``FrozenCNNEncoder``, ``FineTunedCNNEncoder``).
+    (``FrozenCNNEncoder``, ``FineTunedCNNEncoder``, ``ConvAutoencoderEncoder``).
     """
     if hasattr(encoder, "_gradcam_embedder"):
         embedder, layer, image_size = encoder._gradcam_embedder()
@@ -385,8 +385,9 @@ class PipelineSource:
             raise ValueError(
                 f"the model has no CNN image encoder to explain: its first step {first_name!r} "
                 f"({type(first).__name__}) holds none (a metadata-only model?). grad_cam needs "
-                "a pipeline with a FrozenCNNEncoder / FineTunedCNNEncoder, or an estimator with "
-                "its own network (see skinfuse.explain)"
+                "a pipeline with a FrozenCNNEncoder, FineTunedCNNEncoder or "
+                "ConvAutoencoderEncoder, or an estimator with its own network (see "
+                "skinfuse.explain)"
             )
         self.embedder, self.cam_layer, self.image_size = cam
         self.start, self.stop = image_slice.start, image_slice.stop
