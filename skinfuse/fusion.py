@@ -22,6 +22,7 @@ from ._utils._sklearn import (
 )
 from ._utils._torch import resolve_device, seed_from_random_state
 from .encoders._backbones import BACKBONES
+from .encoders._base import validate_images
 from .images import as_image_list, check_image_files
 from .pipeline import METADATA_COLUMNS
 
@@ -53,7 +54,9 @@ class FusionNetClassifier(ClassifierMixin, BaseEstimator):
     metadata : "default", transformer or None, default="default"
         ``"default"``: :func:`~skinfuse.metadata.make_metadata_preprocessor`; a
         transformer is applied to ``metadata_columns``; ``None`` trains the image
-        branch alone (the ablation).
+        branch alone (the ablation). With ``None``, ``X`` may also be a column of
+        images in any form the encoders take (paths, ``(n, H, W, C)`` array, or
+        rows of pixel values read as one-row grayscale images).
     metadata_columns : sequence of str, default=("age", "sex", "localization")
         Columns of a custom ``metadata`` transformer.
     metadata_hidden : int, default=64
@@ -195,7 +198,7 @@ class FusionNetClassifier(ClassifierMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.string = True
-        tags.input_tags.allow_nan = True
+        tags.input_tags.allow_nan = self.metadata is not None  # missing metadata is imputed
         tags.classifier_tags.poor_score = True
         tags.non_deterministic = False
         return tags
@@ -203,6 +206,10 @@ class FusionNetClassifier(ClassifierMixin, BaseEstimator):
     # -- input ---------------------------------------------------------------------------
     def _columns(self, X, *, reset):
         """Validate ``X``; return (list of images, DataFrame of metadata columns)."""
+        if self.metadata is None:  # image branch alone: a column of images, as encoders take
+            if hasattr(X, "columns") and self.image_column in X.columns:
+                X = X[[self.image_column]]
+            return validate_images(self, X, reset=reset), None
         if not hasattr(X, "columns"):
             raise TypeError(
                 f"{type(self).__name__} takes a DataFrame with an {self.image_column!r} column "
@@ -222,9 +229,9 @@ class FusionNetClassifier(ClassifierMixin, BaseEstimator):
         check_image_files(items, on_error="raise")
         return items, X
 
-    def _metadata_matrix(self, X):
+    def _metadata_matrix(self, X, n):
         if self.metadata_ is None:
-            return np.zeros((len(X), 0), dtype=np.float32)
+            return np.zeros((n, 0), dtype=np.float32)
         return np.asarray(self.metadata_.transform(X), dtype=np.float32)
 
     # -- fit -----------------------------------------------------------------------------
@@ -255,14 +262,17 @@ class FusionNetClassifier(ClassifierMixin, BaseEstimator):
 
         items, X = self._columns(X, reset=True)
         if y is None:
-            raise ValueError(f"{type(self).__name__} requires y: call fit(X, y)")
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None: "
+                "call fit(X, y)"
+            )
         y = column_or_1d(y, warn=True)
         if len(y) != len(items):
             raise ValueError(f"X has {len(items)} rows but y has {len(y)} labels")
         check_classification_targets(y)
         encoder = LabelEncoder().fit(y)
         if len(encoder.classes_) < 2:
-            raise ValueError(f"{type(self).__name__} needs at least 2 classes in y; got 1")
+            raise ValueError(f"{type(self).__name__} needs at least 2 classes in y; got 1 class")
         self.classes_ = encoder.classes_
         y_idx = encoder.transform(y).astype(np.int64)
         self.device_ = resolve_device(self.device)
@@ -279,7 +289,7 @@ class FusionNetClassifier(ClassifierMixin, BaseEstimator):
             self.metadata_ = ColumnTransformer(
                 [("metadata", clone(self.metadata), list(self.metadata_columns))]
             ).fit(X)
-        meta = self._metadata_matrix(X)
+        meta = self._metadata_matrix(X, len(items))
 
         train, valid = stratified_split(len(items), y_idx, self.validation_fraction, seed)
         size = int(self.image_size)
@@ -343,7 +353,7 @@ class FusionNetClassifier(ClassifierMixin, BaseEstimator):
 
         check_is_fitted(self, "net_")
         items, X = self._columns(X, reset=False)
-        meta = torch.from_numpy(self._metadata_matrix(X))
+        meta = torch.from_numpy(self._metadata_matrix(X, len(items)))
         device = self._inference_device()
         module = self.module_
         if device != "cpu":
@@ -394,7 +404,8 @@ class FusionNetClassifier(ClassifierMixin, BaseEstimator):
         -------
         y_pred : ndarray of shape (n_samples,)
         """
-        return self.classes_[self._logits(X).argmax(axis=1)]
+        logits = self._logits(X)  # checks that the model is fitted first
+        return self.classes_[logits.argmax(axis=1)]
 
     def _gradcam_model(self, X):
         """``skinfuse.explain.grad_cam``'s protocol: the network with each case's metadata fixed.
@@ -404,8 +415,8 @@ class FusionNetClassifier(ClassifierMixin, BaseEstimator):
         """
         import torch
 
-        _, X = self._columns(X, reset=False)
-        meta = torch.from_numpy(self._metadata_matrix(X))
+        items, X = self._columns(X, reset=False)
+        meta = torch.from_numpy(self._metadata_matrix(X, len(items)))
         module = _torch_fixed_metadata()(self.module_, meta)
         return module, f"net.{self.cam_layer_}", int(self.image_size), self.classes_
 

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skinfuse.datasets import make_synthetic_lesions
 from skinfuse.fusion import FusionNetClassifier
@@ -165,3 +166,32 @@ def test_bad_input(X, match):
 def test_bad_parameters():
     with pytest.raises(ValueError, match="pooling"):
         FusionNetClassifier(**TINY, pooling="median").fit(pd.DataFrame({"image_path": ["x"]}), [0])
+
+
+# With metadata=None the network takes a column of images, as the encoders do, so
+# scikit-learn's own checks (2-D numeric rows read as one-row grayscale images) run for real.
+@parametrize_with_checks(
+    [
+        FusionNetClassifier(
+            "tiny_cnn", weights=None, metadata=None, image_size=8, max_epochs=2,
+            batch_size=32, validation_fraction=0.0, num_workers=0, random_state=0,
+        )
+    ]
+)  # fmt: skip
+def test_sklearn_compatible_image_only(estimator, check):
+    check(estimator)
+
+
+def test_image_only_takes_a_column_of_images(data):
+    lesions, train, _ = data
+    X, y = lesions.data.iloc[train[:64]], lesions.target.iloc[train[:64]]
+    net = FusionNetClassifier(**{**TINY, "metadata": None}).fit(X, y)
+    assert list(net.feature_names_in_) == ["image_path"]  # the metadata columns are unused
+    proba = net.predict_proba(X)
+    np.testing.assert_allclose(net.predict_proba(X[["image_path"]]), proba, rtol=1e-6)
+    # a plain column of paths trains the same network
+    paths = X["image_path"].to_numpy()
+    same = FusionNetClassifier(**{**TINY, "metadata": None}).fit(paths, y)
+    np.testing.assert_allclose(same.predict_proba(paths), proba, rtol=1e-5, atol=1e-6)
+    with pytest.raises(TypeError, match="DataFrame"):
+        FusionNetClassifier(**TINY).fit(paths, y)  # metadata needs its columns
