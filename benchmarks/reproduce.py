@@ -13,6 +13,11 @@ table (printed last) and the confusion matrix of the best row.
 The autoencoder is trained once per fold and shared by its two rows (with and without
 metadata) through ``sklearn.frozen.FrozenEstimator``: both rows still see only the training
 folds. Fine-tuned rows can use fewer folds (``--finetune-folds``) on a CPU; the table says so.
+
+Long runs: the JSON, the table and the out-of-fold probabilities (``oof_proba.npz``) are
+written after every fold; ``--time-budget MINUTES`` starts no fold that would end past it;
+``--folds 4 5`` runs only those folds, and ``--merge DIR DIR`` joins runs on disjoint folds
+into one table (frozen embeddings are reused through ``--cache-dir``).
 """
 
 from __future__ import annotations
