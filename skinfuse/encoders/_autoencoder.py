@@ -566,9 +566,16 @@ def _torch_classes() -> dict:
             side = image_size // 2 ** len(channels)
             self.fc = nn.Linear(c_in * side * side, latent_dim)
 
-        def forward(self, x):
-            x = as_unit_float(x) * 2.0 - 1.0
-            return self.fc(torch.flatten(self.cnn(x), 1))
+        def forward(self, x, pooled=False):
+            """The bottleneck; with ``pooled``, followed by avg and max of each block."""
+            h = as_unit_float(x) * 2.0 - 1.0
+            stats = []
+            for block in self.cnn:
+                h = block(h)
+                if pooled:
+                    stats += [h.mean(dim=(2, 3)), h.amax(dim=(2, 3))]
+            z = self.fc(torch.flatten(h, 1))
+            return torch.cat([z, *(t.to(z.dtype) for t in stats)], dim=1) if pooled else z
 
     class _CAEEmbedder(nn.Module):
         """An encoder's embedding: its bottleneck, then (``multi``) avg and max of each block."""
@@ -580,15 +587,7 @@ def _torch_classes() -> dict:
             self.training = encoder.training  # a wrapper in train mode would leak it on .train()
 
         def forward(self, x):
-            if not self.multi:
-                return self.encoder(x)
-            h = as_unit_float(x) * 2.0 - 1.0
-            pooled = []
-            for block in self.encoder.cnn:
-                h = block(h)
-                pooled += [h.mean(dim=(2, 3)), h.amax(dim=(2, 3))]
-            z = self.encoder.fc(torch.flatten(h, 1))
-            return torch.cat([z, *(p.to(z.dtype) for p in pooled)], dim=1)
+            return self.encoder(x, pooled=self.multi)
 
     class _ConvDecoder(nn.Module):
         """``(B, latent_dim)`` -> ``(B, 3, S, S)`` images in [0, 1] (mirror of the encoder)."""
