@@ -98,21 +98,21 @@ def _all_paths(arr):
     return all(isinstance(v, (str, os.PathLike)) for v in arr.ravel())
 
 
-def validate_images(self, X, *, reset: bool) -> list:
+def validate_images(estimator, X, *, reset: bool) -> list:
     """Check ``X``'s feature names/counts like ``validate_data``; return the list of images.
 
-    ``self`` is the estimator (an image encoder, or ``FusionNetClassifier`` without
-    metadata) whose ``n_features_in_`` / ``feature_names_in_`` are set or checked.
+    ``estimator`` (an image encoder, or ``FusionNetClassifier`` without
+    metadata) gets its ``n_features_in_`` / ``feature_names_in_`` set or checked.
     """
     if sp.issparse(X):
         raise TypeError(
-            f"{type(self).__name__} does not support sparse input: pass a column of "
+            f"{type(estimator).__name__} does not support sparse input: pass a column of "
             "image paths or an array of images"
         )
-    _check_feature_names(self, X, reset=reset)
+    _check_feature_names(estimator, X, reset=reset)
     if hasattr(X, "iloc"):  # pandas Series / DataFrame of paths
         frame = X.to_frame() if X.ndim == 1 else X
-        _check_n_features(self, frame, reset=reset)
+        _check_n_features(estimator, frame, reset=reset)
         if frame.shape[1] > 1 and all(dtype.kind in "biuf" for dtype in frame.dtypes):
             # a numeric DataFrame: rows of pixel values (scikit-learn's classifier checks)
             arr = check_array(frame, dtype="numeric", ensure_min_samples=1)
@@ -120,7 +120,7 @@ def validate_images(self, X, *, reset: bool) -> list:
         items = as_image_list(frame)
     elif _is_list_of_arrays(X):
         if reset:
-            self.n_features_in_ = 1
+            estimator.n_features_in_ = 1
         items = as_image_list(X)
     else:
         arr = np.asarray(X, dtype=object) if isinstance(X, (list, tuple)) else np.asarray(X)
@@ -135,10 +135,10 @@ def validate_images(self, X, *, reset: bool) -> list:
         if arr.ndim == 2 and not (arr.shape[1] == 1 and not numeric and _all_paths(arr)):
             # rows of pixel values (what scikit-learn's own checks send)
             arr = check_array(arr, dtype="numeric", ensure_min_samples=1)
-            _check_n_features(self, arr, reset=reset)
+            _check_n_features(estimator, arr, reset=reset)
             return list(arr[:, None, :])
         if reset:
-            self.n_features_in_ = 1
+            estimator.n_features_in_ = 1
         items = as_image_list(arr)
     if len(items) == 0:
         raise ValueError("Found array with 0 sample(s); at least 1 image is required.")
