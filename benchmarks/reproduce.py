@@ -44,6 +44,7 @@ from sklearn.metrics import (
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_union
+from sklearn.utils.class_weight import compute_class_weight
 
 from skinfuse import show_versions
 from skinfuse.datasets import load_ham10000, make_synthetic_lesions
@@ -110,8 +111,8 @@ def finetune_class_weight(args, y_train):
         return None
     if args.finetune_class_weight == "balanced":
         return "balanced"
-    labels, counts = np.unique(np.asarray(y_train), return_counts=True)
-    balanced = counts.sum() / (len(labels) * counts)
+    labels = np.unique(np.asarray(y_train))
+    balanced = compute_class_weight("balanced", classes=labels, y=np.asarray(y_train))
     return {label: float(w) for label, w in zip(labels, np.sqrt(balanced))}
 
 
@@ -309,11 +310,10 @@ def main(argv=None):
                 )
             last_fold_s = time.perf_counter() - t0
             # saved after every fold: a run cut short keeps what it measured
-            payload = save(results, confusion, oof, classes, y, context, args, out, stopped)
+            save(results, confusion, oof, classes, y, context, args, out, stopped)
         if stopped:
             break
-    payload = save(results, confusion, oof, classes, y, context, args, out, stopped, final=True)
-    return payload
+    return save(results, confusion, oof, classes, y, context, args, out, stopped, final=True)
 
 
 def merge(dirs, args):
