@@ -43,7 +43,7 @@ def naive_loop(encoder, paths, image_size):
 
 def model_alone(encoder, pixels, batch_size):
     """The network's best eager setting on tensors already in memory: the compute limit."""
-    from skinfuse.encoders._data import CPU_CHUNK
+    from skinfuse._nn.inference import CPU_CHUNK
 
     module = encoder.embedder_.eval().to(memory_format=torch.channels_last)
     step = CPU_CHUNK if encoder.device_ == "cpu" else batch_size

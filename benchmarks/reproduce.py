@@ -47,9 +47,9 @@ from sklearn.pipeline import make_union
 from sklearn.utils.class_weight import compute_class_weight
 
 from skinfuse import show_versions
+from skinfuse._nn.names import LITE as _LITE
 from skinfuse.datasets import load_ham10000, make_synthetic_lesions
 from skinfuse.encoders import ConvAutoencoderEncoder, FrozenCNNEncoder
-from skinfuse.encoders._backbones import _LITE
 from skinfuse.fusion import FusionNetClassifier
 from skinfuse.pipeline import make_fusion_pipeline
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import copy
 import os
 from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.preprocessing import LabelEncoder
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, column_or_1d
+from sklearn.utils.validation import check_is_fitted
 
+from ._nn.device import TorchEstimatorMixin, resolve_device, seed_from_random_state
+from ._nn.names import BACKBONES, OPTIMIZERS
 from ._utils._sklearn import (
     HasMethods,
     Interval,
@@ -20,8 +19,7 @@ from ._utils._sklearn import (
     _check_n_features,
     _fit_context,
 )
-from ._utils._torch import resolve_device, seed_from_random_state
-from .encoders._backbones import BACKBONES
+from ._utils._validation import check_labels
 from .encoders._base import validate_images
 from .images import as_image_list, check_image_files
 from .pipeline import METADATA_COLUMNS
@@ -29,7 +27,7 @@ from .pipeline import METADATA_COLUMNS
 __all__ = ["FusionNetClassifier"]
 
 
-class FusionNetClassifier(ClassifierMixin, BaseEstimator):
+class FusionNetClassifier(TorchEstimatorMixin, ClassifierMixin, BaseEstimator):
     """A CNN and a metadata MLP trained together, fused before the classifier head.
 
     The joint, end-to-end model: images go through a pretrained backbone
@@ -70,7 +68,7 @@ class FusionNetClassifier(ClassifierMixin, BaseEstimator):
     batch_size : int, default=32
     optimizer : {"adamw", "adam", "sgd"} or optimizer class, default="adamw"
     weight_decay : float, default=1e-4
-    freeze : "none", "backbone" or int, default="none"
+    freeze : None, "backbone" or int, default=None
         Backbone stages left untrained, as in ``FineTunedCNNEncoder``.
     class_weight : "balanced", dict or None, default="balanced"
         Weights of the cross-entropy loss.
@@ -131,9 +129,9 @@ class FusionNetClassifier(ClassifierMixin, BaseEstimator):
         "max_epochs": [Interval(Integral, 0, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "optimizer": [StrOptions({"adam", "adamw", "sgd"}), callable],
+        "optimizer": [StrOptions(set(OPTIMIZERS)), callable],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "freeze": [StrOptions({"none", "backbone"}), Interval(Integral, 0, None, closed="left")],
+        "freeze": [StrOptions({"backbone"}), Interval(Integral, 0, None, closed="left"), None],
         "class_weight": [StrOptions({"balanced"}), dict, None],
         "augment": ["boolean", callable],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
@@ -161,7 +159,7 @@ class FusionNetClassifier(ClassifierMixin, BaseEstimator):
         batch_size=32,
         optimizer="adamw",
         weight_decay=1e-4,
-        freeze="none",
+        freeze=None,
         class_weight="balanced",
         augment=True,
         validation_fraction=0.1,
@@ -250,33 +248,21 @@ class FusionNetClassifier(ClassifierMixin, BaseEstimator):
         -------
         self : FusionNetClassifier
         """
-        from .encoders._finetuned import (
-            _torch_classes,
-            augmentation,
+        from ._nn.data import ImageDataset, augmentation
+        from ._nn.modules import ClassifierNetwork
+        from ._nn.training import (
+            TrainingConfig,
             class_weights,
             finish_training,
             stratified_split,
-            train_skorch_net,
+            train_network,
         )
         from .metadata import make_metadata_preprocessor
 
         items, X = self._columns(X, reset=True)
-        if y is None:
-            raise ValueError(
-                f"{type(self).__name__} requires y to be passed, but the target y is None: "
-                "call fit(X, y)"
-            )
-        y = column_or_1d(y, warn=True)
-        if len(y) != len(items):
-            raise ValueError(f"X has {len(items)} rows but y has {len(y)} labels")
-        check_classification_targets(y)
-        encoder = LabelEncoder().fit(y)
-        if len(encoder.classes_) < 2:
-            raise ValueError(f"{type(self).__name__} needs at least 2 classes in y; got 1 class")
-        self.classes_ = encoder.classes_
-        y_idx = encoder.transform(y).astype(np.int64)
+        self.classes_, y_idx = check_labels(self, items, y)
         self.device_ = resolve_device(self.device)
-        self.__dict__.pop("_device_module", None)
+        self._forget_device_copies()
         seed = seed_from_random_state(self.random_state)
 
         if isinstance(self.metadata, str):
@@ -293,23 +279,18 @@ class FusionNetClassifier(ClassifierMixin, BaseEstimator):
 
         train, valid = stratified_split(len(items), y_idx, self.validation_fraction, seed)
         size = int(self.image_size)
-        dataset = _torch_fusion_dataset()
-        train_ds = dataset(
-            [items[i] for i in train], meta[train], size, y_idx[train],
-            augmentation(self.augment, size),
+        train_data = ImageDataset(
+            [items[i] for i in train], size, y=y_idx[train], metadata=meta[train],
+            transform=augmentation(self.augment, size),
         )  # fmt: skip
-        valid_ds = None
+        valid_data = None
         if valid is not None:
-            valid_ds = dataset([items[i] for i in valid], meta[valid], size, y_idx[valid], None)
-        net = train_skorch_net(
-            self,
-            train_ds,
-            valid_ds,
-            y_idx[train],
-            seed,
-            weights=class_weights(self.class_weight, self.classes_, y_idx),
-            module=_torch_classes()["_FineTuneModule"],
-            module_kwargs=dict(
+            valid_data = ImageDataset(
+                [items[i] for i in valid], size, y=y_idx[valid], metadata=meta[valid]
+            )
+        net = train_network(
+            ClassifierNetwork,
+            dict(
                 backbone=self.backbone,
                 weights=self.weights,
                 pooling=self.pooling,
@@ -320,6 +301,12 @@ class FusionNetClassifier(ClassifierMixin, BaseEstimator):
                 metadata_hidden=self.metadata_hidden,
                 dropout=self.dropout,
             ),
+            train_data,
+            valid_data=valid_data,
+            config=TrainingConfig.from_params(self.get_params(deep=False), device=self.device_),
+            seed=seed,
+            n_classes=len(self.classes_),
+            class_weight=class_weights(self.class_weight, self.classes_, y_idx),
         )
         history = finish_training(net)
         self.net_ = net
@@ -340,40 +327,19 @@ class FusionNetClassifier(ClassifierMixin, BaseEstimator):
         """The fine-tuned backbone (``module_.embedder.features``)."""
         return self.module_.embedder.features
 
-    def _inference_device(self):
-        from ._utils._torch import available_device
-
-        return available_device(self.device_)
-
     # -- prediction ----------------------------------------------------------------------
     def _logits(self, X):
-        import torch
-
-        from .encoders._data import make_loader
+        from ._nn.inference import embed
 
         check_is_fitted(self, "net_")
         items, X = self._columns(X, reset=False)
-        meta = torch.from_numpy(self._metadata_matrix(X, len(items)))
         device = self._inference_device()
-        module = self.module_
-        if device != "cpu":
-            module = self.__dict__.get("_device_module")
-            if module is None:
-                module = self._device_module = copy.deepcopy(self.module_).to(device).eval()
-        loader = make_loader(
-            items, int(self.image_size), batch_size=int(self.batch_size),
-            num_workers=self.num_workers, device=device,
+        logits = embed(
+            self._module_on(self.module_, device, "network"), items, int(self.image_size),
+            batch_size=int(self.batch_size), device=device, num_workers=self.num_workers,
+            metadata=None if self.metadata_ is None else self._metadata_matrix(X, len(items)),
         )  # fmt: skip
-        out, start = [], 0
-        use_amp = device.startswith("cuda")
-        with torch.inference_mode():
-            for images in loader:
-                rows = meta[start : start + len(images)].to(device)
-                start += len(images)
-                with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=use_amp):
-                    logits = module(images.to(device), metadata=rows if module.metadata else None)
-                out.append(logits.float().cpu().numpy())
-        return np.concatenate(out).astype(np.float64)
+        return logits.astype(np.float64)
 
     def predict_proba(self, X):
         """Class probabilities.
@@ -415,74 +381,9 @@ class FusionNetClassifier(ClassifierMixin, BaseEstimator):
         """
         import torch
 
+        from ._nn.modules import FixedMetadata
+
         items, X = self._columns(X, reset=False)
         meta = torch.from_numpy(self._metadata_matrix(X, len(items)))
-        module = _torch_fixed_metadata()(self.module_, meta)
+        module = FixedMetadata(self.module_, meta)
         return module, f"net.{self.cam_layer_}", int(self.image_size), self.classes_
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state.pop("_device_module", None)
-        return state
-
-
-def _torch_fusion_dataset():
-    """The torch Dataset of (``{"x": image, "metadata": row}``, label), defined on first use."""
-    global _FusionDataset
-    if "_FusionDataset" in globals():
-        return _FusionDataset
-    import torch
-    from torch.utils.data import Dataset
-
-    from .images import read_image
-
-    class _FusionDataset(Dataset):
-        def __init__(self, items, metadata, image_size, y, transform):
-            self.items, self.metadata, self.image_size = items, metadata, image_size
-            self.y, self.transform = y, transform
-
-        def __len__(self):
-            return len(self.items)
-
-        def __getitem__(self, i):
-            img = torch.from_numpy(read_image(self.items[i], size=self.image_size)).permute(2, 0, 1)
-            if self.transform is not None:
-                img = self.transform(img)
-            return {"x": img, "metadata": torch.from_numpy(self.metadata[i])}, self.y[i]
-
-    _FusionDataset.__module__ = __name__
-    globals()["_FusionDataset"] = _FusionDataset
-    return _FusionDataset
-
-
-def _torch_fixed_metadata():
-    """A module running the fusion network on images with fixed metadata rows."""
-    if "_FixedMetadata" in globals():
-        return globals()["_FixedMetadata"]
-    from torch import nn
-
-    class _FixedMetadata(nn.Module):
-        def __init__(self, net, metadata):
-            super().__init__()
-            self.net = net
-            self.register_buffer("rows", metadata)
-
-        def forward(self, x):
-            rows = self.rows
-            if self.net.metadata is None:
-                return self.net(x)
-            if len(rows) == 1 and len(x) != 1:
-                rows = rows.expand(len(x), -1)
-            return self.net(x, metadata=rows.to(x.device))
-
-    _FixedMetadata.__module__ = __name__
-    globals()["_FixedMetadata"] = _FixedMetadata
-    return _FixedMetadata
-
-
-def __getattr__(name):  # unpickling finds the lazily defined classes here
-    if name == "_FusionDataset":
-        return _torch_fusion_dataset()
-    if name == "_FixedMetadata":
-        return _torch_fixed_metadata()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

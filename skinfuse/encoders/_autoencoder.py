@@ -8,19 +8,10 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.utils.validation import check_array, check_is_fitted
 
+from .._nn.device import resolve_device, seed_from_random_state
+from .._nn.names import OPTIMIZERS
 from .._utils._sklearn import Interval, StrOptions, _fit_context
-from .._utils._torch import (
-    autocast,
-    net_to_cpu,
-    optimizer_class,
-    resolve_device,
-    seed_from_random_state,
-    torch_seed,
-)
 from ._base import BaseImageEncoder
-from ._cache import encode_cached, hash_config
-
-_OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
 class ConvAutoencoderEncoder(BaseImageEncoder):
@@ -56,9 +47,7 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
         feature map (``latent_dim + 2 * sum(channels)`` features, e.g. 576
         with the defaults): the colour and texture statistics that the
         bottleneck, trained only to reconstruct, compresses away. Training is
-        the same either way. On HAM10000 (5 lesion-grouped folds, 64 px, 10
-        epochs, + metadata + MLP) it raised balanced accuracy from 0.451 to
-        0.537 and weighted F1 from 0.745 to 0.771 (``docs/results.md``).
+        the same either way. Measured on HAM10000 in ``docs/results.md``.
     max_epochs : int, default=20
         Passes over the training images. ``0`` keeps the random initial
         network (a baseline).
@@ -146,7 +135,7 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
         "max_epochs": [Interval(Integral, 0, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "optimizer": [StrOptions(set(_OPTIMIZERS)), callable],
+        "optimizer": [StrOptions(set(OPTIMIZERS)), callable],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "augment": ["boolean"],
         "num_workers": [Interval(Integral, 0, None, closed="left"), None],
@@ -231,10 +220,15 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
         embeddings : ndarray of shape (n_images, latent_dim), dtype float32
         """
         items, pixels = self._fit(X)
-        return self._encode(items, pixels)
+        return self._embed(items, pixels=pixels)
 
     def _fit(self, X):
         import torch
+
+        from .._nn.data import ImageDataset, RandomFlipRot90
+        from .._nn.hashing import hash_config
+        from .._nn.modules import ConvAutoencoder
+        from .._nn.training import TrainingConfig, finish_training, train_network
 
         channels = _check_architecture(self.channels, self.image_size)
         items = self._validate_images(X, reset=True)
@@ -244,47 +238,32 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
                 f"n_samples={len(items)}; pass more images."
             )
         self.device_ = resolve_device(self.device)
-        self._forget_device_copy()
+        self._forget_device_copies()
         pixels = self._decode(items)
-        optimizer, optimizer_kwargs = optimizer_class(self.optimizer)
-        classes = _torch_classes()
-        n = len(items)
-        seed = seed_from_random_state(self.random_state)
-        with torch_seed(seed, self.device_):
-            net = classes["_AutoencoderNet"](
-                module=classes["_ConvAutoencoder"],
-                module__image_size=int(self.image_size),
-                module__channels=channels,
-                module__latent_dim=int(self.latent_dim),
-                criterion=torch.nn.MSELoss,
-                optimizer=optimizer,
-                lr=float(self.lr),
-                optimizer__weight_decay=float(self.weight_decay),
-                **{f"optimizer__{k}": v for k, v in optimizer_kwargs.items()},
-                max_epochs=int(self.max_epochs),
-                batch_size=int(self.batch_size),
-                train_split=None,
-                iterator_train__shuffle=True,
-                iterator_train__generator=torch.Generator().manual_seed(seed),
-                iterator_train__pin_memory=self.device_.startswith("cuda"),
-                # a last batch of 1 image breaks batch norm on a 1x1 feature map
-                iterator_train__drop_last=n > self.batch_size and n % self.batch_size == 1,
-                device=self.device_,
-                verbose=int(self.verbose),
-            )
-            net.initialize()
-            # start from the images' mean colour rather than grey: far fewer steps wasted
-            total = sum(part.sum(dim=(0, 2, 3), dtype=torch.float64) for part in pixels.split(512))
-            mean_rgb = total / (pixels.numel() / 3 * 255.0)
-            net.module_.decoder.init_output_bias(mean_rgb)
-            if self.device_.startswith("cuda"):
-                net.module_.to(memory_format=torch.channels_last)
-            net.partial_fit(classes["_PixelDataset"](pixels, augment=bool(self.augment)), None)
-        net_to_cpu(net)
-        net.module_.eval()
-
+        # start from the images' mean colour rather than grey: far fewer steps wasted
+        total = sum(part.sum(dim=(0, 2, 3), dtype=torch.float64) for part in pixels.split(512))
+        mean_rgb = total / (pixels.numel() / 3 * 255.0)
+        train_data = ImageDataset(
+            pixels, int(self.image_size), y=np.zeros(len(items), dtype=np.int64),
+            transform=RandomFlipRot90() if self.augment else None,
+        )  # fmt: skip
+        net = train_network(
+            ConvAutoencoder,
+            dict(
+                image_size=int(self.image_size), channels=channels, latent_dim=int(self.latent_dim)
+            ),
+            train_data,
+            task="reconstruction",
+            # decoded already, in memory: no loader workers; a constant learning rate
+            config=TrainingConfig.from_params(
+                self.get_params(deep=False), device=self.device_, num_workers=0, lr_schedule=None
+            ),
+            seed=seed_from_random_state(self.random_state),
+            on_initialized=lambda net: net.module_.decoder.init_output_bias(mean_rgb),
+        )
+        history = finish_training(net)
         self.net_ = net
-        self.history_ = [float(row["train_loss"]) for row in net.history if "train_loss" in row]
+        self.history_ = [float(row["train_loss"]) for row in history if "train_loss" in row]
         self.n_features_out_ = int(self.latent_dim)
         if self.features == "multi":
             self.n_features_out_ += 2 * sum(channels)
@@ -316,10 +295,12 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
         """Images -> what ``transform`` returns: ``module_.encoder`` (shared, not copied),
         with the pooled block outputs appended when ``features="multi"``. Grad-CAM on a
         pipeline with this encoder differentiates through it (``cam_layer_`` lies inside)."""
-        return self._embedder(self.module_)
+        return self._embedding_module()
 
-    def _embedder(self, module):
-        return _torch_classes()["_CAEEmbedder"](module.encoder, multi=self.features == "multi")
+    def _embedding_module(self):
+        from .._nn.modules import AutoencoderEmbedder
+
+        return AutoencoderEmbedder(self.module_.encoder, multi=self.features == "multi")
 
     # -- inference -----------------------------------------------------------------------
     def transform(self, X):
@@ -336,7 +317,7 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
         """
         check_is_fitted(self, "net_")
         items = self._validate_images(X, reset=False)
-        return self._encode(items)
+        return self._embed(items)
 
     def inverse_transform(self, X):
         """Decode embeddings into images.
@@ -355,6 +336,8 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
         """
         import torch
 
+        from .._nn.inference import run_batches
+
         check_is_fitted(self, "net_")
         Z = check_array(X, dtype=np.float32, input_name="X")
         latent = int(self.latent_dim)
@@ -364,24 +347,12 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
                 f"latent_dim={latent} (transform returns {self.n_features_out_}); pass "
                 "embeddings from its transform."
             )
-        Z = np.ascontiguousarray(Z[:, :latent])
+        Z = torch.from_numpy(np.ascontiguousarray(Z[:, :latent]))
         device = self._inference_device()
-        decoder = self._module_on(self.module_, device).decoder
-        size = int(self.image_size)
-        out = np.empty((Z.shape[0], size, size, 3), dtype=np.float32)
-        was_training = decoder.training
-        decoder.eval()
-        try:
-            with torch.inference_mode():
-                for start in range(0, Z.shape[0], int(self.batch_size)):
-                    z = torch.tensor(Z[start : start + self.batch_size], device=device)
-                    with autocast(device):
-                        images = decoder(z)
-                    images = images.float().clamp_(0, 1).permute(0, 2, 3, 1)
-                    out[start : start + len(z)] = images.cpu().numpy()
-        finally:
-            decoder.train(was_training)
-        return out
+        decoder = self._module_on(self.module_.decoder, device, "decoder")
+        step = int(self.batch_size)
+        images = run_batches(decoder, Z.split(step), device, chunk=step, channels_last=False)
+        return np.clip(images, 0, 1).transpose(0, 2, 3, 1)
 
     def reconstruct(self, X):
         """Encode then decode images: ``inverse_transform(transform(X))``.
@@ -420,7 +391,7 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
         check_is_fitted(self, "net_")
         items = self._validate_images(X, reset=False)
         pixels = self._decode(items)
-        embeddings = self._encode(items, pixels)
+        embeddings = self._embed(items, pixels=pixels)
         sse = 0.0
         step = int(self.batch_size)
         for start in range(0, len(items), step):
@@ -432,60 +403,12 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
     # -- helpers -------------------------------------------------------------------------
     def _decode(self, items):
         """All images as one ``uint8`` tensor ``(n, 3, image_size, image_size)``."""
-        import torch
+        from .._nn.data import decode_images
 
-        from ..images import load_images
-        from ._data import default_num_workers, make_loader
-
-        size = int(self.image_size)
-        workers = default_num_workers(len(items), self.batch_size, self.num_workers)
-        if workers == 0:
-            pixels, _ = load_images(items, size=size, verbose=self.verbose)
-            return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
-        loader = make_loader(
-            items, size, batch_size=self.batch_size, num_workers=workers, device="cpu"
-        )
-        if self.verbose:
-            from tqdm.auto import tqdm
-
-            loader = tqdm(loader, desc="decoding images", unit="batch")
-        try:
-            return torch.cat(list(loader))
-        except Exception:
-            # a worker's error arrives wrapped in its traceback: redo it here for a clean
-            # message naming the unreadable files (raises ValueError)
-            load_images(items, size=size)
-            raise
-
-    def _encode(self, items, pixels=None):
-        """Embeddings of ``items`` through the cache; ``pixels`` spares decoding them again."""
-        from ._data import embed
-
-        device = self._inference_device()
-        to_encode = None
-        if pixels is not None:
-            index = {id(item): i for i, item in enumerate(items)}
-            hwc = pixels.permute(0, 2, 3, 1)
-
-            def to_encode(todo):
-                return [hwc[index[id(item)]].numpy() for item in todo]
-
-        def encode(todo):
-            return embed(
-                self._embedder(self._module_on(self.module_, device)),
-                todo if to_encode is None else to_encode(todo),
-                self.image_size,
-                batch_size=self.batch_size,
-                device=device,
-                num_workers=self.num_workers if to_encode is None else 0,
-                verbose=self.verbose,
-                desc=f"encoding ({type(self).__name__})",
-            )
-
-        key = hash_config(self.config_key_, "bf16" if device.startswith("cuda") else "fp32")
-        return encode_cached(
-            items, encode, config_key=key, cache=self.cache, cache_dir=self.cache_dir
-        )
+        return decode_images(
+            items, int(self.image_size), batch_size=int(self.batch_size),
+            num_workers=self.num_workers, verbose=self.verbose,
+        )  # fmt: skip
 
 
 # -- validation ----------------------------------------------------------------------------
@@ -513,166 +436,3 @@ def _check_architecture(channels, image_size):
             f"image_size={sizes}, or fewer channels."
         )
     return values
-
-
-# -- torch parts: built on first use, so that importing skinfuse.encoders does not import torch
-_TORCH_CLASSES = (
-    "_ConvEncoder",
-    "_CAEEmbedder",
-    "_ConvDecoder",
-    "_ConvAutoencoder",
-    "_PixelDataset",
-    "_AutoencoderNet",
-)
-
-
-def __getattr__(name):  # unpickling finds the classes here
-    if name in _TORCH_CLASSES:
-        return _torch_classes()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _torch_classes() -> dict:
-    """Define the torch/skorch classes once and publish them as module attributes."""
-    if "_AutoencoderNet" in globals():
-        return {name: globals()[name] for name in _TORCH_CLASSES}
-
-    import torch
-    from skorch import NeuralNet
-    from skorch.utils import to_device
-    from torch import nn
-    from torch.utils.data import Dataset
-
-    def as_unit_float(x):
-        """uint8 images -> float in [0, 1]; float images are taken to be in [0, 1] already."""
-        return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
-
-    class _ConvEncoder(nn.Module):
-        """``(B, 3, S, S)`` uint8 or [0, 1] images -> ``(B, latent_dim)``."""
-
-        def __init__(self, image_size, channels, latent_dim):
-            super().__init__()
-            blocks, c_in = [], 3
-            for c_out in channels:
-                blocks.append(
-                    nn.Sequential(
-                        nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
-                        nn.BatchNorm2d(c_out),
-                        nn.ReLU(),
-                    )
-                )
-                c_in = c_out
-            self.cnn = nn.Sequential(*blocks)
-            side = image_size // 2 ** len(channels)
-            self.fc = nn.Linear(c_in * side * side, latent_dim)
-
-        def forward(self, x, pooled=False):
-            """The bottleneck; with ``pooled``, followed by avg and max of each block."""
-            h = as_unit_float(x) * 2.0 - 1.0
-            stats = []
-            for block in self.cnn:
-                h = block(h)
-                if pooled:
-                    stats += [h.mean(dim=(2, 3)), h.amax(dim=(2, 3))]
-            z = self.fc(torch.flatten(h, 1))
-            return torch.cat([z, *(t.to(z.dtype) for t in stats)], dim=1) if pooled else z
-
-    class _CAEEmbedder(nn.Module):
-        """An encoder's embedding: its bottleneck, then (``multi``) avg and max of each block."""
-
-        def __init__(self, encoder, multi=False):
-            super().__init__()
-            self.encoder = encoder
-            self.multi = multi
-            self.training = encoder.training  # a wrapper in train mode would leak it on .train()
-
-        def forward(self, x):
-            return self.encoder(x, pooled=self.multi)
-
-    class _ConvDecoder(nn.Module):
-        """``(B, latent_dim)`` -> ``(B, 3, S, S)`` images in [0, 1] (mirror of the encoder)."""
-
-        def __init__(self, image_size, channels, latent_dim):
-            super().__init__()
-            side = image_size // 2 ** len(channels)
-            self.shape = (channels[-1], side, side)
-            self.fc = nn.Linear(latent_dim, channels[-1] * side * side)
-            blocks = []
-            for c_in, c_out in zip(channels[::-1], channels[-2::-1]):
-                blocks.append(
-                    nn.Sequential(
-                        nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=False),
-                        nn.BatchNorm2d(c_out),
-                        nn.ReLU(),
-                    )
-                )
-            blocks.append(nn.ConvTranspose2d(channels[0], 3, 4, stride=2, padding=1))
-            blocks.append(nn.Sigmoid())
-            self.deconv = nn.Sequential(*blocks)
-
-        def forward(self, z):
-            h = torch.relu(self.fc(z)).view(-1, *self.shape)
-            return self.deconv(h)
-
-        @torch.no_grad()
-        def init_output_bias(self, mean_rgb):
-            """Start from the mean colour: set the last layer's bias to its logit."""
-            p = torch.as_tensor(mean_rgb, dtype=torch.float32).clamp(0.01, 0.99)
-            self.deconv[-2].bias.copy_(torch.log(p / (1 - p)))
-
-    class _ConvAutoencoder(nn.Module):
-        """Encoder + decoder; ``forward`` returns the reconstruction in [0, 1]."""
-
-        def __init__(self, image_size=64, channels=(32, 64, 128), latent_dim=128):
-            super().__init__()
-            self.encoder = _ConvEncoder(image_size, channels, latent_dim)
-            self.decoder = _ConvDecoder(image_size, channels, latent_dim)
-
-        def forward(self, x):
-            return self.decoder(self.encoder(x))
-
-    class _PixelDataset(Dataset):
-        """Decoded ``uint8`` images held in memory; random flips/rotations when augmenting.
-
-        Items are ``(image, 0)``: the target is the image itself (see ``_AutoencoderNet``).
-        """
-
-        def __init__(self, pixels, augment=False):
-            self.pixels = pixels
-            self.augment = augment
-
-        def __len__(self):
-            return len(self.pixels)
-
-        def __getitem__(self, i):
-            img = self.pixels[i]
-            if self.augment:
-                flip, k = torch.randint(0, 2, ()).item(), torch.randint(0, 4, ()).item()
-                if flip:
-                    img = img.flip(-1)
-                img = torch.rot90(img, k, dims=(-2, -1))
-            return img, 0
-
-    class _AutoencoderNet(NeuralNet):
-        """A skorch net whose loss compares the reconstruction with the input batch."""
-
-        def infer(self, x, **fit_params):
-            with autocast(self.device):
-                return super().infer(x, **fit_params).float()
-
-        def get_loss(self, y_pred, y_true, X=None, training=False):
-            target = as_unit_float(to_device(X, y_pred.device))
-            return super().get_loss(y_pred, target, X=X, training=training)
-
-    classes = {
-        "_ConvEncoder": _ConvEncoder,
-        "_CAEEmbedder": _CAEEmbedder,
-        "_ConvDecoder": _ConvDecoder,
-        "_ConvAutoencoder": _ConvAutoencoder,
-        "_PixelDataset": _PixelDataset,
-        "_AutoencoderNet": _AutoencoderNet,
-    }
-    for name, cls in classes.items():
-        cls.__module__, cls.__qualname__ = __name__, name
-    globals().update(classes)
-    return classes

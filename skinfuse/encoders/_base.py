@@ -1,26 +1,33 @@
-"""What the three image encoders share: input validation, output names, tags, caching, pickling."""
+"""What the three image encoders share: input validation, output names, tags, cached embedding."""
 
 from __future__ import annotations
 
-import copy
 import os
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
-from sklearn.utils.validation import check_array, check_is_fitted
+from sklearn.utils.validation import check_is_fitted
 
+from .._nn.device import TorchEstimatorMixin, precision
 from .._utils._sklearn import _check_feature_names, _check_n_features
 from ..images import as_image_list, check_image_files
+from ._cache import encode_cached
 
 
-class BaseImageEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class BaseImageEncoder(
+    TorchEstimatorMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+):
     """Base class of skinfuse's image encoders (not for direct use).
 
     Input: a column of images: a 1-D array/list/Series of paths, a one-column
-    DataFrame, a 4-D ``(n, H, W, C)`` array, or a 2-D numeric array whose rows are
-    read as one-row grayscale images (what scikit-learn's estimator checks send).
-    Output: ``float32`` embeddings of shape ``(n, n_features_out)``.
+    DataFrame, or a 4-D ``(n, H, W, C)`` array of images. A 2-D numeric array (a
+    feature matrix) is refused. Output: ``float32`` embeddings of shape
+    ``(n, n_features_out)``.
+
+    Subclasses set ``device_``, ``config_key_`` and ``n_features_out_`` in ``fit`` and
+    define ``_embedding_module()``: the fitted CPU module mapping uint8 image batches to
+    what ``transform`` returns.
     """
 
     def __sklearn_tags__(self):
@@ -51,51 +58,52 @@ class BaseImageEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEs
         check_is_fitted(self, "n_features_out_")
         return super().get_feature_names_out(input_features)
 
-    # -- devices -------------------------------------------------------------------------
-    def _inference_device(self) -> str:
-        """``device_`` where it exists in this process, else the CPU."""
-        from .._utils._torch import available_device
+    # -- embedding -----------------------------------------------------------------------
+    def _embed(self, items, *, pixels=None):
+        """Embeddings of ``items`` through the cache (``cache``, ``cache_dir``).
 
-        return available_device(self.device_)
+        ``pixels`` (the items decoded already, a uint8 tensor in their order) spares
+        decoding them again.
+        """
+        from .._nn.inference import embed
 
-    def _module_on(self, module, device):
-        """``module`` itself on the CPU; elsewhere a copy on ``device``, made once per fit and
-        process and never pickled (``fit`` drops it with ``_forget_device_copy``)."""
-        if device == "cpu":
-            return module
-        cached = self.__dict__.get("_device_copy")
-        if cached is None:
-            cached = self._device_copy = copy.deepcopy(module).to(device).eval()
-        return cached
+        device = self._inference_device()
+        index = None if pixels is None else {id(item): i for i, item in enumerate(items)}
 
-    def _forget_device_copy(self):
-        self.__dict__.pop("_device_copy", None)
+        def encode(todo):
+            import torch
 
-    # -- pickling: modules travel on CPU so a GPU-fitted encoder loads anywhere ----------
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        for key in list(state):
-            if key.startswith("_device_"):  # per-process device copies (not pickled)
-                del state[key]
-        for key, value in list(state.items()):
-            if _is_module(value):
-                state[key] = _cpu_copy(value)
-        return state
+            images = todo
+            if index is not None:
+                images = pixels[torch.tensor([index[id(item)] for item in todo])]
+            return embed(
+                self._module_on(self._embedding_module(), device, "embedder"),
+                images,
+                int(self.image_size),
+                batch_size=int(self.batch_size),
+                device=device,
+                num_workers=self.num_workers,
+                verbose=self.verbose,
+                desc=f"encoding ({type(self).__name__})",
+            )
 
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        device = state.get("device_")
-        if device is not None and device != "cpu":
-            from .._utils._torch import resolve_device
-
-            try:
-                resolve_device(device)
-            except ValueError:  # fitted on a GPU, loaded where there is none
-                self.device_ = "cpu"
+        key = f"{self.config_key_}-{precision(device)}"
+        return encode_cached(
+            items, encode, config_key=key, cache=self.cache, cache_dir=self.cache_dir
+        )
 
 
 def _all_paths(arr):
     return all(isinstance(v, (str, os.PathLike)) for v in arr.ravel())
+
+
+def _not_images(estimator, what, shape):
+    return ValueError(
+        f"{type(estimator).__name__} takes a column of images (file paths, a one-column "
+        f"DataFrame of paths, or an (n, H, W, C) array of images); got {what} of shape "
+        f"{shape}, which looks like a feature matrix, not images. Pass the image column "
+        "(e.g. X[['image_path']]) or the images themselves."
+    )
 
 
 def validate_images(estimator, X, *, reset: bool) -> list:
@@ -112,11 +120,9 @@ def validate_images(estimator, X, *, reset: bool) -> list:
     _check_feature_names(estimator, X, reset=reset)
     if hasattr(X, "iloc"):  # pandas Series / DataFrame of paths
         frame = X.to_frame() if X.ndim == 1 else X
+        if all(dtype.kind in "biuf" for dtype in frame.dtypes):
+            raise _not_images(estimator, "a numeric DataFrame", frame.shape)
         _check_n_features(estimator, frame, reset=reset)
-        if frame.shape[1] > 1 and all(dtype.kind in "biuf" for dtype in frame.dtypes):
-            # a numeric DataFrame: rows of pixel values (scikit-learn's classifier checks)
-            arr = check_array(frame, dtype="numeric", ensure_min_samples=1)
-            return list(arr[:, None, :])
         items = as_image_list(frame)
     elif _is_list_of_arrays(X):
         if reset:
@@ -132,11 +138,13 @@ def validate_images(estimator, X, *, reset: bool) -> list:
                 "array.reshape(1, -1) if it contains a single sample; for images pass "
                 "file paths or an (n, H, W, C) array."
             )
-        if arr.ndim == 2 and not (arr.shape[1] == 1 and not numeric and _all_paths(arr)):
-            # rows of pixel values (what scikit-learn's own checks send)
-            arr = check_array(arr, dtype="numeric", ensure_min_samples=1)
-            _check_n_features(estimator, arr, reset=reset)
-            return list(arr[:, None, :])
+        if arr.ndim == 2 and numeric:
+            raise _not_images(estimator, "a 2-D numeric array", arr.shape)
+        if arr.ndim == 2 and not (arr.shape[1] == 1 and _all_paths(arr)):
+            raise ValueError(
+                f"{type(estimator).__name__} takes one column of images; got an array of "
+                f"shape {arr.shape}. Pass the image column alone."
+            )
         if reset:
             estimator.n_features_in_ = 1
         items = as_image_list(arr)
@@ -148,20 +156,3 @@ def validate_images(estimator, X, *, reset: bool) -> list:
 
 def _is_list_of_arrays(X):
     return isinstance(X, (list, tuple)) and len(X) > 0 and isinstance(X[0], np.ndarray)
-
-
-def _is_module(value):
-    try:
-        from torch import nn
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(value, nn.Module)
-
-
-def _cpu_copy(module):
-    import copy
-
-    params = list(module.parameters()) + list(module.buffers())
-    if all(p.device.type == "cpu" for p in params):
-        return module
-    return copy.deepcopy(module).cpu()

@@ -41,22 +41,6 @@ def image_key(item) -> str:
     return f"a|{h.hexdigest()}"
 
 
-def hash_config(*parts, state_dict=None) -> str:
-    """Hash settings (any repr-able values) and optionally a module's state dict."""
-    h = hashlib.blake2b(digest_size=16)
-    for part in parts:
-        h.update(repr(part).encode())
-    if state_dict is not None:
-        for name, tensor in state_dict.items():
-            h.update(name.encode())
-            t = tensor.detach().cpu().contiguous()
-            h.update(str(t.dtype).encode())
-            h.update(
-                t.view(-1).view(__import__("torch").uint8).numpy().tobytes() if t.numel() else b""
-            )
-    return h.hexdigest()
-
-
 def _load_disk(config_key: str, cache_dir) -> None:
     folder = Path(cache_dir) / config_key
     tag = (config_key, str(Path(cache_dir).resolve()))

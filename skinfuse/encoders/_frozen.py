@@ -2,55 +2,15 @@
 
 from __future__ import annotations
 
-import copy
 import os
 from numbers import Integral
 
 from sklearn.utils.validation import check_is_fitted
 
+from .._nn.device import resolve_device
+from .._nn.names import BACKBONES
 from .._utils._sklearn import HasMethods, Interval, StrOptions, _fit_context
-from .._utils._torch import resolve_device
-from ._backbones import BACKBONES
 from ._base import BaseImageEncoder
-from ._cache import encode_cached, hash_config
-
-_BUILT: dict = {}  # (backbone name, weights id) -> (Backbone, state hash): built once per process
-
-
-def _weights_id(weights):
-    if weights is None or weights == "DEFAULT":
-        return weights
-    path = os.fspath(weights)
-    try:
-        st = os.stat(path)
-        return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
-    except OSError:
-        return path  # build_backbone raises the clear error
-
-
-def build_embedder(backbone, weights, pooling):
-    """Return ``(ImageEmbedder, Backbone, weights hash)``: a fresh copy the caller may modify.
-
-    Named backbones are built (and their weights loaded and hashed) once per process.
-    """
-    from ._backbones import build_backbone
-    from ._data import ImageEmbedder
-
-    if isinstance(backbone, str):
-        key = (backbone, _weights_id(weights))
-        if key not in _BUILT:
-            from .._utils._torch import torch_seed
-
-            with torch_seed(0):  # weights=None: the same random network in every process
-                bb = build_backbone(backbone, weights)
-            _BUILT[key] = (bb, hash_config(state_dict=bb.features.state_dict()))
-        bb, state_hash = _BUILT[key]
-        bb = copy.copy(bb)
-        bb.features = copy.deepcopy(bb.features)
-    else:
-        bb = build_backbone(backbone, weights)
-        state_hash = hash_config(type(backbone).__name__, state_dict=bb.features.state_dict())
-    return ImageEmbedder(bb.features, bb.mean, bb.std, pooling, taps=bb.taps), bb, state_hash
 
 
 class FrozenCNNEncoder(BaseImageEncoder):
@@ -180,26 +140,19 @@ class FrozenCNNEncoder(BaseImageEncoder):
         -------
         self : FrozenCNNEncoder
         """
-        import torch
+        from .._nn.backbones import build_embedder, embedding_width
+        from .._nn.hashing import hash_config
 
         self._validate_images(X, reset=True)
-        self._forget_device_copy()
+        self._forget_device_copies()
         self.device_ = resolve_device(self.device)
         embedder, bb, state_hash = build_embedder(self.backbone, self.weights, self.pooling)
         embedder.eval()
-        if bb.num_features is None or self.pooling == "multi":  # measure the output width
-            with torch.inference_mode():
-                bb.num_features = embedder(
-                    torch.zeros(1, 3, self.image_size, self.image_size)
-                ).shape[1]
-        elif self.pooling == "avgmax":
-            bb.num_features *= 2
         self.embedder_ = embedder
         self.cam_layer_ = f"features.{bb.cam_layer}" if bb.cam_layer else None
-        self.n_features_out_ = int(bb.num_features)
-        amp = "bf16" if self.device_.startswith("cuda") else "fp32"
+        self.n_features_out_ = embedding_width(embedder, bb, self.pooling, int(self.image_size))
         self.config_key_ = hash_config(
-            "FrozenCNNEncoder", state_hash, self.image_size, self.pooling, amp, bb.mean, bb.std,
+            "FrozenCNNEncoder", state_hash, self.image_size, self.pooling, bb.mean, bb.std,
             *((bb.taps,) if self.pooling == "multi" else ()),
         )  # fmt: skip
         return self
@@ -222,19 +175,9 @@ class FrozenCNNEncoder(BaseImageEncoder):
         -------
         embeddings : ndarray of shape (n_images, n_features_out_), dtype float32
         """
-        from ._data import embed
-
         check_is_fitted(self, "embedder_")
         items = self._validate_images(X, reset=False)
-        device = self._inference_device()
+        return self._embed(items)
 
-        def encode(todo):
-            return embed(
-                self._module_on(self.embedder_, device), todo, self.image_size,
-                batch_size=self.batch_size, device=device, num_workers=self.num_workers,
-                verbose=self.verbose, desc=f"encoding ({type(self).__name__})",
-            )  # fmt: skip
-
-        return encode_cached(
-            items, encode, config_key=self.config_key_, cache=self.cache, cache_dir=self.cache_dir
-        )
+    def _embedding_module(self):
+        return self.embedder_

@@ -22,14 +22,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_class_weight
 
+from skinfuse._nn.backbones import backbone_stages
+from skinfuse._nn.data import ImageDataset, default_augmentation
 from skinfuse.datasets import make_synthetic_lesions
+from skinfuse.encoders import FineTunedCNNEncoder
 from skinfuse.encoders._cache import clear_cache
-from skinfuse.encoders._data import ImageDataset
-from skinfuse.encoders._finetuned import (
-    FineTunedCNNEncoder,
-    _backbone_stages,
-    _default_augmentation,
-)
 
 # 6 epochs of a small random-init CNN at 32 px: about a second per fit on one core
 TINY = dict(
@@ -222,7 +219,7 @@ def test_augmentation_only_on_training_batches(fitted, data):
     np.testing.assert_array_equal(enc.predict_proba(data["X_test"]), first)
     assert augment.calls == 80  # never at predict time
     # the default augmentation is random, keeps size and dtype
-    aug = _default_augmentation(32)
+    aug = default_augmentation(32)
     img = torch.from_numpy(_images(1, 32)[0]).permute(2, 0, 1).contiguous()
     outs = [aug(img) for _ in range(4)]
     assert all(o.shape == (3, 32, 32) and o.dtype == torch.uint8 for o in outs)
@@ -298,7 +295,7 @@ def test_default_efficientnet_lite0_fine_tunes_offline():
     assert enc.n_features_out_ == 1280 and enc.cam_layer_ == "embedder.features.bn2"
     assert isinstance(enc.module_.get_submodule(enc.cam_layer_), torch.nn.BatchNorm2d)
     assert enc.transform(images).shape == (4, 1280)
-    stages = _backbone_stages(enc.cnn_)
+    stages = backbone_stages(enc.cnn_)
     assert stages[0] == ["conv_stem", "bn1"] and stages[-1] == ["conv_head", "bn2"]
     assert [s[0] for s in stages[1:-1]] == [f"blocks.{i}" for i in range(7)]
 

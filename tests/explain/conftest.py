@@ -10,9 +10,8 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from torch import nn
 
+from skinfuse._nn.backbones import IMAGENET_MEAN, IMAGENET_STD, ImageEmbedder
 from skinfuse.datasets import make_synthetic_lesions
-from skinfuse.encoders._backbones import IMAGENET_MEAN, IMAGENET_STD
-from skinfuse.encoders._data import ImageEmbedder
 from skinfuse.images import load_images
 
 matplotlib.use("Agg")

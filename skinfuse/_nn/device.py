@@ -1,0 +1,157 @@
+"""Device choice, scoped seeding, and what every torch-backed estimator inherits.
+
+Imports torch only inside its functions: the estimator classes inherit
+:class:`TorchEstimatorMixin` at import time, before torch is needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import random
+
+import numpy as np
+from sklearn.utils import check_random_state
+
+
+def resolve_device(device="auto") -> str:
+    """Return the torch device string for ``device``.
+
+    ``"auto"`` picks ``"cuda"``, then ``"mps"``, then ``"cpu"``. An explicit
+    device that is not available raises a ``ValueError`` saying so.
+    """
+    import torch
+
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if _mps_available():
+            return "mps"
+        return "cpu"
+    device = str(device)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} was asked for but CUDA is not available; use 'auto' or 'cpu'"
+        )
+    if device == "mps" and not _mps_available():
+        raise ValueError("device='mps' was asked for but MPS is not available; use 'auto' or 'cpu'")
+    try:
+        torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'; got {device!r}"
+        ) from exc
+    return device
+
+
+def _mps_available() -> bool:
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return mps is not None and mps.is_available()
+
+
+def available_device(device: str) -> str:
+    """``device`` where it exists in this process, else ``"cpu"`` (a GPU-fitted model on a CPU)."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return "cpu"
+    if device == "mps" and not _mps_available():
+        return "cpu"
+    return device
+
+
+def precision(device: str) -> str:
+    """The numeric precision networks run in on ``device``: bf16 autocast on CUDA, else fp32.
+
+    Embeddings differ in their last bits between the two, so cache keys include it.
+    """
+    return "bf16" if str(device).startswith("cuda") else "fp32"
+
+
+def seed_from_random_state(random_state) -> int:
+    """Draw a 31-bit integer seed from ``random_state`` (int, RandomState or None)."""
+    return int(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
+@contextlib.contextmanager
+def torch_seed(seed: int, device: str = "cpu"):
+    """Seed torch (and Python's/NumPy's RNG) inside a block, restoring the global state after.
+
+    Uses ``torch.random.fork_rng`` so that user code outside the block keeps its
+    own random stream.
+    """
+    import torch
+
+    devices = [torch.cuda.current_device()] if str(device).startswith("cuda") else []
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % (2**32))
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+def _is_module(value) -> bool:
+    try:
+        from torch import nn
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(value, nn.Module)
+
+
+def _cpu_copy(module):
+    tensors = [*module.parameters(), *module.buffers()]
+    if all(t.device.type == "cpu" for t in tensors):
+        return module
+    return copy.deepcopy(module).cpu()
+
+
+class TorchEstimatorMixin:
+    """Device handling shared by every torch-backed estimator (mixin, not for direct use).
+
+    The estimator resolves ``device_`` in ``fit`` and keeps its fitted modules on the
+    CPU. At inference, :meth:`_inference_device` is ``device_`` where it exists in this
+    process (else the CPU) and :meth:`_module_on` gives a per-process copy of a module
+    on it. Pickles carry no device copy and only CPU modules, so a model fitted on a GPU
+    loads and predicts on a machine without one.
+    """
+
+    def _inference_device(self) -> str:
+        """``device_`` where it exists in this process, else the CPU."""
+        return available_device(self.device_)
+
+    def _module_on(self, module, device, name: str):
+        """``module`` itself on the CPU; elsewhere a copy on ``device``, made once per fit and
+        process under ``name`` and never pickled (``fit`` drops them: :meth:`_forget_device_copies`)."""
+        if device == "cpu":
+            return module
+        copies = self.__dict__.setdefault("_device_copies", {})
+        if name not in copies:
+            copies[name] = copy.deepcopy(module).to(device).eval()
+        return copies[name]
+
+    def _forget_device_copies(self):
+        self.__dict__.pop("_device_copies", None)
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # scikit-learn's, where it adds its version
+        state.pop("_device_copies", None)
+        for key, value in list(state.items()):
+            if _is_module(value):
+                state[key] = _cpu_copy(value)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        device = state.get("device_")
+        if device is not None and device != "cpu":
+            try:
+                resolve_device(device)
+            except ValueError:  # fitted on a GPU, loaded where there is none
+                self.device_ = "cpu"

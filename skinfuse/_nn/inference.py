@@ -1,0 +1,89 @@
+"""One batch-inference loop for every network: embeddings, logits, reconstructions."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .data import ImageDataset, make_loader, unwrap_worker_errors
+
+#: Images per forward pass on CPU, whatever the loader's batch size.
+CPU_CHUNK = 8
+
+
+def autocast(device):
+    """bf16 autocast on CUDA, a no-op elsewhere."""
+    device_type = str(device).split(":")[0]
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda")
+
+
+def _chunks(batch, chunk, channels_last):
+    """Split a batch (a tensor, or a dict of tensors with the images under "x") into chunks,
+    each ``(input, other inputs)`` for the module."""
+    if isinstance(batch, dict):
+        images, extra = batch["x"], {k: v for k, v in batch.items() if k != "x"}
+    else:
+        images, extra = batch, {}
+    for start in range(0, len(images), chunk):
+        part = images[start : start + chunk]
+        if channels_last:
+            part = part.contiguous(memory_format=torch.channels_last)
+        yield part, {k: v[start : start + chunk] for k, v in extra.items()}
+
+
+def run_batches(module, loader, device, *, chunk=None, channels_last=True, verbose=0,
+                desc="inference"):  # fmt: skip
+    """Run ``module`` in eval mode over a loader's batches; return float32 ``(n, ...)``.
+
+    Batches are input tensors (image batches), or dicts with the images under ``"x"``
+    and the module's other inputs (``metadata``) under their names. On CPU, images go
+    through in chunks of :data:`CPU_CHUNK` unless ``chunk`` says otherwise (small chunks
+    keep activations in cache: 8 beat 64 by ~1.4x). With ``channels_last`` the module and
+    the images run channels-last (oneDNN's fast path on CPU, tensor cores on GPU). On
+    CUDA everything runs in bf16 autocast. The module gets its format and mode back.
+    """
+    device = torch.device(device)
+    chunk = chunk or (CPU_CHUNK if device.type == "cpu" else None)
+    was_training = module.training
+    module.eval()
+    # converted outside inference mode, so the parameters stay ordinary tensors
+    if channels_last:
+        with torch.no_grad():
+            module.to(memory_format=torch.channels_last)
+    if verbose:
+        from tqdm.auto import tqdm
+
+        loader = tqdm(loader, desc=desc, unit="batch")
+    out = []
+    try:
+        for batch in unwrap_worker_errors(loader):
+            if isinstance(batch, dict):
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                size = len(batch["x"])
+            else:
+                batch = batch.to(device, non_blocking=True)
+                size = len(batch)
+            for images, extra in _chunks(batch, chunk or size, channels_last):
+                with torch.inference_mode(), autocast(device):
+                    result = module(images, **extra)
+                out.append(result.float().cpu().numpy())
+    finally:
+        if channels_last:
+            with torch.no_grad():
+                module.to(memory_format=torch.contiguous_format)
+        module.train(was_training)
+    if not out:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(out).astype(np.float32, copy=False)
+
+
+def embed(module, images, image_size, *, batch_size, device, num_workers=None, metadata=None,
+          verbose=0, desc="encoding"):  # fmt: skip
+    """Run ``module`` over images (paths, arrays or a decoded uint8 tensor) in batches.
+
+    With ``metadata`` rows, the module is called as ``module(images, metadata=rows)``.
+    Returns a float32 ndarray ``(n, d)``.
+    """
+    dataset = ImageDataset(images, image_size, metadata=metadata)
+    loader = make_loader(dataset, batch_size=batch_size, num_workers=num_workers, device=device)
+    return run_batches(module, loader, device, verbose=verbose, desc=desc)

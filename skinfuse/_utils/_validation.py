@@ -1,0 +1,37 @@
+"""Validation helpers shared by the estimators (beyond scikit-learn's own)."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_consistent_length, column_or_1d
+
+
+def scalar(value):
+    """A NumPy scalar as the Python value (for messages: 'a', not np.str_('a'))."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def check_labels(estimator, X_rows, y):
+    """Check classification targets for a network trained on them.
+
+    Returns ``(classes, y_idx)``: the sorted labels and ``y`` as int64 class indices.
+    Raises scikit-learn's messages for ``y=None`` and a single class.
+    """
+    name = type(estimator).__name__
+    if y is None:
+        raise ValueError(
+            f"{name} requires y to be passed, but the target y is None; it is trained on "
+            "the labels: call fit(X, y)."
+        )
+    y = column_or_1d(y, warn=True)
+    check_consistent_length(X_rows, y)
+    check_classification_targets(y)
+    encoder = LabelEncoder().fit(y)
+    if len(encoder.classes_) < 2:
+        raise ValueError(
+            f"{name} needs at least 2 classes to learn, but y has 1 class "
+            f"({scalar(encoder.classes_[0])!r}); pass labels of 2 or more classes."
+        )
+    return encoder.classes_, encoder.transform(y).astype(np.int64)
