@@ -6,7 +6,6 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skinfuse.datasets import make_synthetic_lesions
 from skinfuse.fusion import FusionNetClassifier
@@ -166,20 +165,6 @@ def test_bad_input(X, match):
 def test_bad_parameters():
     with pytest.raises(ValueError, match="pooling"):
         FusionNetClassifier(**TINY, pooling="median").fit(pd.DataFrame({"image_path": ["x"]}), [0])
-
-
-# With metadata=None the network takes a column of images, as the encoders do, so
-# scikit-learn's own checks (2-D numeric rows read as one-row grayscale images) run for real.
-@parametrize_with_checks(
-    [
-        FusionNetClassifier(
-            "tiny_cnn", weights=None, metadata=None, image_size=8, max_epochs=2,
-            batch_size=32, validation_fraction=0.0, num_workers=0, random_state=0,
-        )
-    ]
-)  # fmt: skip
-def test_sklearn_compatible_image_only(estimator, check):
-    check(estimator)
 
 
 def test_image_only_takes_a_column_of_images(data):

@@ -347,7 +347,7 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
                 f"latent_dim={latent} (transform returns {self.n_features_out_}); pass "
                 "embeddings from its transform."
             )
-        Z = torch.from_numpy(np.ascontiguousarray(Z[:, :latent]))
+        Z = torch.from_numpy(np.array(Z[:, :latent], order="C"))  # a writable copy
         device = self._inference_device()
         decoder = self._module_on(self.module_.decoder, device, "decoder")
         step = int(self.batch_size)

@@ -282,7 +282,7 @@ def test_seeding_leaves_global_rng_alone(paths):
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd", torch.optim.RMSprop])
 def test_optimizers(paths, optimizer):
     cae = _small(optimizer=optimizer, weight_decay=1e-4).fit(paths)
-    assert cae.net_.optimizer_.__class__.__name__ in {"AdamW", "SGD", "RMSprop"}
+    assert cae.net_.optimizer.__name__ in {"AdamW", "SGD", "RMSprop"}
     assert cae.net_.optimizer_.param_groups[0]["weight_decay"] == 1e-4
     assert all(np.isfinite(cae.history_))
 
