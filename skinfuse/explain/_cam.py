@@ -50,7 +50,7 @@ def grad_cam(
           ``MLPClassifier`` head) they are rebuilt in torch, checked to reproduce the
           pipeline's scores, and gradients flow through them. Otherwise (a random
           forest head...) the later steps run as they are, without gradients;
-        - an estimator with its own network implementing ``_gradcam_model(X)``
+        - an estimator with its own network implementing ``__skinfuse_gradcam__(X)``
           (``FineTunedCNNEncoder``, ``FusionNetClassifier``; see :mod:`skinfuse.explain`).
     X : DataFrame or column of images
         The cases to explain: what ``model.predict`` takes (for pipelines, a DataFrame
@@ -148,7 +148,7 @@ def _make_source(model, X):
 
     from ._heads import PipelineSource, ProtocolSource
 
-    if hasattr(model, "_gradcam_model"):
+    if hasattr(model, "__skinfuse_gradcam__"):
         check_is_fitted(model)
         return ProtocolSource(model, X)
     if hasattr(model, "steps"):
@@ -163,13 +163,13 @@ def _make_source(model, X):
     if any(hasattr(type(model), a) or a in getattr(model, "__dict__", {}) for a in attrs):
         raise ValueError(
             f"grad_cam cannot explain a {type(model).__name__} on its own: it does not "
-            "implement _gradcam_model (see the protocol in skinfuse.explain's docstring); "
+            "implement __skinfuse_gradcam__ (see the protocol in skinfuse.explain's docstring); "
             "inside a fitted pipeline its CNN is explained through the pipeline"
         )
     raise ValueError(
         f"grad_cam cannot explain a {type(model).__name__}: it has no CNN. Pass a fitted "
         "pipeline with a CNN image encoder (make_fusion_pipeline(FrozenCNNEncoder(...))) or "
-        "an estimator with its own network that implements _gradcam_model (see "
+        "an estimator with its own network that implements __skinfuse_gradcam__ (see "
         "skinfuse.explain)"
     )
 

@@ -2,7 +2,7 @@
 
 Two kinds of models are explained:
 
-* estimators with their own network, through the ``_gradcam_model(X)`` protocol
+* estimators with their own network, through the ``__skinfuse_gradcam__(X)`` protocol
   (see :mod:`skinfuse.explain`): :class:`ProtocolSource`;
 * fitted pipelines whose first step holds a CNN image encoder:
   :class:`PipelineSource` builds ``image -> embedder -> [features of the case, the
@@ -52,7 +52,7 @@ def _check_classes(classes, where):
 
 
 class ProtocolSource:
-    """A model implementing ``_gradcam_model(X) -> (module, layer, image_size, classes)``."""
+    """A model implementing ``__skinfuse_gradcam__(X) -> (module, layer, image_size, classes)``."""
 
     differentiable = True
     why_not = None
@@ -68,8 +68,8 @@ class ProtocolSource:
 
     def module(self, rows):
         """``(module, default layer name, image_size, classes)`` for the cases ``rows``."""
-        name = f"{type(self.model).__name__}._gradcam_model"
-        out = self.model._gradcam_model(take_rows(self.X, rows))
+        name = f"{type(self.model).__name__}.__skinfuse_gradcam__"
+        out = self.model.__skinfuse_gradcam__(take_rows(self.X, rows))
         if not isinstance(out, tuple) or len(out) != 4:
             raise TypeError(
                 f"{name} must return a tuple (module, layer, image_size, classes); got {out!r:.200}"
@@ -285,11 +285,11 @@ class _PipelineModule(nn.Module):
 def encoder_cam(encoder):
     """``(embedder, layer name, image_size)`` of a CNN image encoder, or None.
 
-    Encoders implement ``_gradcam_embedder()`` or carry ``embedder_`` + ``cam_layer_``
+    Encoders implement ``__skinfuse_gradcam_embedder__()`` or carry ``embedder_`` + ``cam_layer_``
     (``FrozenCNNEncoder``, ``FineTunedCNNEncoder``, ``ConvAutoencoderEncoder``).
     """
-    if hasattr(encoder, "_gradcam_embedder"):
-        embedder, layer, image_size = encoder._gradcam_embedder()
+    if hasattr(encoder, "__skinfuse_gradcam_embedder__"):
+        embedder, layer, image_size = encoder.__skinfuse_gradcam_embedder__()
         return embedder, layer, int(image_size)
     embedder = getattr(encoder, "embedder_", None)
     if not (isinstance(embedder, nn.Module) and hasattr(encoder, "cam_layer_")):

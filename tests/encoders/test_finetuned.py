@@ -351,7 +351,7 @@ def test_grad_cam_explains_its_own_network_and_a_pipeline(fitted, data):
     from skinfuse.explain import grad_cam
 
     X = data["X_test"].iloc[:3]
-    module, layer, size, classes = fitted._gradcam_model(X)
+    module, layer, size, classes = fitted.__skinfuse_gradcam__(X)
     assert classes is fitted.classes_
     assert module is fitted.module_ and layer == "embedder.features.2" and size == 32
     heat = grad_cam(fitted, X)

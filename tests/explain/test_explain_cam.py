@@ -204,8 +204,8 @@ def test_pipeline_encoder_is_left_untouched(fusion_logreg, unseen, method):
 
 def test_hooks_are_released_when_the_model_fails(pair_cnn, unseen):
     class Broken(PairCNNClassifier):
-        def _gradcam_model(self, X):
-            module, layer, size, _ = super()._gradcam_model(X)
+        def __skinfuse_gradcam__(self, X):
+            module, layer, size, _ = super().__skinfuse_gradcam__(X)
             return module, layer, size, np.array(["a", "b", "c"])  # 3 classes, 2 logits
 
     est = copy.deepcopy(pair_cnn)
@@ -240,7 +240,7 @@ def test_bad_arguments_raise_clear_errors(fusion_logreg, pair_cnn, lesions, unse
         grad_cam(plain, X)
     no_protocol = LogisticRegression()
     no_protocol.net_ = pair_cnn.net_
-    with pytest.raises(ValueError, match="does not implement _gradcam_model"):
+    with pytest.raises(ValueError, match="does not implement __skinfuse_gradcam__"):
         grad_cam(no_protocol, X)
     with pytest.raises(NotFittedError):
         grad_cam(make_fusion_pipeline(FrozenCNNEncoder(), classifier="logreg"), X)
@@ -248,7 +248,7 @@ def test_bad_arguments_raise_clear_errors(fusion_logreg, pair_cnn, lesions, unse
         grad_cam(PairCNNClassifier(), X)
 
     class Wrong(PairCNNClassifier):
-        def _gradcam_model(self, X):
+        def __skinfuse_gradcam__(self, X):
             return self.net_
 
     wrong = Wrong()
