@@ -114,7 +114,7 @@ def grad_cam(
     if not isinstance(batch_size, Integral) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
     source = _make_source(model, X)
-    from ._heads import image_batch
+    from ._sources import image_batch
 
     n = source.n
     targets = target_indices(target, source.classes, n)
@@ -146,7 +146,7 @@ def grad_cam(
 def _make_source(model, X):
     from sklearn.utils.validation import check_is_fitted
 
-    from ._heads import PipelineSource, ProtocolSource
+    from ._sources import PipelineSource, ProtocolSource
 
     if hasattr(model, "__skinfuse_gradcam__"):
         check_is_fitted(model)

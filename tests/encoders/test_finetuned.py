@@ -357,7 +357,7 @@ def test_grad_cam_explains_its_own_network_and_a_pipeline(fitted, data):
     heat = grad_cam(fitted, X)
     assert heat.shape == (3, 32, 32) and np.isfinite(heat).all() and heat.std() > 0
     # inside a pipeline, grad_cam finds the CAM layer inside embedder_
-    from skinfuse.explain._heads import encoder_cam
+    from skinfuse.explain._sources import encoder_cam
 
     embedder, name, size = encoder_cam(fitted)
     assert embedder is fitted.embedder_ and name == "features.2" and size == 32

@@ -12,7 +12,7 @@ from sklearn.neural_network import MLPClassifier
 
 from skinfuse.encoders import FrozenCNNEncoder, cache_info
 from skinfuse.explain import grad_cam
-from skinfuse.explain._heads import PipelineSource, image_batch
+from skinfuse.explain._sources import PipelineSource, image_batch
 from skinfuse.images import load_images
 from skinfuse.pipeline import make_fusion_pipeline
 
