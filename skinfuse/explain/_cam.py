@@ -268,8 +268,9 @@ def _library_cam(method, module, target_layer, x, tgt, batch_size):
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     if method == "scorecam":
-        cam = _score_cam_class()(module, [target_layer])
-        cam.batch_size = batch_size
+        from ._torch_cam import BatchedScoreCAM
+
+        cam = BatchedScoreCAM(module, [target_layer], batch_size=batch_size)
     else:
         cam = getattr(cams, GRADIENT_METHODS[method])(module, [target_layer])
     targets = None if tgt is None else [ClassifierOutputTarget(int(t)) for t in tgt]
@@ -279,42 +280,6 @@ def _library_cam(method, module, target_layer, x, tgt, batch_size):
             return cam(input_tensor=x, targets=targets)
     finally:
         cam.activations_and_grads.release()
-
-
-_SCORE_CAM = None
-
-
-def _score_cam_class():
-    """pytorch-grad-cam's ScoreCAM without its per-image progress bar."""
-    global _SCORE_CAM
-    if _SCORE_CAM is None:
-        import torch
-        from pytorch_grad_cam import ScoreCAM
-
-        class _ScoreCAM(ScoreCAM):
-            batch_size = 32
-
-            def get_cam_weights(self, input_tensor, target_layer, targets, activations, grads):
-                # same computation as ScoreCAM.get_cam_weights (upsampled, min-max scaled
-                # channels mask the image; softmax over channels of the class score)
-                with torch.no_grad():
-                    act = torch.from_numpy(activations).to(self.device)
-                    up = torch.nn.functional.interpolate(
-                        act, size=input_tensor.shape[-2:], mode="bilinear", align_corners=True
-                    )
-                    flat = up.flatten(2)
-                    lo, hi = flat.min(-1)[0][..., None, None], flat.max(-1)[0][..., None, None]
-                    up = (up - lo) / (hi - lo + 1e-8)
-                    scores = []
-                    for target, image, masks in zip(targets, input_tensor, up):
-                        for i in range(0, masks.shape[0], self.batch_size):
-                            batch = image[None] * masks[i : i + self.batch_size, None]
-                            scores.extend(float(target(o)) for o in self.model(batch))
-                    scores = torch.tensor(scores).view(activations.shape[0], activations.shape[1])
-                    return torch.softmax(scores, dim=-1).numpy()
-
-        _SCORE_CAM = _ScoreCAM
-    return _SCORE_CAM
 
 
 def _windows(size, patch):

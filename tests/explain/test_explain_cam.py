@@ -99,6 +99,27 @@ def test_gradient_free_methods_on_a_random_forest(fusion_forest, unseen, method)
     assert share > masks.mean() + MIN_SHARE_ABOVE_AREA and ratio > 1.5, (share, ratio)
 
 
+def test_batched_score_cam_matches_pytorch_grad_cam(pair_cnn, unseen):
+    from pytorch_grad_cam import ScoreCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from skinfuse.explain._torch_cam import BatchedScoreCAM
+
+    module = copy.deepcopy(pair_cnn.net_).eval()
+    layer = module.get_submodule("0.features.6")
+    images, _ = load_images(unseen.data["image_path"].iloc[:2], size=SIZE)
+    predicted = pair_cnn.predict_proba(unseen.data.iloc[:2]).argmax(axis=1)
+    targets = [ClassifierOutputTarget(int(t)) for t in predicted]
+    maps = []
+    for cam in (ScoreCAM(module, [layer]), BatchedScoreCAM(module, [layer], batch_size=5)):
+        try:
+            maps.append(cam(input_tensor=image_batch(images), targets=targets))
+        finally:
+            cam.activations_and_grads.release()
+    assert maps[0].shape == (2, SIZE, SIZE) and maps[0].std() > 0.05
+    np.testing.assert_allclose(maps[1], maps[0], rtol=1e-4, atol=1e-5)
+
+
 # -- the torch head is the pipeline ---------------------------------------------------------
 
 
