@@ -7,8 +7,6 @@ from numbers import Integral
 
 import numpy as np
 
-from ._utils import import_optional
-
 #: Gradient methods, by name: pytorch-grad-cam classes.
 GRADIENT_METHODS = {
     "gradcam": "GradCAM",
@@ -262,9 +260,8 @@ def preserved_state(module):
 
 
 def _library_cam(method, module, target_layer, x, tgt, batch_size):
+    import pytorch_grad_cam
     import torch
-
-    cams = import_optional("pytorch_grad_cam", "grad_cam")
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     if method == "scorecam":
@@ -272,7 +269,7 @@ def _library_cam(method, module, target_layer, x, tgt, batch_size):
 
         cam = BatchedScoreCAM(module, [target_layer], batch_size=batch_size)
     else:
-        cam = getattr(cams, GRADIENT_METHODS[method])(module, [target_layer])
+        cam = getattr(pytorch_grad_cam, GRADIENT_METHODS[method])(module, [target_layer])
     targets = None if tgt is None else [ClassifierOutputTarget(int(t)) for t in tgt]
     # try/finally rather than ``with cam:``: its __exit__ swallows IndexErrors
     try:

@@ -7,8 +7,6 @@ from numbers import Integral
 
 import numpy as np
 
-from ._utils import import_optional
-
 ALGORITHMS = ("kernel", "exact", "permutation")
 
 
@@ -77,8 +75,8 @@ def explain_metadata(
     >>> plot_shap_summary(ex)                                           # doctest: +SKIP
     """
     import pandas as pd
+    import shap
 
-    shap = import_optional("shap", "explain_metadata")
     if not isinstance(X, pd.DataFrame):
         raise TypeError(
             f"explain_metadata needs X as a DataFrame of the model's input columns; got "

@@ -1,27 +1,10 @@
-"""Small helpers shared by the explain modules: optional imports, row selection, figures."""
+"""Small helpers shared by the explain modules: row selection, figures."""
 
 from __future__ import annotations
 
-import importlib
 import os
 
 import numpy as np
-
-_INSTALL = {
-    "pytorch_grad_cam": "pip install grad-cam",
-    "shap": "pip install shap",
-    "matplotlib": "pip install matplotlib",
-}
-
-
-def import_optional(name: str, what: str):
-    """Import module ``name`` or raise an ``ImportError`` that says how to install it."""
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        top = name.split(".")[0]
-        hint = _INSTALL.get(top, f"pip install {top}")
-        raise ImportError(f"{what} needs the optional package {top!r}: {hint}") from exc
 
 
 def n_rows(X) -> int:
@@ -52,7 +35,6 @@ def check_path(path):
 
 def new_figure(figsize):
     """A matplotlib ``Figure`` that is not registered with pyplot (no global state, no leak)."""
-    import_optional("matplotlib", "plotting")
     from matplotlib.figure import Figure
 
     return Figure(figsize=figsize, layout="constrained")
