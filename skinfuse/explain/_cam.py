@@ -7,6 +7,8 @@ from numbers import Integral
 
 import numpy as np
 
+from .._utils._sklearn import HasMethods, Interval, StrOptions, validate_params
+
 #: Gradient methods, by name: pytorch-grad-cam classes.
 GRADIENT_METHODS = {
     "gradcam": "GradCAM",
@@ -20,6 +22,19 @@ GRADIENT_FREE_METHODS = ("scorecam", "occlusion")
 METHODS = ("auto", *GRADIENT_METHODS, *GRADIENT_FREE_METHODS)
 
 
+@validate_params(
+    {
+        "model": "no_validation",  # what it can explain is checked by _make_source
+        "X": ["array-like"],
+        "target": "no_validation",  # labels, checked against the model's classes
+        "layer": [str, HasMethods(["named_modules", "forward"]), None],  # a torch module
+        "method": [StrOptions(set(METHODS))],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "occlusion_size": [Interval(Integral, 1, None, closed="left"), None],
+        "return_images": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def grad_cam(
     model,
     X,
@@ -93,7 +108,9 @@ def grad_cam(
     ValueError
         The model has no CNN, ``target`` is not a class of the model, ``layer``
         does not exist, or a gradient method was asked for a model whose later
-        steps are not differentiable.
+        steps are not differentiable. A parameter of the wrong type or value raises
+        scikit-learn's ``InvalidParameterError`` (a ``ValueError`` and ``TypeError``)
+        that names it.
 
     Notes
     -----
@@ -107,10 +124,6 @@ def grad_cam(
     >>> plot_grad_cam(images, heat, y_true=y_test[:8], y_pred=model.predict(X_test[:8]))
     ... # doctest: +SKIP
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}; got {method!r}")
-    if not isinstance(batch_size, Integral) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
     source = _make_source(model, X)
     from ._sources import image_batch
 
@@ -209,8 +222,11 @@ def _resolve_method(method, source, layer):
 def _check_occlusion_size(size, image_size):
     if size is None:
         return max(2, image_size // 8)
-    if not isinstance(size, Integral) or not 1 <= size <= image_size:
-        raise ValueError(f"occlusion_size must be an int in [1, {image_size}]; got {size!r}")
+    if size > image_size:
+        raise ValueError(
+            f"occlusion_size must be an int in [1, {image_size}] (the side of the images the "
+            f"model sees); got {size!r}"
+        )
     return int(size)
 
 

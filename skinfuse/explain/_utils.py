@@ -24,15 +24,6 @@ def take_rows(X, rows):
     return [X[i] for i in rows]
 
 
-def check_path(path):
-    """``None`` or an ``os.PathLike``/``str`` path, as a string."""
-    if path is None:
-        return None
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a file path (str or path-like) or None; got {path!r}")
-    return os.fspath(path)
-
-
 def new_figure(figsize):
     """A matplotlib ``Figure`` that is not registered with pyplot (no global state, no leak)."""
     from matplotlib.figure import Figure
@@ -42,7 +33,6 @@ def new_figure(figsize):
 
 def finish_figure(fig, path, dpi):
     """Save ``fig`` to ``path`` (PNG unless the suffix says otherwise) when given; return it."""
-    path = check_path(path)
     if path is not None:
-        fig.savefig(path, dpi=dpi)
+        fig.savefig(os.fspath(path), dpi=dpi)
     return fig

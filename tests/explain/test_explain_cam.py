@@ -250,8 +250,6 @@ def test_bad_arguments_raise_clear_errors(fusion_logreg, pair_cnn, lesions, unse
         grad_cam(fusion_logreg, X, target=["bkl", "bkl", "df"])
     with pytest.raises(ValueError, match="layer 'nope' not found"):
         grad_cam(fusion_logreg, X, layer="nope")
-    with pytest.raises(ValueError, match="method must be one of"):
-        grad_cam(fusion_logreg, X, method="magic")
     metadata_only = make_fusion_pipeline(None, classifier="logreg", sampler=None)
     metadata_only.fit(lesions.data, lesions.target)
     with pytest.raises(ValueError, match="no CNN image encoder"):
@@ -276,6 +274,27 @@ def test_bad_arguments_raise_clear_errors(fusion_logreg, pair_cnn, lesions, unse
     wrong.__dict__.update(pair_cnn.__dict__)
     with pytest.raises(TypeError, match=r"must return a tuple \(module, layer"):
         grad_cam(wrong, X)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (dict(method="magic"), "'method' parameter of grad_cam must be a str among"),
+        (dict(batch_size=0), "'batch_size' parameter of grad_cam must be an int in the range"),
+        (dict(occlusion_size=1.5), "'occlusion_size' parameter of grad_cam must be an int"),
+        (dict(layer=3), "'layer' parameter of grad_cam must be an instance of 'str'"),
+        (dict(return_images="yes"), "'return_images' parameter of grad_cam must be"),
+    ],
+)
+def test_grad_cam_refuses_bad_parameters(unseen, params, match):
+    # refused before the model is looked at (an unfitted one would raise NotFittedError)
+    with pytest.raises(ValueError, match=match):
+        grad_cam(PairCNNClassifier(), unseen.data.iloc[:2], **params)
+
+
+def test_occlusion_size_larger_than_the_images(pair_cnn, unseen):
+    with pytest.raises(ValueError, match=rf"occlusion_size must be an int in \[1, {SIZE}\]"):
+        grad_cam(pair_cnn, unseen.data.iloc[:1], method="occlusion", occlusion_size=SIZE + 1)
 
 
 def test_image_only_pipeline_with_the_encoder_as_first_step(lesions):
