@@ -373,7 +373,7 @@ class FusionNetClassifier(TorchEstimatorMixin, ClassifierMixin, BaseEstimator):
         logits = self._logits(X)  # checks that the model is fitted first
         return self.classes_[logits.argmax(axis=1)]
 
-    def _gradcam_model(self, X):
+    def __skinfuse_gradcam__(self, X):
         """``skinfuse.explain.grad_cam``'s protocol: the network with each case's metadata fixed.
 
         Returns ``(module, layer, image_size, classes_)``; ``module`` maps ``[0, 1]`` float

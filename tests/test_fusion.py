@@ -134,7 +134,7 @@ def test_grad_cam_with_fixed_metadata(data):
     lesions, train, _ = data
     X, y = lesions.data.iloc[train[:64]], lesions.target.iloc[train[:64]]
     net = FusionNetClassifier(**TINY).fit(X, y)
-    module, _layer, size, _classes = net._gradcam_model(X.iloc[:4])
+    module, _layer, size, _classes = net.__skinfuse_gradcam__(X.iloc[:4])
     import torch
 
     from skinfuse.images import load_images

@@ -530,7 +530,7 @@ class FineTunedCNNEncoder(ClassifierMixin, BaseImageEncoder):
         items = self._validate_images(X, reset=False)
         return self.classes_[self._logits(self._embed(items)).argmax(axis=1)]
 
-    def _gradcam_model(self, X):
+    def __skinfuse_gradcam__(self, X):
         """``skinfuse.explain.grad_cam``'s protocol: the network that ``predict_proba`` runs.
 
         Returns ``(module_, cam_layer_, image_size, classes_)``: ``module_`` maps

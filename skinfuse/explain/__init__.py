@@ -12,18 +12,25 @@
 Importing this module is cheap: torch, shap, pytorch-grad-cam and matplotlib are
 imported by the functions that need them.
 
-Making an estimator explainable by :func:`grad_cam`
----------------------------------------------------
+Making your own estimator explainable by :func:`grad_cam`
+---------------------------------------------------------
+Like scikit-learn's ``__sklearn_tags__`` and ``__sklearn_clone__``, two dunder methods
+form a public extension protocol; :func:`grad_cam` looks them up on the estimator.
+
 Pipelines need nothing: an image encoder inside them is found through its
 ``embedder_`` (a module mapping images to the embedding that ``transform`` returns)
-and ``cam_layer_`` (a dotted name inside ``embedder_``) and ``image_size``; an encoder
-without those attributes may instead implement ``_gradcam_embedder(self) ->
-(embedder, cam_layer, image_size)``.
+and ``cam_layer_`` (a dotted name inside ``embedder_``) and ``image_size``. An encoder
+without those attributes may instead implement::
+
+    def __skinfuse_gradcam_embedder__(self):
+        '''Return (embedder, cam_layer, image_size).'''
+
+with the same three meanings (``cam_layer`` a dotted name inside ``embedder`` or None).
 
 An estimator that carries its own classifier network (``FineTunedCNNEncoder``,
 ``FusionNetClassifier``) implements::
 
-    def _gradcam_model(self, X):
+    def __skinfuse_gradcam__(self, X):
         '''Return (module, layer, image_size, classes) explaining the cases X.'''
 
 - ``module`` (``torch.nn.Module``) maps a float32 image batch ``(B, 3, image_size,
@@ -41,11 +48,12 @@ An estimator that carries its own classifier network (``FineTunedCNNEncoder``,
   when the estimator has no ``image_column``), a one-column DataFrame, or ``X`` itself.
 - ``classes`` (ndarray): the class labels, ``self.classes_``.
 
-The module may be the estimator's own fitted network (no copy needed): grad_cam
-puts it in eval mode and afterwards restores every submodule's mode and every
-parameter's ``.grad``, and removes its hooks, also when an error is raised. It must
-not be changed otherwise. ``_gradcam_model`` is called once per batch of cases, so
-it should be cheap (no training, no re-encoding).
+The estimator must be fitted (:func:`grad_cam` calls ``check_is_fitted`` first). The
+module may be the estimator's own fitted network (no copy needed): grad_cam puts it
+in eval mode and afterwards restores every submodule's mode and every parameter's
+``.grad``, and removes its hooks, also when an error is raised. It must not be
+changed otherwise. ``__skinfuse_gradcam__`` is called once per batch of cases, so it
+should be cheap (no training, no re-encoding).
 
 Examples
 --------

@@ -7,7 +7,7 @@ from numbers import Integral
 
 import numpy as np
 
-from ._utils import import_optional
+from .._utils._sklearn import HasMethods, Interval, StrOptions, validate_params
 
 #: Gradient methods, by name: pytorch-grad-cam classes.
 GRADIENT_METHODS = {
@@ -22,6 +22,19 @@ GRADIENT_FREE_METHODS = ("scorecam", "occlusion")
 METHODS = ("auto", *GRADIENT_METHODS, *GRADIENT_FREE_METHODS)
 
 
+@validate_params(
+    {
+        "model": "no_validation",  # what it can explain is checked by _make_source
+        "X": ["array-like"],
+        "target": "no_validation",  # labels, checked against the model's classes
+        "layer": [str, HasMethods(["named_modules", "forward"]), None],  # a torch module
+        "method": [StrOptions(set(METHODS))],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "occlusion_size": [Interval(Integral, 1, None, closed="left"), None],
+        "return_images": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def grad_cam(
     model,
     X,
@@ -50,7 +63,7 @@ def grad_cam(
           ``MLPClassifier`` head) they are rebuilt in torch, checked to reproduce the
           pipeline's scores, and gradients flow through them. Otherwise (a random
           forest head...) the later steps run as they are, without gradients;
-        - an estimator with its own network implementing ``_gradcam_model(X)``
+        - an estimator with its own network implementing ``__skinfuse_gradcam__(X)``
           (``FineTunedCNNEncoder``, ``FusionNetClassifier``; see :mod:`skinfuse.explain`).
     X : DataFrame or column of images
         The cases to explain: what ``model.predict`` takes (for pipelines, a DataFrame
@@ -95,7 +108,9 @@ def grad_cam(
     ValueError
         The model has no CNN, ``target`` is not a class of the model, ``layer``
         does not exist, or a gradient method was asked for a model whose later
-        steps are not differentiable.
+        steps are not differentiable. A parameter of the wrong type or value raises
+        scikit-learn's ``InvalidParameterError`` (a ``ValueError`` and ``TypeError``)
+        that names it.
 
     Notes
     -----
@@ -109,12 +124,8 @@ def grad_cam(
     >>> plot_grad_cam(images, heat, y_true=y_test[:8], y_pred=model.predict(X_test[:8]))
     ... # doctest: +SKIP
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}; got {method!r}")
-    if not isinstance(batch_size, Integral) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
     source = _make_source(model, X)
-    from ._heads import image_batch
+    from ._sources import image_batch
 
     n = source.n
     targets = target_indices(target, source.classes, n)
@@ -146,9 +157,9 @@ def grad_cam(
 def _make_source(model, X):
     from sklearn.utils.validation import check_is_fitted
 
-    from ._heads import PipelineSource, ProtocolSource
+    from ._sources import PipelineSource, ProtocolSource
 
-    if hasattr(model, "_gradcam_model"):
+    if hasattr(model, "__skinfuse_gradcam__"):
         check_is_fitted(model)
         return ProtocolSource(model, X)
     if hasattr(model, "steps"):
@@ -163,13 +174,13 @@ def _make_source(model, X):
     if any(hasattr(type(model), a) or a in getattr(model, "__dict__", {}) for a in attrs):
         raise ValueError(
             f"grad_cam cannot explain a {type(model).__name__} on its own: it does not "
-            "implement _gradcam_model (see the protocol in skinfuse.explain's docstring); "
+            "implement __skinfuse_gradcam__ (see the protocol in skinfuse.explain's docstring); "
             "inside a fitted pipeline its CNN is explained through the pipeline"
         )
     raise ValueError(
         f"grad_cam cannot explain a {type(model).__name__}: it has no CNN. Pass a fitted "
         "pipeline with a CNN image encoder (make_fusion_pipeline(FrozenCNNEncoder(...))) or "
-        "an estimator with its own network that implements _gradcam_model (see "
+        "an estimator with its own network that implements __skinfuse_gradcam__ (see "
         "skinfuse.explain)"
     )
 
@@ -211,8 +222,11 @@ def _resolve_method(method, source, layer):
 def _check_occlusion_size(size, image_size):
     if size is None:
         return max(2, image_size // 8)
-    if not isinstance(size, Integral) or not 1 <= size <= image_size:
-        raise ValueError(f"occlusion_size must be an int in [1, {image_size}]; got {size!r}")
+    if size > image_size:
+        raise ValueError(
+            f"occlusion_size must be an int in [1, {image_size}] (the side of the images the "
+            f"model sees); got {size!r}"
+        )
     return int(size)
 
 
@@ -262,16 +276,16 @@ def preserved_state(module):
 
 
 def _library_cam(method, module, target_layer, x, tgt, batch_size):
+    import pytorch_grad_cam
     import torch
-
-    cams = import_optional("pytorch_grad_cam", "grad_cam")
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     if method == "scorecam":
-        cam = _score_cam_class()(module, [target_layer])
-        cam.batch_size = batch_size
+        from ._torch_cam import BatchedScoreCAM
+
+        cam = BatchedScoreCAM(module, [target_layer], batch_size=batch_size)
     else:
-        cam = getattr(cams, GRADIENT_METHODS[method])(module, [target_layer])
+        cam = getattr(pytorch_grad_cam, GRADIENT_METHODS[method])(module, [target_layer])
     targets = None if tgt is None else [ClassifierOutputTarget(int(t)) for t in tgt]
     # try/finally rather than ``with cam:``: its __exit__ swallows IndexErrors
     try:
@@ -279,42 +293,6 @@ def _library_cam(method, module, target_layer, x, tgt, batch_size):
             return cam(input_tensor=x, targets=targets)
     finally:
         cam.activations_and_grads.release()
-
-
-_SCORE_CAM = None
-
-
-def _score_cam_class():
-    """pytorch-grad-cam's ScoreCAM without its per-image progress bar."""
-    global _SCORE_CAM
-    if _SCORE_CAM is None:
-        import torch
-        from pytorch_grad_cam import ScoreCAM
-
-        class _ScoreCAM(ScoreCAM):
-            batch_size = 32
-
-            def get_cam_weights(self, input_tensor, target_layer, targets, activations, grads):
-                # same computation as ScoreCAM.get_cam_weights (upsampled, min-max scaled
-                # channels mask the image; softmax over channels of the class score)
-                with torch.no_grad():
-                    act = torch.from_numpy(activations).to(self.device)
-                    up = torch.nn.functional.interpolate(
-                        act, size=input_tensor.shape[-2:], mode="bilinear", align_corners=True
-                    )
-                    flat = up.flatten(2)
-                    lo, hi = flat.min(-1)[0][..., None, None], flat.max(-1)[0][..., None, None]
-                    up = (up - lo) / (hi - lo + 1e-8)
-                    scores = []
-                    for target, image, masks in zip(targets, input_tensor, up):
-                        for i in range(0, masks.shape[0], self.batch_size):
-                            batch = image[None] * masks[i : i + self.batch_size, None]
-                            scores.extend(float(target(o)) for o in self.model(batch))
-                    scores = torch.tensor(scores).view(activations.shape[0], activations.shape[1])
-                    return torch.softmax(scores, dim=-1).numpy()
-
-        _SCORE_CAM = _ScoreCAM
-    return _SCORE_CAM
 
 
 def _windows(size, patch):

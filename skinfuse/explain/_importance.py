@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import numpy as np
+import pandas as pd
+from sklearn.metrics import get_scorer_names
+
+from .._utils._sklearn import HasMethods, Interval, StrOptions, validate_params
 
 
+@validate_params(
+    {
+        "model": [HasMethods(["fit"])],  # as in sklearn.inspection.permutation_importance
+        "X": [pd.DataFrame],
+        "y": ["array-like"],
+        "scoring": [StrOptions(set(get_scorer_names())), callable, None],
+        "n_repeats": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+        "n_jobs": [Integral, None],
+        "image_column": [str],
+    },
+    prefer_skip_nested_validation=True,
+)
 def modality_importance(
     model,
     X,
@@ -60,15 +79,9 @@ def modality_importance(
     >>> result.frame  # doctest: +SKIP
     >>> plot_importance(result)  # doctest: +SKIP
     """
-    import pandas as pd
     from sklearn.inspection import permutation_importance
     from sklearn.utils import Bunch
 
-    if not isinstance(X, pd.DataFrame):
-        raise TypeError(
-            f"modality_importance needs X as a DataFrame of the model's input columns; got "
-            f"{type(X).__name__}"
-        )
     raw = permutation_importance(
         model, X, y, scoring=scoring, n_repeats=n_repeats, random_state=random_state,
         n_jobs=n_jobs,

@@ -7,9 +7,17 @@ pyplot's global state, a notebook shows the returned figure, and ``path=`` saves
 
 from __future__ import annotations
 
-import numpy as np
+import os
+from numbers import Integral, Real
 
+import numpy as np
+import pandas as pd
+
+from .._utils._sklearn import HasMethods, Interval, StrOptions, validate_params
 from ._utils import finish_figure, new_figure
+
+#: Constraints of the parameters every plot takes.
+_SAVING = {"path": [str, os.PathLike, None], "dpi": [Interval(Real, 0, None, closed="neither")]}
 
 
 def _as_images(images, size):
@@ -39,6 +47,19 @@ def _resize(heat, shape):
     return np.asarray(img.resize((shape[1], shape[0]), Image.Resampling.BILINEAR))
 
 
+@validate_params(
+    {
+        "images": ["array-like"],
+        "heatmaps": ["array-like"],
+        "y_true": ["array-like", None],
+        "y_pred": ["array-like", None],
+        "alpha": [Interval(Real, 0, 1, closed="both")],
+        "cmap": [str],
+        "max_images": [Interval(Integral, 1, None, closed="left")],
+        **_SAVING,
+    },
+    prefer_skip_nested_validation=True,
+)
 def plot_grad_cam(
     images,
     heatmaps,
@@ -71,7 +92,8 @@ def plot_grad_cam(
         Rows shown (the first ones).
     path : str or path-like, default=None
         Save the figure there.
-    dpi : int, default=100
+    dpi : float, default=100
+        Resolution of the saved figure.
 
     Returns
     -------
@@ -160,6 +182,15 @@ def _predicted(values, base):
     return np.argmax(base + values.sum(axis=1), axis=1)
 
 
+@validate_params(
+    {
+        "explanation": "no_validation",  # a shap.Explanation: checked by _values3
+        "kind": [StrOptions({"bar", "beeswarm"})],
+        "class_": "no_validation",  # an output name: checked by _class_index
+        **_SAVING,
+    },
+    prefer_skip_nested_validation=True,
+)
 def plot_shap_summary(explanation, *, kind="bar", class_=None, path=None, dpi=100):
     """Mean |SHAP value| of each column (bar), or every case's value (beeswarm).
 
@@ -176,14 +207,13 @@ def plot_shap_summary(explanation, *, kind="bar", class_=None, path=None, dpi=10
         predicted class (beeswarm).
     path : str or path-like, default=None
         Save the figure there.
-    dpi : int, default=100
+    dpi : float, default=100
+        Resolution of the saved figure.
 
     Returns
     -------
     fig : matplotlib.figure.Figure
     """
-    if kind not in ("bar", "beeswarm"):
-        raise ValueError(f"kind must be 'bar' or 'beeswarm'; got {kind!r}")
     values, base = _values3(explanation)
     n, m, k = values.shape
     names = list(explanation.feature_names or [f"feature {j}" for j in range(m)])
@@ -249,6 +279,15 @@ def _class_colours(k):
     return [cmap(i % cmap.N) for i in range(k)]
 
 
+@validate_params(
+    {
+        "explanation": "no_validation",
+        "index": [Integral],  # its range depends on the explanation: checked below
+        "class_": "no_validation",
+        **_SAVING,
+    },
+    prefer_skip_nested_validation=True,
+)
 def plot_shap_waterfall(explanation, index=0, *, class_=None, path=None, dpi=100):
     """How one case's output is built from the expected value, column by column.
 
@@ -262,7 +301,8 @@ def plot_shap_waterfall(explanation, index=0, *, class_=None, path=None, dpi=100
         Output (class) explained; ``None`` is the case's predicted class.
     path : str or path-like, default=None
         Save the figure there.
-    dpi : int, default=100
+    dpi : float, default=100
+        Resolution of the saved figure.
 
     Returns
     -------
@@ -270,8 +310,8 @@ def plot_shap_waterfall(explanation, index=0, *, class_=None, path=None, dpi=100
     """
     values, base = _values3(explanation)
     n, m, k = values.shape
-    if not isinstance(index, (int, np.integer)) or not -n <= index < n:
-        raise ValueError(f"index must be an int in [0, {n}); got {index!r}")
+    if not -n <= index < n:
+        raise ValueError(f"index must be an int in [0, {n}) (or [-{n}, 0)); got {index!r}")
     outputs = _output_names(explanation, k)
     c = _class_index(explanation, class_)
     if c is None:
@@ -307,6 +347,13 @@ def plot_shap_waterfall(explanation, index=0, *, class_=None, path=None, dpi=100
 # -- permutation importance and confusion matrix -------------------------------------------
 
 
+@validate_params(
+    {
+        "result": [dict, pd.DataFrame],  # a Bunch is a dict; its keys are checked below
+        **_SAVING,
+    },
+    prefer_skip_nested_validation=True,
+)
 def plot_importance(result, *, path=None, dpi=100):
     """Box plot of permutation importances per column (:func:`modality_importance`).
 
@@ -318,7 +365,8 @@ def plot_importance(result, *, path=None, dpi=100):
         bars with ``importances_std`` error bars).
     path : str or path-like, default=None
         Save the figure there.
-    dpi : int, default=100
+    dpi : float, default=100
+        Resolution of the saved figure.
 
     Returns
     -------
@@ -354,6 +402,17 @@ def plot_importance(result, *, path=None, dpi=100):
     return finish_figure(fig, path, dpi)
 
 
+@validate_params(
+    {
+        "y_true": ["array-like"],
+        "y_pred": ["array-like"],
+        "labels": ["array-like", None],
+        "normalize": [StrOptions({"true", "pred", "all"}), None],
+        "cmap": [str, HasMethods(["__call__"])],  # a name or a matplotlib Colormap
+        **_SAVING,
+    },
+    prefer_skip_nested_validation=True,
+)
 def plot_confusion_matrix(
     y_true, y_pred, *, labels=None, normalize=None, cmap="Blues", path=None, dpi=100
 ):
@@ -366,10 +425,11 @@ def plot_confusion_matrix(
         Classes shown, in this order (``None``: those present, sorted).
     normalize : {"true", "pred", "all"} or None, default=None
         As in :func:`sklearn.metrics.confusion_matrix`: ``"true"`` gives per-class recall.
-    cmap : str, default="Blues"
+    cmap : str or matplotlib Colormap, default="Blues"
     path : str or path-like, default=None
         Save the figure there.
-    dpi : int, default=100
+    dpi : float, default=100
+        Resolution of the saved figure.
 
     Returns
     -------

@@ -6,12 +6,26 @@ import os
 from numbers import Integral
 
 import numpy as np
+import pandas as pd
 
-from ._utils import import_optional
+from .._utils._sklearn import Interval, StrOptions, validate_params
 
 ALGORITHMS = ("kernel", "exact", "permutation")
 
 
+@validate_params(
+    {
+        "model": "no_validation",  # must have response_method: checked below
+        "X": [pd.DataFrame],
+        "background": [pd.DataFrame, Interval(Integral, 1, None, closed="left"), None],
+        "algorithm": [StrOptions(set(ALGORITHMS))],
+        "max_evals": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "response_method": [StrOptions({"predict_proba", "decision_function"})],
+        "image_column": [str],
+        "random_state": ["random_state"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def explain_metadata(
     model,
     X,
@@ -76,26 +90,12 @@ def explain_metadata(
     >>> ex = explain_metadata(model, X_test[:20], background=X_train)  # doctest: +SKIP
     >>> plot_shap_summary(ex)                                           # doctest: +SKIP
     """
-    import pandas as pd
+    import shap
 
-    shap = import_optional("shap", "explain_metadata")
-    if not isinstance(X, pd.DataFrame):
-        raise TypeError(
-            f"explain_metadata needs X as a DataFrame of the model's input columns; got "
-            f"{type(X).__name__}"
-        )
     if len(X) == 0:
         raise ValueError("X has 0 rows; explain_metadata needs at least one case")
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {list(ALGORITHMS)}; got {algorithm!r}")
-    if response_method not in ("predict_proba", "decision_function"):
-        raise ValueError(
-            f"response_method must be 'predict_proba' or 'decision_function'; got {response_method!r}"
-        )
     if not hasattr(model, response_method):
         raise ValueError(f"{type(model).__name__} has no {response_method}")
-    if max_evals != "auto" and (not isinstance(max_evals, Integral) or max_evals < 1):
-        raise ValueError(f"max_evals must be a positive int or 'auto'; got {max_evals!r}")
     background = _background(X, background, random_state)
     columns = list(X.columns)
     n, m = len(X), len(columns)
@@ -162,21 +162,15 @@ def explain_metadata(
 
 
 def _background(X, background, random_state):
-    import pandas as pd
+    """The background rows: ``background`` itself, or that many rows of ``X`` (None: 50)."""
     from sklearn.utils import check_random_state
 
-    if background is None or isinstance(background, Integral):
+    if not isinstance(background, pd.DataFrame):
         size = min(50, len(X)) if background is None else int(background)
-        if size < 1:
-            raise ValueError(f"background must hold at least 1 row; got {background!r}")
         if size >= len(X):
             return X.reset_index(drop=True)
         rows = check_random_state(random_state).choice(len(X), size, replace=False)
         return X.iloc[np.sort(rows)].reset_index(drop=True)
-    if not isinstance(background, pd.DataFrame):
-        raise TypeError(
-            f"background must be a DataFrame, an int or None; got {type(background).__name__}"
-        )
     missing = [c for c in X.columns if c not in background.columns]
     if missing:
         raise ValueError(f"background lacks the columns {missing} of X")

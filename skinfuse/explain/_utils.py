@@ -1,27 +1,10 @@
-"""Small helpers shared by the explain modules: optional imports, row selection, figures."""
+"""Small helpers shared by the explain modules: row selection, figures."""
 
 from __future__ import annotations
 
-import importlib
 import os
 
 import numpy as np
-
-_INSTALL = {
-    "pytorch_grad_cam": "pip install grad-cam",
-    "shap": "pip install shap",
-    "matplotlib": "pip install matplotlib",
-}
-
-
-def import_optional(name: str, what: str):
-    """Import module ``name`` or raise an ``ImportError`` that says how to install it."""
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        top = name.split(".")[0]
-        hint = _INSTALL.get(top, f"pip install {top}")
-        raise ImportError(f"{what} needs the optional package {top!r}: {hint}") from exc
 
 
 def n_rows(X) -> int:
@@ -41,18 +24,8 @@ def take_rows(X, rows):
     return [X[i] for i in rows]
 
 
-def check_path(path):
-    """``None`` or an ``os.PathLike``/``str`` path, as a string."""
-    if path is None:
-        return None
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a file path (str or path-like) or None; got {path!r}")
-    return os.fspath(path)
-
-
 def new_figure(figsize):
     """A matplotlib ``Figure`` that is not registered with pyplot (no global state, no leak)."""
-    import_optional("matplotlib", "plotting")
     from matplotlib.figure import Figure
 
     return Figure(figsize=figsize, layout="constrained")
@@ -60,7 +33,6 @@ def new_figure(figsize):
 
 def finish_figure(fig, path, dpi):
     """Save ``fig`` to ``path`` (PNG unless the suffix says otherwise) when given; return it."""
-    path = check_path(path)
     if path is not None:
-        fig.savefig(path, dpi=dpi)
+        fig.savefig(os.fspath(path), dpi=dpi)
     return fig

@@ -348,13 +348,13 @@ def test_grad_cam_explains_its_own_network_and_a_pipeline(fitted, data):
     from skinfuse.explain import grad_cam
 
     X = data["X_test"].iloc[:3]
-    module, layer, size, classes = fitted._gradcam_model(X)
+    module, layer, size, classes = fitted.__skinfuse_gradcam__(X)
     assert classes is fitted.classes_
     assert module is fitted.module_ and layer == "embedder.features.2" and size == 32
     heat = grad_cam(fitted, X)
     assert heat.shape == (3, 32, 32) and np.isfinite(heat).all() and heat.std() > 0
     # inside a pipeline, grad_cam finds the CAM layer inside embedder_
-    from skinfuse.explain._heads import encoder_cam
+    from skinfuse.explain._sources import encoder_cam
 
     embedder, name, size = encoder_cam(fitted)
     assert embedder is fitted.embedder_ and name == "features.2" and size == 32

@@ -1,5 +1,5 @@
 """Fixtures of the explain tests: a CNN *trained* on synthetic lesions, and a stand-in
-estimator that implements the ``_gradcam_model`` protocol with it."""
+estimator that implements the ``__skinfuse_gradcam__`` protocol with it."""
 
 import copy
 
@@ -44,7 +44,7 @@ def _features():
 
 class PairCNNClassifier(ClassifierMixin, BaseEstimator):
     """A stand-in for FineTunedCNNEncoder / FusionNetClassifier: a small CNN classifier of
-    images (a column of paths) that implements the ``_gradcam_model`` protocol."""
+    images (a column of paths) that implements the ``__skinfuse_gradcam__`` protocol."""
 
     def __init__(self, *, epochs=10, image_size=SIZE, random_state=0):
         self.epochs = epochs
@@ -82,7 +82,7 @@ class PairCNNClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X):
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
-    def _gradcam_model(self, X):
+    def __skinfuse_gradcam__(self, X):
         return self.net_, "0.features.6", self.image_size, self.classes_
 
 

@@ -12,7 +12,7 @@ from sklearn.neural_network import MLPClassifier
 
 from skinfuse.encoders import FrozenCNNEncoder, cache_info
 from skinfuse.explain import grad_cam
-from skinfuse.explain._heads import PipelineSource, image_batch
+from skinfuse.explain._sources import PipelineSource, image_batch
 from skinfuse.images import load_images
 from skinfuse.pipeline import make_fusion_pipeline
 
@@ -97,6 +97,27 @@ def test_gradient_free_methods_on_a_random_forest(fusion_forest, unseen, method)
         np.testing.assert_allclose(heat, grad_cam(fusion_forest, X, method="scorecam"))
     share, ratio = lesion_focus(heat, masks)
     assert share > masks.mean() + MIN_SHARE_ABOVE_AREA and ratio > 1.5, (share, ratio)
+
+
+def test_batched_score_cam_matches_pytorch_grad_cam(pair_cnn, unseen):
+    from pytorch_grad_cam import ScoreCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from skinfuse.explain._torch_cam import BatchedScoreCAM
+
+    module = copy.deepcopy(pair_cnn.net_).eval()
+    layer = module.get_submodule("0.features.6")
+    images, _ = load_images(unseen.data["image_path"].iloc[:2], size=SIZE)
+    predicted = pair_cnn.predict_proba(unseen.data.iloc[:2]).argmax(axis=1)
+    targets = [ClassifierOutputTarget(int(t)) for t in predicted]
+    maps = []
+    for cam in (ScoreCAM(module, [layer]), BatchedScoreCAM(module, [layer], batch_size=5)):
+        try:
+            maps.append(cam(input_tensor=image_batch(images), targets=targets))
+        finally:
+            cam.activations_and_grads.release()
+    assert maps[0].shape == (2, SIZE, SIZE) and maps[0].std() > 0.05
+    np.testing.assert_allclose(maps[1], maps[0], rtol=1e-4, atol=1e-5)
 
 
 # -- the torch head is the pipeline ---------------------------------------------------------
@@ -204,8 +225,8 @@ def test_pipeline_encoder_is_left_untouched(fusion_logreg, unseen, method):
 
 def test_hooks_are_released_when_the_model_fails(pair_cnn, unseen):
     class Broken(PairCNNClassifier):
-        def _gradcam_model(self, X):
-            module, layer, size, _ = super()._gradcam_model(X)
+        def __skinfuse_gradcam__(self, X):
+            module, layer, size, _ = super().__skinfuse_gradcam__(X)
             return module, layer, size, np.array(["a", "b", "c"])  # 3 classes, 2 logits
 
     est = copy.deepcopy(pair_cnn)
@@ -229,8 +250,6 @@ def test_bad_arguments_raise_clear_errors(fusion_logreg, pair_cnn, lesions, unse
         grad_cam(fusion_logreg, X, target=["bkl", "bkl", "df"])
     with pytest.raises(ValueError, match="layer 'nope' not found"):
         grad_cam(fusion_logreg, X, layer="nope")
-    with pytest.raises(ValueError, match="method must be one of"):
-        grad_cam(fusion_logreg, X, method="magic")
     metadata_only = make_fusion_pipeline(None, classifier="logreg", sampler=None)
     metadata_only.fit(lesions.data, lesions.target)
     with pytest.raises(ValueError, match="no CNN image encoder"):
@@ -240,7 +259,7 @@ def test_bad_arguments_raise_clear_errors(fusion_logreg, pair_cnn, lesions, unse
         grad_cam(plain, X)
     no_protocol = LogisticRegression()
     no_protocol.net_ = pair_cnn.net_
-    with pytest.raises(ValueError, match="does not implement _gradcam_model"):
+    with pytest.raises(ValueError, match="does not implement __skinfuse_gradcam__"):
         grad_cam(no_protocol, X)
     with pytest.raises(NotFittedError):
         grad_cam(make_fusion_pipeline(FrozenCNNEncoder(), classifier="logreg"), X)
@@ -248,13 +267,34 @@ def test_bad_arguments_raise_clear_errors(fusion_logreg, pair_cnn, lesions, unse
         grad_cam(PairCNNClassifier(), X)
 
     class Wrong(PairCNNClassifier):
-        def _gradcam_model(self, X):
+        def __skinfuse_gradcam__(self, X):
             return self.net_
 
     wrong = Wrong()
     wrong.__dict__.update(pair_cnn.__dict__)
     with pytest.raises(TypeError, match=r"must return a tuple \(module, layer"):
         grad_cam(wrong, X)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (dict(method="magic"), "'method' parameter of grad_cam must be a str among"),
+        (dict(batch_size=0), "'batch_size' parameter of grad_cam must be an int in the range"),
+        (dict(occlusion_size=1.5), "'occlusion_size' parameter of grad_cam must be an int"),
+        (dict(layer=3), "'layer' parameter of grad_cam must be an instance of 'str'"),
+        (dict(return_images="yes"), "'return_images' parameter of grad_cam must be"),
+    ],
+)
+def test_grad_cam_refuses_bad_parameters(unseen, params, match):
+    # refused before the model is looked at (an unfitted one would raise NotFittedError)
+    with pytest.raises(ValueError, match=match):
+        grad_cam(PairCNNClassifier(), unseen.data.iloc[:2], **params)
+
+
+def test_occlusion_size_larger_than_the_images(pair_cnn, unseen):
+    with pytest.raises(ValueError, match=rf"occlusion_size must be an int in \[1, {SIZE}\]"):
+        grad_cam(pair_cnn, unseen.data.iloc[:1], method="occlusion", occlusion_size=SIZE + 1)
 
 
 def test_image_only_pipeline_with_the_encoder_as_first_step(lesions):

@@ -100,3 +100,31 @@ def test_plot_importance_and_confusion_matrix(tmp_path):
     assert isinstance(fig, Figure) and _is_png(tmp_path / "cm.png")
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert "0.50" in texts and "1.00" in texts
+
+
+@pytest.mark.parametrize(
+    "plot, args, params, match",
+    [
+        ("plot_grad_cam", "images", dict(alpha=2.0), "'alpha' parameter of plot_grad_cam"),
+        ("plot_grad_cam", "images", dict(max_images=0), "'max_images' parameter"),
+        ("plot_grad_cam", "images", dict(path=3), "'path' parameter of plot_grad_cam"),
+        ("plot_shap_summary", "explanation", dict(kind="violin"), "'kind' parameter"),
+        ("plot_shap_summary", "explanation", dict(dpi=0), "'dpi' parameter"),
+        ("plot_shap_waterfall", "explanation", dict(index="first"), "'index' parameter"),
+        ("plot_importance", "result", dict(result=[0.1, 0.2]), "'result' parameter"),
+        ("plot_confusion_matrix", "labels", dict(normalize="rows"), "'normalize' parameter"),
+        ("plot_confusion_matrix", "labels", dict(cmap=3), "'cmap' parameter"),
+    ],
+)
+def test_plots_refuse_bad_parameters(explanation, plot, args, params, match):
+    import skinfuse.explain
+
+    heat = np.zeros((2, 8, 8), dtype=np.float32)
+    positional = {
+        "images": dict(images=np.zeros((2, 8, 8, 3), dtype=np.uint8), heatmaps=heat),
+        "explanation": dict(explanation=explanation),
+        "result": {},
+        "labels": dict(y_true=["a", "b"], y_pred=["a", "a"]),
+    }[args]
+    with pytest.raises(ValueError, match=match):
+        getattr(skinfuse.explain, plot)(**{**positional, **params})

@@ -84,16 +84,50 @@ def test_decision_function_and_default_background(fusion, unseen):
 
 def test_bad_arguments(fusion, unseen):
     X = unseen.data.iloc[:3]
-    with pytest.raises(TypeError, match="needs X as a DataFrame"):
-        explain_metadata(fusion, X.to_numpy())
-    with pytest.raises(ValueError, match="algorithm must be one of"):
-        explain_metadata(fusion, X, algorithm="tree")
     with pytest.raises(ValueError, match="lacks the columns"):
         explain_metadata(fusion, X, background=X.drop(columns="age"))
     with pytest.raises(ValueError, match="0 rows"):
         explain_metadata(fusion, X.iloc[:0])
-    with pytest.raises(TypeError, match="needs X as a DataFrame"):
-        modality_importance(fusion, X.to_numpy(), unseen.target[:3])
+    with pytest.raises(ValueError, match="has no decision_function"):
+        explain_metadata(FrozenCNNEncoder(), X, response_method="decision_function")
+
+
+DATAFRAME = "must be an instance of 'pandas[.a-z]*DataFrame'"
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (dict(X=np.zeros((3, 4))), f"'X' parameter of explain_metadata {DATAFRAME}"),
+        (dict(algorithm="tree"), "'algorithm' parameter of explain_metadata must be a str among"),
+        (dict(background=0), "'background' parameter of explain_metadata must be"),
+        (dict(max_evals=0), "'max_evals' parameter of explain_metadata must be"),
+        (dict(response_method="predict"), "'response_method' parameter of explain_metadata"),
+        (dict(random_state="seed"), "'random_state' parameter of explain_metadata"),
+    ],
+)
+def test_explain_metadata_refuses_bad_parameters(unseen, params, match):
+    # refused before the model is called (an unfitted one would raise NotFittedError)
+    unfitted = make_fusion_pipeline(FrozenCNNEncoder(**TINY), sampler=None)
+    with pytest.raises(ValueError, match=match):
+        explain_metadata(unfitted, **{"X": unseen.data.iloc[:3], **params})
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (dict(X=np.zeros((3, 4))), f"'X' parameter of modality_importance {DATAFRAME}"),
+        (dict(model=object()), "'model' parameter of modality_importance must be an object"),
+        (dict(n_repeats=0), "'n_repeats' parameter of modality_importance must be an int"),
+        (dict(scoring="nope"), "'scoring' parameter of modality_importance must be a str among"),
+        (dict(n_jobs="all"), "'n_jobs' parameter of modality_importance must be"),
+    ],
+)
+def test_modality_importance_refuses_bad_parameters(unseen, params, match):
+    unfitted = make_fusion_pipeline(FrozenCNNEncoder(**TINY), sampler=None)
+    kwargs = {"model": unfitted, "X": unseen.data.iloc[:3], "y": unseen.target[:3], **params}
+    with pytest.raises(ValueError, match=match):
+        modality_importance(**kwargs)
 
 
 def test_works_with_a_metadata_only_model(lesions):

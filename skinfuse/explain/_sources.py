@@ -1,15 +1,20 @@
-"""Torch views of fitted skinfuse models, for saliency maps (imported lazily: it imports torch).
+"""What :func:`~skinfuse.explain.grad_cam` explains: a torch view of a fitted model.
 
 Two kinds of models are explained:
 
-* estimators with their own network, through the ``_gradcam_model(X)`` protocol
+* estimators with their own network, through the ``__skinfuse_gradcam__(X)`` protocol
   (see :mod:`skinfuse.explain`): :class:`ProtocolSource`;
 * fitted pipelines whose first step holds a CNN image encoder:
   :class:`PipelineSource` builds ``image -> embedder -> [features of the case, the
   image's columns replaced] -> later steps -> class scores``. When every later step
-  has a torch equivalent (scalers, feature selection, PCA, linear models, MLPs),
-  the scores are logits that gradients flow through; otherwise the later steps run
-  as they are (scikit-learn, no gradient) and only gradient-free methods apply.
+  has a torch equivalent (:mod:`._torch_steps`), the scores are logits that gradients
+  flow through; otherwise the later steps run as they are (scikit-learn, no gradient)
+  and only gradient-free methods apply.
+
+A source gives ``n`` (cases), ``images`` (uint8, as the model sees them), ``image_size``,
+``classes``, ``cam_layer`` (default layer name), ``differentiable`` and ``why_not``, and
+``module(rows) -> (module, layer, image_size, classes)`` for a batch of cases.
+Imported lazily: this module imports torch.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import torch
 from torch import nn
 
 from ..images import load_images
+from ._torch_steps import NotDifferentiable, SklearnHead, expects_feature_names, torch_head
 from ._utils import n_rows, take_rows
 
 # -- helpers ----------------------------------------------------------------------------
@@ -51,8 +57,19 @@ def _check_classes(classes, where):
     return classes
 
 
+def _as_float(a):
+    if hasattr(a, "to_numpy"):
+        a = a.to_numpy()
+    if hasattr(a, "toarray"):
+        a = a.toarray()
+    return np.asarray(a, dtype=np.float64)
+
+
+# -- estimators with their own network ----------------------------------------------------
+
+
 class ProtocolSource:
-    """A model implementing ``_gradcam_model(X) -> (module, layer, image_size, classes)``."""
+    """A model implementing ``__skinfuse_gradcam__(X) -> (module, layer, image_size, classes)``."""
 
     differentiable = True
     why_not = None
@@ -68,8 +85,8 @@ class ProtocolSource:
 
     def module(self, rows):
         """``(module, default layer name, image_size, classes)`` for the cases ``rows``."""
-        name = f"{type(self.model).__name__}._gradcam_model"
-        out = self.model._gradcam_model(take_rows(self.X, rows))
+        name = f"{type(self.model).__name__}.__skinfuse_gradcam__"
+        out = self.model.__skinfuse_gradcam__(take_rows(self.X, rows))
         if not isinstance(out, tuple) or len(out) != 4:
             raise TypeError(
                 f"{name} must return a tuple (module, layer, image_size, classes); got {out!r:.200}"
@@ -85,174 +102,7 @@ class ProtocolSource:
         return module
 
 
-# -- torch versions of fitted scikit-learn steps ----------------------------------------
-
-
-class NotDifferentiable(Exception):
-    """A pipeline step without a torch equivalent (internal)."""
-
-
-def _t(a):
-    return torch.as_tensor(np.array(a, dtype=np.float64))
-
-
-class _Affine(nn.Module):
-    """``x * scale + shift`` (per feature)."""
-
-    def __init__(self, scale, shift):
-        super().__init__()
-        self.register_buffer("scale", _t(scale))
-        self.register_buffer("shift", _t(shift))
-
-    def forward(self, x):
-        return x * self.scale + self.shift
-
-
-class _Take(nn.Module):
-    """Keep the selected features."""
-
-    def __init__(self, index):
-        super().__init__()
-        self.register_buffer("index", torch.as_tensor(np.asarray(index, dtype=np.int64)))
-
-    def forward(self, x):
-        return x.index_select(1, self.index)
-
-
-class _Linear(nn.Module):
-    """``x @ weight.T + bias``; ``binary`` turns one score ``d`` into logits ``[-d/2, d/2]``.
-
-    ``softmax([-d/2, d/2]) = [1 - sigmoid(d), sigmoid(d)]``: the probabilities of a binary
-    logistic model, and the gradient of class 0's logit is minus that of class 1.
-    """
-
-    def __init__(self, weight, bias, binary=False):
-        super().__init__()
-        self.register_buffer("weight", _t(np.atleast_2d(weight)))
-        self.register_buffer("bias", _t(np.ravel(bias)))
-        self.binary = binary
-
-    def forward(self, x):
-        out = x @ self.weight.T + self.bias
-        if self.binary:
-            return torch.cat([-out / 2, out / 2], dim=1)
-        return out
-
-
-_ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "logistic": torch.sigmoid}
-
-
-class _MLP(nn.Module):
-    """A fitted ``MLPClassifier`` up to its last pre-activation (the logits)."""
-
-    def __init__(self, coefs, intercepts, activation, binary):
-        super().__init__()
-        self.layers = nn.ModuleList(
-            _Linear(w.T, b, binary=(binary and i == len(coefs) - 1))
-            for i, (w, b) in enumerate(zip(coefs, intercepts))
-        )
-        self.activation = activation
-
-    def forward(self, x):
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < len(self.layers) - 1 and self.activation != "identity":
-                x = _ACTIVATIONS[self.activation](x)
-        return x
-
-
-def _dense(a):
-    return a.toarray() if hasattr(a, "toarray") else np.asarray(a)
-
-
-def _torch_step(name, est):
-    """A torch module equivalent to ``est.transform`` (None: identity at predict time)."""
-    from sklearn.decomposition import PCA
-    from sklearn.feature_selection import SelectorMixin
-    from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, StandardScaler
-
-    if est is None or (isinstance(est, str) and est == "passthrough"):
-        return None
-    if hasattr(est, "fit_resample"):  # samplers only act in fit
-        return None
-    if isinstance(est, StandardScaler):
-        scale = 1.0 / est.scale_ if est.scale_ is not None else 1.0
-        mean = est.mean_ if est.with_mean else 0.0
-        return _Affine(np.broadcast_to(scale, (est.n_features_in_,)), -np.asarray(mean) * scale)
-    if isinstance(est, MinMaxScaler) and not est.clip:
-        return _Affine(est.scale_, est.min_)
-    if isinstance(est, MaxAbsScaler):
-        return _Affine(1.0 / est.scale_, np.zeros_like(est.scale_))
-    if isinstance(est, SelectorMixin):
-        return _Take(est.get_support(indices=True))
-    if type(est) is PCA:
-        weight = est.components_
-        if est.whiten:
-            weight = weight / np.sqrt(est.explained_variance_)[:, None]
-        return _Linear(weight, -est.mean_ @ weight.T)
-    raise NotDifferentiable(f"step {name!r} ({type(est).__name__}) has no torch equivalent")
-
-
-def _torch_classifier(name, clf):
-    from sklearn.neural_network import MLPClassifier
-
-    n_classes = len(clf.classes_)
-    if isinstance(clf, MLPClassifier):
-        if clf.out_activation_ not in ("softmax", "logistic") or clf.activation not in (
-            "identity",
-            *_ACTIVATIONS,
-        ):
-            raise NotDifferentiable(f"step {name!r}: unsupported MLPClassifier output")
-        return _MLP(clf.coefs_, clf.intercepts_, clf.activation, binary=n_classes == 2)
-    coef = getattr(clf, "coef_", None)
-    intercept = getattr(clf, "intercept_", None)
-    if coef is not None and intercept is not None and hasattr(clf, "decision_function"):
-        coef = _dense(coef)
-        rows = 1 if n_classes == 2 else n_classes
-        if coef.ndim == 2 and coef.shape[0] == rows and np.size(intercept) in (1, rows):
-            intercept = np.broadcast_to(np.ravel(intercept), (rows,))
-            return _Linear(coef, intercept, binary=n_classes == 2)
-    raise NotDifferentiable(f"step {name!r} ({type(clf).__name__}) has no torch equivalent")
-
-
-def torch_head(steps):
-    """Torch module for the steps after the features (raises NotDifferentiable)."""
-    *transforms, (clf_name, clf) = steps
-    modules = [m for name, est in transforms if (m := _torch_step(name, est)) is not None]
-    modules.append(_torch_classifier(clf_name, clf))
-    return nn.Sequential(*modules)
-
-
-def _needs_names(rest):
-    """Does the first fitted estimator after the features expect a DataFrame?"""
-    for _, est in rest.steps:
-        if est is None or isinstance(est, str) or hasattr(est, "fit_resample"):
-            continue
-        return hasattr(est, "feature_names_in_")
-    return False
-
-
-class _SklearnHead(nn.Module):
-    """The later pipeline steps as they are (no gradient): log ``predict_proba`` as logits."""
-
-    def __init__(self, rest, names):
-        super().__init__()
-        self.rest = rest
-        self.names = names
-
-    def forward(self, feats):
-        import pandas as pd
-
-        values = feats.detach().cpu().numpy()
-        if self.names is not None:
-            values = pd.DataFrame(values, columns=self.names)
-        if hasattr(self.rest, "predict_proba"):
-            out = np.log(np.clip(self.rest.predict_proba(values), 1e-12, None))
-        else:
-            out = np.asarray(self.rest.decision_function(values), dtype=np.float64)
-            if out.ndim == 1:
-                out = np.stack([-out / 2, out / 2], axis=1)
-        return torch.as_tensor(out, dtype=torch.float64, device=feats.device)
+# -- pipelines --------------------------------------------------------------------------
 
 
 class _PipelineModule(nn.Module):
@@ -279,17 +129,15 @@ class _PipelineModule(nn.Module):
         return self.head(feats)
 
 
-# -- pipelines --------------------------------------------------------------------------
-
-
 def encoder_cam(encoder):
     """``(embedder, layer name, image_size)`` of a CNN image encoder, or None.
 
-    Encoders implement ``_gradcam_embedder()`` or carry ``embedder_`` + ``cam_layer_``
-    (``FrozenCNNEncoder``, ``FineTunedCNNEncoder``, ``ConvAutoencoderEncoder``).
+    Encoders implement ``__skinfuse_gradcam_embedder__()`` or carry ``embedder_`` +
+    ``cam_layer_`` (``FrozenCNNEncoder``, ``FineTunedCNNEncoder``,
+    ``ConvAutoencoderEncoder``).
     """
-    if hasattr(encoder, "_gradcam_embedder"):
-        embedder, layer, image_size = encoder._gradcam_embedder()
+    if hasattr(encoder, "__skinfuse_gradcam_embedder__"):
+        embedder, layer, image_size = encoder.__skinfuse_gradcam_embedder__()
         return embedder, layer, int(image_size)
     embedder = getattr(encoder, "embedder_", None)
     if not (isinstance(embedder, nn.Module) and hasattr(encoder, "cam_layer_")):
@@ -342,12 +190,6 @@ def _select_columns(X, columns):
     )
 
 
-def _as_float(a):
-    if hasattr(a, "to_numpy"):
-        a = a.to_numpy()
-    return np.asarray(_dense(a), dtype=np.float64)
-
-
 class PipelineSource:
     """A fitted (imblearn or sklearn) Pipeline whose first step holds a CNN image encoder."""
 
@@ -395,13 +237,13 @@ class PipelineSource:
         self.classes = np.asarray(model.classes_)
         self.images, _ = load_images(images_in, size=self.image_size)
         self.rest = model[1:]
-        self.names = first.get_feature_names_out() if _needs_names(self.rest) else None
+        self.names = first.get_feature_names_out() if expects_feature_names(self.rest) else None
         try:
             self.head = torch_head(self.rest.steps)
             self._check_head(fixed if isinstance(first, ColumnTransformer) else real)
             self.differentiable, self.why_not = True, None
         except NotDifferentiable as exc:
-            self.head = _SklearnHead(self.rest, self.names)
+            self.head = SklearnHead(self.rest, self.names)
             self.differentiable, self.why_not = False, str(exc)
 
     def _check_head(self, fixed):
