@@ -7,12 +7,14 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from ._columns import CATEGORICAL_METADATA, NUMERIC_METADATA
+
 __all__ = ["make_metadata_preprocessor"]
 
 
 def make_metadata_preprocessor(
-    numeric=("age",),
-    categorical=("sex", "localization"),
+    numeric=NUMERIC_METADATA,
+    categorical=CATEGORICAL_METADATA,
     *,
     numeric_strategy: str = "median",
     add_indicator: bool = True,

@@ -13,12 +13,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
 
+from ._columns import IMAGE_COLUMN, METADATA_COLUMNS
 from .imbalance import AdaptiveSMOTE, PriorCorrectedClassifier
 from .metadata import make_metadata_preprocessor
 
 __all__ = ["make_fusion_pipeline"]
-
-METADATA_COLUMNS = ("age", "sex", "localization")
 
 
 def _make_classifier(classifier, class_weight, random_state):
@@ -81,7 +80,7 @@ def _metadata_columns(preprocessor):
 def make_fusion_pipeline(
     encoder=None,
     *,
-    image_column: str = "image_path",
+    image_column: str = IMAGE_COLUMN,
     metadata="default",
     metadata_columns=METADATA_COLUMNS,
     scale: bool = True,

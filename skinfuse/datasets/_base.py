@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
+from .._columns import IMAGE_COLUMN, METADATA_COLUMNS
+
 #: Columns of ``Bunch.data``: the model inputs, in this order.
-FEATURE_NAMES = ["image_path", "age", "sex", "localization"]
+FEATURE_NAMES = [IMAGE_COLUMN, *METADATA_COLUMNS]
 
 #: HAM10000 diagnosis codes (``dx``) and their meaning, in sorted order.
 HAM10000_CLASSES = {

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._columns import IMAGE_COLUMN
 from ..images import IMAGE_EXTENSIONS
 from ._base import HAM10000_CLASSES, make_bunch
 
@@ -168,7 +169,7 @@ def load_ham10000(data_home, *, as_frame: bool = True, return_X_y: bool = False)
             f"listed in {csv.name} are missing from {', '.join(d.name for d in dirs)} "
             f"({shown}). Re-download or unpack the image archives."
         )
-    meta["image_path"] = paths.astype(object)
+    meta[IMAGE_COLUMN] = paths.astype(object)
     return make_bunch(
         meta,
         descr=DESCR,

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import check_random_state
 
+from .._columns import CATEGORICAL_METADATA, IMAGE_COLUMN
 from ._base import HAM10000_CLASSES, get_data_home, make_bunch
 
 __all__ = ["make_synthetic_lesions"]
@@ -247,14 +248,12 @@ def make_synthetic_lesions(
             "image_id": [f"SYN_{i:06d}" for i in range(n_samples)],
             "dx": np.asarray(target_names, dtype=object)[y],
             "dx_type": "synthetic",
-            "age": meta["age"][lesion_index],
-            "sex": meta["sex"][lesion_index],
-            "localization": meta["localization"][lesion_index],
-            "image_path": paths,
+            **{col: values[lesion_index] for col, values in meta.items()},
+            IMAGE_COLUMN: paths,
         }
     )
     # same dtypes as load_ham10000: object columns of str (NaN where missing)
-    for col in ("lesion_id", "image_id", "dx", "dx_type", "sex", "localization", "image_path"):
+    for col in ("lesion_id", "image_id", "dx", "dx_type", *CATEGORICAL_METADATA, IMAGE_COLUMN):
         frame[col] = frame[col].astype(object)
     descr = _DESCR.format(
         n_samples=n_samples,
@@ -428,7 +427,7 @@ def _make_design(n_samples, weights, rng):
 
 
 def _make_metadata(lesion_class, n_classes, rng):
-    """Age, sex and localization per lesion; mostly encode ``class % 2``."""
+    """Age, sex and localization per lesion (keyed by column name); mostly encode ``class % 2``."""
     n = lesion_class.size
     parity = lesion_class % 2
     pair = lesion_class // 2
