@@ -17,6 +17,7 @@ from sklearn.model_selection import (
     cross_val_score,
     cross_validate,
 )
+from sklearn.neural_network import MLPClassifier
 
 from skinfuse.datasets import make_synthetic_lesions
 from skinfuse.encoders import FrozenCNNEncoder, cache_info
@@ -160,14 +161,20 @@ def test_smote_with_a_tiny_class_adapts_instead_of_crashing(lesions):
 def test_bad_arguments():
     with pytest.raises(ValueError, match="neither"):
         make_fusion_pipeline(None, metadata=None)
-    with pytest.raises(ValueError, match="classifier must be"):
+    with pytest.raises(ValueError, match="'classifier' parameter of make_fusion_pipeline"):
         make_fusion_pipeline(FrozenCNNEncoder(), classifier="svm-ish")
     with pytest.raises(ValueError, match="does not take class_weight"):
         make_fusion_pipeline(FrozenCNNEncoder(), classifier="mlp", class_weight="balanced")
-    with pytest.raises(ValueError, match="select_k"):
+    with pytest.raises(ValueError, match="'select_k' parameter of make_fusion_pipeline"):
         make_fusion_pipeline(FrozenCNNEncoder(), select_k=0)
-    with pytest.raises(ValueError, match="sampler"):
+    with pytest.raises(ValueError, match="'sampler' parameter of make_fusion_pipeline"):
         make_fusion_pipeline(FrozenCNNEncoder(), sampler="smoat")
+    with pytest.raises(ValueError, match="'prior_correction' parameter of make_fusion_pipeline"):
+        make_fusion_pipeline(FrozenCNNEncoder(), sampler=None, prior_correction=2)
+    with pytest.raises(TypeError, match="'encoder' parameter of make_fusion_pipeline"):
+        make_fusion_pipeline("frozen")
+    with pytest.raises(ValueError, match="has no class_weight parameter"):
+        make_fusion_pipeline(None, classifier=MLPClassifier(), class_weight="balanced")
     rf = make_fusion_pipeline(None, classifier=RandomForestClassifier(), class_weight="balanced")
     assert rf.named_steps["classifier"].class_weight == "balanced"
     lr = make_fusion_pipeline(None, classifier="logreg", class_weight="balanced")

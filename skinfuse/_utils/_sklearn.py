@@ -1,6 +1,6 @@
 """scikit-learn's private API, imported in one place (through sklearn-compat)."""
 
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions, validate_params
 from sklearn_compat.base import _fit_context
 from sklearn_compat.utils.validation import _check_feature_names, _check_n_features, validate_data
 
@@ -12,4 +12,5 @@ __all__ = [
     "_check_n_features",
     "_fit_context",
     "validate_data",
+    "validate_params",
 ]

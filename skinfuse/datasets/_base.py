@@ -10,6 +10,7 @@ import pandas as pd
 from sklearn.utils import Bunch
 
 from .._columns import IMAGE_COLUMN, METADATA_COLUMNS
+from .._utils._sklearn import validate_params
 
 #: Columns of ``Bunch.data``: the model inputs, in this order.
 FEATURE_NAMES = [IMAGE_COLUMN, *METADATA_COLUMNS]
@@ -26,6 +27,7 @@ HAM10000_CLASSES = {
 }
 
 
+@validate_params({"data_home": [str, os.PathLike, None]}, prefer_skip_nested_validation=True)
 def get_data_home(data_home: str | os.PathLike | None = None) -> Path:
     """Return the folder where skinfuse caches datasets, creating it if needed.
 

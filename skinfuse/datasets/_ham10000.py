@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .._columns import IMAGE_COLUMN
+from .._utils._sklearn import validate_params
 from ..images import IMAGE_EXTENSIONS
 from ._base import HAM10000_CLASSES, make_bunch
 
@@ -93,6 +94,10 @@ def _index_images(dirs: list[Path]) -> dict[str, str]:
     return index
 
 
+@validate_params(
+    {"data_home": [str, os.PathLike], "as_frame": ["boolean"], "return_X_y": ["boolean"]},
+    prefer_skip_nested_validation=True,
+)
 def load_ham10000(data_home, *, as_frame: bool = True, return_X_y: bool = False):
     """Load HAM10000 from a local folder.
 

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import numbers
 import os
 import tempfile
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ import pandas as pd
 from sklearn.utils import check_random_state
 
 from .._columns import CATEGORICAL_METADATA, IMAGE_COLUMN
+from .._utils._sklearn import Interval, StrOptions, validate_params
 from ._base import HAM10000_CLASSES, get_data_home, make_bunch
 
 __all__ = ["make_synthetic_lesions"]
@@ -95,6 +96,20 @@ not medical data: use them to test code, never to draw clinical conclusions.
 """
 
 
+@validate_params(
+    {
+        "n_samples": [Interval(Integral, 1, None, closed="left")],
+        "image_size": [Interval(Integral, 8, None, closed="left")],
+        "n_classes": [Interval(Integral, 2, None, closed="left")],
+        "weights": ["array-like", None],
+        "data_dir": [str, os.PathLike, None],
+        "image_format": [StrOptions(set(_IMAGE_FORMATS))],
+        "as_frame": ["boolean"],
+        "return_X_y": ["boolean"],
+        "random_state": ["random_state"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def make_synthetic_lesions(
     n_samples=200,
     *,
@@ -199,9 +214,8 @@ def make_synthetic_lesions(
     >>> bunch.masks.shape
     (50, 16, 16)
     """
-    n_samples = _check_int(n_samples, "n_samples", 1)
-    image_size = _check_int(image_size, "image_size", 8)
-    n_classes = _check_int(n_classes, "n_classes", 2)
+    # plain ints (numpy ints do not serialise into the cache key)
+    n_samples, image_size, n_classes = int(n_samples), int(image_size), int(n_classes)
     if n_samples < n_classes:
         raise ValueError(
             f"n_samples={n_samples} is smaller than n_classes={n_classes}; "
@@ -209,8 +223,7 @@ def make_synthetic_lesions(
             "or fewer classes."
         )
     weights = _check_weights(weights, n_classes)
-    image_format = _check_image_format(image_format)
-    rng, seed = _check_random_state(random_state)
+    rng, seed = _rng_and_seed(random_state)
 
     # Only an int seed defines the data, so only then may files be reused.
     key = None
@@ -278,36 +291,10 @@ def make_synthetic_lesions(
 # ---------------------------------------------------------------------------
 
 
-def _check_int(value, name, minimum):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"{name} must be an int, got {value!r} of type {type(value).__name__}; "
-            f"pass an int >= {minimum}."
-        )
-    if value < minimum:
-        raise ValueError(f"{name}={value} is too small; pass an int >= {minimum}.")
-    return int(value)
-
-
-def _check_random_state(random_state):
+def _rng_and_seed(random_state):
     """Return a numpy Generator and the int seed (None unless an int was given)."""
-    if isinstance(random_state, (bool, np.bool_)):
-        raise TypeError(
-            f"random_state={random_state!r} is a bool; pass an int >= 0, a numpy "
-            "RandomState or None."
-        )
-    if isinstance(random_state, numbers.Integral):
-        if random_state < 0:
-            raise ValueError(
-                f"random_state={random_state} is negative; pass an int >= 0, a "
-                "numpy RandomState or None."
-            )
+    if isinstance(random_state, Integral):
         return np.random.default_rng(int(random_state)), int(random_state)
-    if random_state is not None and not isinstance(random_state, np.random.RandomState):
-        raise TypeError(
-            f"random_state={random_state!r} of type {type(random_state).__name__} "
-            "is not supported; pass an int >= 0, a numpy RandomState or None."
-        )
     seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
     return np.random.default_rng(seed), None
 
@@ -348,14 +335,6 @@ def _check_weights(weights, n_classes):
             "proportions, e.g. np.asarray(weights) / np.sum(weights)."
         )
     return w
-
-
-def _check_image_format(image_format):
-    fmt = str(image_format).lower().lstrip(".")
-    fmt = "jpg" if fmt == "jpeg" else fmt
-    if fmt not in _IMAGE_FORMATS:
-        raise ValueError(f"image_format={image_format!r} is not supported; pass 'png' or 'jpg'.")
-    return fmt
 
 
 def _cache_key(n_samples, image_size, n_classes, weights, image_format, seed):
