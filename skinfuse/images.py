@@ -43,7 +43,7 @@ _SIZE = Interval(Integral, 1, None, closed="left")
 
 
 def _as_hw(size) -> tuple[int, int] | None:
-    """``size`` as (height, width); validate_params saw an int or a pair, its values are checked here."""
+    """``size`` as (height, width): an int or a pair (validated), whose values are checked here."""
     if size is None:
         return None
     if isinstance(size, (int, np.integer)):
@@ -198,6 +198,12 @@ def as_image_list(X) -> list:
     ------
     TypeError, ValueError
         If ``X`` is not one of the above; the message says what was received.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> as_image_list(pd.DataFrame({"image_path": ["a.jpg", "b.png"]}))
+    ['a.jpg', 'b.png']
     """
     try:
         import pandas as pd
@@ -277,6 +283,12 @@ def check_image_files(images, *, on_error: str = "raise") -> np.ndarray:
     -------
     ok : ndarray of bool, shape (n_images,)
         True where the image exists (or is an array).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> check_image_files(["no/such/file.jpg", np.zeros((4, 4))], on_error="skip").tolist()
+    [False, True]
     """
     items = as_image_list(images)
     ok = np.array([not isinstance(it, str) or os.path.isfile(it) for it in items], dtype=bool)

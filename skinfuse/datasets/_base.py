@@ -40,6 +40,13 @@ def get_data_home(data_home: str | os.PathLike | None = None) -> Path:
     Returns
     -------
     data_home : pathlib.Path
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from skinfuse.datasets import get_data_home
+    >>> get_data_home(tempfile.mkdtemp()).is_dir()
+    True
     """
     if data_home is None:
         data_home = os.environ.get("SKINFUSE_DATA_HOME", Path.home() / "skinfuse_data")

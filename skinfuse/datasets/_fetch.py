@@ -178,6 +178,9 @@ def fetch_ham10000(
 
     Examples
     --------
+    Skipped as a doctest: the first call downloads about 2.8 GB from the Harvard
+    Dataverse.
+
     >>> from skinfuse.datasets import fetch_ham10000
     >>> ham = fetch_ham10000()  # doctest: +SKIP
     >>> ham.data.shape, ham.target_names.tolist()  # doctest: +SKIP

@@ -139,10 +139,13 @@ def load_ham10000(data_home, *, as_frame: bool = True, return_X_y: bool = False)
 
     Examples
     --------
+    With the full official release unpacked in ``path/to/ham10000`` (skipped as a
+    doctest: it needs the 10,015 real images on disk):
+
     >>> from skinfuse.datasets import load_ham10000
-    >>> ham = load_ham10000("../shared/data/ham10000")  # doctest: +SKIP
+    >>> ham = load_ham10000("path/to/ham10000")  # doctest: +SKIP
     >>> ham.data.shape, ham.target_names.tolist()  # doctest: +SKIP
-    ((8584, 4), ['akiec', 'bcc', 'bkl', 'df', 'mel', 'nv', 'vasc'])
+    ((10015, 4), ['akiec', 'bcc', 'bkl', 'df', 'mel', 'nv', 'vasc'])
     """
     root = Path(data_home).expanduser()
     if not root.is_dir():
