@@ -14,7 +14,16 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("datasets", "encoders", "explain", "fusion", "images", "metadata", "pipeline")
+_SUBMODULES = (
+    "datasets",
+    "encoders",
+    "explain",
+    "fusion",
+    "images",
+    "imbalance",
+    "metadata",
+    "pipeline",
+)
 
 __all__ = ["__version__", "show_versions", *_SUBMODULES]
 

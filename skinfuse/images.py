@@ -11,10 +11,13 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ._utils._sklearn import Interval, StrOptions, validate_params
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -35,9 +38,12 @@ _RESAMPLE = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 _MAX_LISTED = 5
+_ON_ERROR = StrOptions({"raise", "warn", "skip"})
+_SIZE = Interval(Integral, 1, None, closed="left")
 
 
 def _as_hw(size) -> tuple[int, int] | None:
+    """``size`` as (height, width): an int or a pair (validated), whose values are checked here."""
     if size is None:
         return None
     if isinstance(size, (int, np.integer)):
@@ -48,6 +54,7 @@ def _as_hw(size) -> tuple[int, int] | None:
     return size
 
 
+@validate_params({"image": ["array-like", Image.Image]}, prefer_skip_nested_validation=True)
 def to_rgb_uint8(image) -> np.ndarray:
     """Convert an image array of any common layout to ``(H, W, 3) uint8``.
 
@@ -118,6 +125,14 @@ def _pil_to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.array(img.convert("RGB"))
 
 
+@validate_params(
+    {
+        "source": [str, os.PathLike, "array-like", Image.Image],
+        "size": [_SIZE, "array-like", None],
+        "resample": [StrOptions(set(_RESAMPLE))],
+    },
+    prefer_skip_nested_validation=True,
+)
 def read_image(source, *, size=None, resample: str = "bilinear") -> np.ndarray:
     """Read one image into an ``(H, W, 3) uint8`` RGB array.
 
@@ -147,8 +162,6 @@ def read_image(source, *, size=None, resample: str = "bilinear") -> np.ndarray:
     (8, 8, 3)
     """
     hw = _as_hw(size)
-    if resample not in _RESAMPLE:
-        raise ValueError(f"resample must be one of {sorted(_RESAMPLE)}, got {resample!r}")
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         try:
@@ -171,6 +184,9 @@ def read_image(source, *, size=None, resample: str = "bilinear") -> np.ndarray:
     return arr
 
 
+# The column of images is checked by as_image_list itself, item by item, with messages that
+# say what was received (a single path, a many-column DataFrame...): "no_validation" here.
+@validate_params({"X": "no_validation"}, prefer_skip_nested_validation=True)
 def as_image_list(X) -> list:
     """Turn a column of images into a list of paths (str) or arrays.
 
@@ -182,6 +198,12 @@ def as_image_list(X) -> list:
     ------
     TypeError, ValueError
         If ``X`` is not one of the above; the message says what was received.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> as_image_list(pd.DataFrame({"image_path": ["a.jpg", "b.png"]}))
+    ['a.jpg', 'b.png']
     """
     try:
         import pandas as pd
@@ -240,6 +262,9 @@ def _failure_message(failures: list[tuple[int, str, str]], n: int) -> str:
     return f"{len(failures)} of {n} images could not be read: {listed}{more}"
 
 
+@validate_params(
+    {"images": "no_validation", "on_error": [_ON_ERROR]}, prefer_skip_nested_validation=True
+)
 def check_image_files(images, *, on_error: str = "raise") -> np.ndarray:
     """Check that every path in a column of images exists, before any long work.
 
@@ -258,8 +283,13 @@ def check_image_files(images, *, on_error: str = "raise") -> np.ndarray:
     -------
     ok : ndarray of bool, shape (n_images,)
         True where the image exists (or is an array).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> check_image_files(["no/such/file.jpg", np.zeros((4, 4))], on_error="skip").tolist()
+    [False, True]
     """
-    _check_on_error(on_error)
     items = as_image_list(images)
     ok = np.array([not isinstance(it, str) or os.path.isfile(it) for it in items], dtype=bool)
     if not ok.all() and on_error != "skip":
@@ -275,11 +305,16 @@ def check_image_files(images, *, on_error: str = "raise") -> np.ndarray:
     return ok
 
 
-def _check_on_error(on_error):
-    if on_error not in ("raise", "warn", "skip"):
-        raise ValueError(f"on_error must be 'raise', 'warn' or 'skip', got {on_error!r}")
-
-
+@validate_params(
+    {
+        "images": "no_validation",
+        "size": [_SIZE, "array-like"],
+        "on_error": [_ON_ERROR],
+        "resample": [StrOptions(set(_RESAMPLE))],
+        "verbose": ["verbose"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def load_images(
     images, *, size=64, on_error: str = "raise", resample: str = "bilinear", verbose: int = 0
 ):
@@ -315,7 +350,6 @@ def load_images(
     >>> pixels.shape, ok.tolist()
     ((2, 4, 4, 3), [True, True])
     """
-    _check_on_error(on_error)
     hw = _as_hw(size)
     items = as_image_list(images)
     ok = check_image_files(items, on_error=on_error if on_error == "raise" else "skip")

@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from ._columns import CATEGORICAL_METADATA, NUMERIC_METADATA
+from ._utils._sklearn import Interval, StrOptions, validate_params
+
 __all__ = ["make_metadata_preprocessor"]
 
 
+@validate_params(
+    {
+        "numeric": ["array-like", None],
+        "categorical": ["array-like", None],
+        "numeric_strategy": [StrOptions({"median", "mean"})],
+        "add_indicator": ["boolean"],
+        "min_frequency": [
+            Interval(Integral, 1, None, closed="left"),
+            Interval(Real, 0, 1, closed="neither"),
+            None,
+        ],
+    },
+    prefer_skip_nested_validation=True,
+)
 def make_metadata_preprocessor(
-    numeric=("age",),
-    categorical=("sex", "localization"),
+    numeric=NUMERIC_METADATA,
+    categorical=CATEGORICAL_METADATA,
     *,
     numeric_strategy: str = "median",
     add_indicator: bool = True,

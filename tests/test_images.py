@@ -145,11 +145,19 @@ def test_load_images_values(tmp_path):
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="on_error"):
+    with pytest.raises(ValueError, match="'on_error' parameter of load_images"):
         load_images([np.zeros((2, 2), np.uint8)], on_error="ignore")
-    with pytest.raises(ValueError, match="size"):
+    with pytest.raises(ValueError, match="'on_error' parameter of check_image_files"):
+        check_image_files([np.zeros((2, 2), np.uint8)], on_error="ignore")
+    with pytest.raises(ValueError, match="'size' parameter of read_image"):
         read_image(np.zeros((2, 2), np.uint8), size=0)
-    with pytest.raises(ValueError, match="resample"):
+    with pytest.raises(ValueError, match=r"size must be a positive int or a \(height, width\)"):
+        read_image(np.zeros((2, 2), np.uint8), size=(2, 0))
+    with pytest.raises(ValueError, match="'resample' parameter of read_image"):
         read_image(np.zeros((2, 2), np.uint8), size=2, resample="cubic-ish")
+    with pytest.raises(ValueError, match="'resample' parameter of load_images"):
+        load_images([np.zeros((2, 2), np.uint8)], resample="cubic-ish")
+    with pytest.raises(TypeError, match="'image' parameter of to_rgb_uint8"):
+        to_rgb_uint8(3)
     with pytest.raises(ValueError, match="not found"):
         read_image("/nonexistent/x.png")

@@ -9,8 +9,11 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
+from .._columns import IMAGE_COLUMN, METADATA_COLUMNS
+from .._utils._sklearn import validate_params
+
 #: Columns of ``Bunch.data``: the model inputs, in this order.
-FEATURE_NAMES = ["image_path", "age", "sex", "localization"]
+FEATURE_NAMES = [IMAGE_COLUMN, *METADATA_COLUMNS]
 
 #: HAM10000 diagnosis codes (``dx``) and their meaning, in sorted order.
 HAM10000_CLASSES = {
@@ -24,6 +27,7 @@ HAM10000_CLASSES = {
 }
 
 
+@validate_params({"data_home": [str, os.PathLike, None]}, prefer_skip_nested_validation=True)
 def get_data_home(data_home: str | os.PathLike | None = None) -> Path:
     """Return the folder where skinfuse caches datasets, creating it if needed.
 
@@ -36,6 +40,13 @@ def get_data_home(data_home: str | os.PathLike | None = None) -> Path:
     Returns
     -------
     data_home : pathlib.Path
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from skinfuse.datasets import get_data_home
+    >>> get_data_home(tempfile.mkdtemp()).is_dir()
+    True
     """
     if data_home is None:
         data_home = os.environ.get("SKINFUSE_DATA_HOME", Path.home() / "skinfuse_data")

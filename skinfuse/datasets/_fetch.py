@@ -17,6 +17,7 @@ from urllib.request import Request, urlopen
 
 from tqdm.auto import tqdm
 
+from .._utils._sklearn import validate_params
 from ._base import get_data_home
 from ._ham10000 import load_ham10000
 
@@ -97,6 +98,17 @@ REMOTE_FILES: tuple[RemoteFile, ...] = (
 )
 
 
+@validate_params(
+    {
+        "data_home": [str, os.PathLike, None],
+        "download_if_missing": ["boolean"],
+        "base_url": [str, None],
+        "as_frame": ["boolean"],
+        "return_X_y": ["boolean"],
+        "verbose": ["verbose"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def fetch_ham10000(
     data_home=None,
     *,
@@ -166,6 +178,9 @@ def fetch_ham10000(
 
     Examples
     --------
+    Skipped as a doctest: the first call downloads about 2.8 GB from the Harvard
+    Dataverse.
+
     >>> from skinfuse.datasets import fetch_ham10000
     >>> ham = fetch_ham10000()  # doctest: +SKIP
     >>> ham.data.shape, ham.target_names.tolist()  # doctest: +SKIP

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._columns import IMAGE_COLUMN
+from .._utils._sklearn import validate_params
 from ..images import IMAGE_EXTENSIONS
 from ._base import HAM10000_CLASSES, make_bunch
 
@@ -92,6 +94,10 @@ def _index_images(dirs: list[Path]) -> dict[str, str]:
     return index
 
 
+@validate_params(
+    {"data_home": [str, os.PathLike], "as_frame": ["boolean"], "return_X_y": ["boolean"]},
+    prefer_skip_nested_validation=True,
+)
 def load_ham10000(data_home, *, as_frame: bool = True, return_X_y: bool = False):
     """Load HAM10000 from a local folder.
 
@@ -133,10 +139,13 @@ def load_ham10000(data_home, *, as_frame: bool = True, return_X_y: bool = False)
 
     Examples
     --------
+    With the full official release unpacked in ``path/to/ham10000`` (skipped as a
+    doctest: it needs the 10,015 real images on disk):
+
     >>> from skinfuse.datasets import load_ham10000
-    >>> ham = load_ham10000("../shared/data/ham10000")  # doctest: +SKIP
+    >>> ham = load_ham10000("path/to/ham10000")  # doctest: +SKIP
     >>> ham.data.shape, ham.target_names.tolist()  # doctest: +SKIP
-    ((8584, 4), ['akiec', 'bcc', 'bkl', 'df', 'mel', 'nv', 'vasc'])
+    ((10015, 4), ['akiec', 'bcc', 'bkl', 'df', 'mel', 'nv', 'vasc'])
     """
     root = Path(data_home).expanduser()
     if not root.is_dir():
@@ -168,7 +177,7 @@ def load_ham10000(data_home, *, as_frame: bool = True, return_X_y: bool = False)
             f"listed in {csv.name} are missing from {', '.join(d.name for d in dirs)} "
             f"({shown}). Re-download or unpack the image archives."
         )
-    meta["image_path"] = paths.astype(object)
+    meta[IMAGE_COLUMN] = paths.astype(object)
     return make_bunch(
         meta,
         descr=DESCR,

@@ -3,7 +3,9 @@
 :func:`make_synthetic_lesions` writes small dermoscopy-like images (a coloured
 blob on noisy skin) to disk and returns the same ``Bunch`` as the HAM10000
 loaders, so every part of skinfuse can be exercised and tested without
-downloading anything.
+downloading anything. This module holds the design (classes, lesions, second
+images), the metadata and the files on disk; the pixels are drawn in
+:mod:`skinfuse.datasets._synthetic_images`.
 
 Signal design
 -------------
@@ -25,16 +27,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import numbers
 import os
 import tempfile
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.utils import check_random_state
 
+from .._columns import CATEGORICAL_METADATA, IMAGE_COLUMN
+from .._utils._sklearn import Interval, StrOptions, validate_params
 from ._base import HAM10000_CLASSES, get_data_home, make_bunch
+from ._synthetic_images import make_images
 
 __all__ = ["make_synthetic_lesions"]
 
@@ -65,12 +70,8 @@ _SECOND_IMAGE_FRACTION = 0.2
 #: Probability that a metadata value is missing (NaN), per lesion.
 _MISSING_RATE = {"age": 0.03, "sex": 0.02, "localization": 0.02}
 
-#: Relative darkening of odd-class lesions: the image's only (weak) parity cue.
-_PARITY_DARKENING = 0.08
-
 _IMAGE_FORMATS = {"png": "PNG", "jpg": "JPEG"}
 _COMPLETE_MARKER = "_skinfuse_synthetic.json"
-_CHUNK_SIZE = 256
 
 _DESCR = """\
 Synthetic skin lesions (skinfuse.datasets.make_synthetic_lesions)
@@ -94,6 +95,20 @@ not medical data: use them to test code, never to draw clinical conclusions.
 """
 
 
+@validate_params(
+    {
+        "n_samples": [Interval(Integral, 1, None, closed="left")],
+        "image_size": [Interval(Integral, 8, None, closed="left")],
+        "n_classes": [Interval(Integral, 2, None, closed="left")],
+        "weights": ["array-like", None],
+        "data_dir": [str, os.PathLike, None],
+        "image_format": [StrOptions(set(_IMAGE_FORMATS))],
+        "as_frame": ["boolean"],
+        "return_X_y": ["boolean"],
+        "random_state": ["random_state"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def make_synthetic_lesions(
     n_samples=200,
     *,
@@ -198,9 +213,8 @@ def make_synthetic_lesions(
     >>> bunch.masks.shape
     (50, 16, 16)
     """
-    n_samples = _check_int(n_samples, "n_samples", 1)
-    image_size = _check_int(image_size, "image_size", 8)
-    n_classes = _check_int(n_classes, "n_classes", 2)
+    # plain ints (numpy ints do not serialise into the cache key)
+    n_samples, image_size, n_classes = int(n_samples), int(image_size), int(n_classes)
     if n_samples < n_classes:
         raise ValueError(
             f"n_samples={n_samples} is smaller than n_classes={n_classes}; "
@@ -208,8 +222,7 @@ def make_synthetic_lesions(
             "or fewer classes."
         )
     weights = _check_weights(weights, n_classes)
-    image_format = _check_image_format(image_format)
-    rng, seed = _check_random_state(random_state)
+    rng, seed = _rng_and_seed(random_state)
 
     # Only an int seed defines the data, so only then may files be reused.
     key = None
@@ -234,7 +247,7 @@ def make_synthetic_lesions(
     lesion_class[lesion_index] = y
 
     meta = _make_metadata(lesion_class, n_classes, rng)
-    images, masks = _make_images(y, lesion_index, is_second, n_classes, image_size, rng)
+    images, masks = make_images(y, lesion_index, is_second, n_classes, image_size, rng)
 
     file_names = [f"synth_{i:06d}.{image_format}" for i in range(n_samples)]
     paths = [str(data_dir / name) for name in file_names]
@@ -247,14 +260,12 @@ def make_synthetic_lesions(
             "image_id": [f"SYN_{i:06d}" for i in range(n_samples)],
             "dx": np.asarray(target_names, dtype=object)[y],
             "dx_type": "synthetic",
-            "age": meta["age"][lesion_index],
-            "sex": meta["sex"][lesion_index],
-            "localization": meta["localization"][lesion_index],
-            "image_path": paths,
+            **{col: values[lesion_index] for col, values in meta.items()},
+            IMAGE_COLUMN: paths,
         }
     )
     # same dtypes as load_ham10000: object columns of str (NaN where missing)
-    for col in ("lesion_id", "image_id", "dx", "dx_type", "sex", "localization", "image_path"):
+    for col in ("lesion_id", "image_id", "dx", "dx_type", *CATEGORICAL_METADATA, IMAGE_COLUMN):
         frame[col] = frame[col].astype(object)
     descr = _DESCR.format(
         n_samples=n_samples,
@@ -279,36 +290,10 @@ def make_synthetic_lesions(
 # ---------------------------------------------------------------------------
 
 
-def _check_int(value, name, minimum):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"{name} must be an int, got {value!r} of type {type(value).__name__}; "
-            f"pass an int >= {minimum}."
-        )
-    if value < minimum:
-        raise ValueError(f"{name}={value} is too small; pass an int >= {minimum}.")
-    return int(value)
-
-
-def _check_random_state(random_state):
+def _rng_and_seed(random_state):
     """Return a numpy Generator and the int seed (None unless an int was given)."""
-    if isinstance(random_state, (bool, np.bool_)):
-        raise TypeError(
-            f"random_state={random_state!r} is a bool; pass an int >= 0, a numpy "
-            "RandomState or None."
-        )
-    if isinstance(random_state, numbers.Integral):
-        if random_state < 0:
-            raise ValueError(
-                f"random_state={random_state} is negative; pass an int >= 0, a "
-                "numpy RandomState or None."
-            )
+    if isinstance(random_state, Integral):
         return np.random.default_rng(int(random_state)), int(random_state)
-    if random_state is not None and not isinstance(random_state, np.random.RandomState):
-        raise TypeError(
-            f"random_state={random_state!r} of type {type(random_state).__name__} "
-            "is not supported; pass an int >= 0, a numpy RandomState or None."
-        )
     seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
     return np.random.default_rng(seed), None
 
@@ -351,14 +336,6 @@ def _check_weights(weights, n_classes):
     return w
 
 
-def _check_image_format(image_format):
-    fmt = str(image_format).lower().lstrip(".")
-    fmt = "jpg" if fmt == "jpeg" else fmt
-    if fmt not in _IMAGE_FORMATS:
-        raise ValueError(f"image_format={image_format!r} is not supported; pass 'png' or 'jpg'.")
-    return fmt
-
-
 def _cache_key(n_samples, image_size, n_classes, weights, image_format, seed):
     """Hash of every argument that changes the files on disk."""
     payload = json.dumps(
@@ -377,7 +354,7 @@ def _cache_key(n_samples, image_size, n_classes, weights, image_format, seed):
 
 
 # ---------------------------------------------------------------------------
-# generation
+# design and metadata
 # ---------------------------------------------------------------------------
 
 
@@ -428,7 +405,7 @@ def _make_design(n_samples, weights, rng):
 
 
 def _make_metadata(lesion_class, n_classes, rng):
-    """Age, sex and localization per lesion; mostly encode ``class % 2``."""
+    """Age, sex and localization per lesion (keyed by column name); mostly encode ``class % 2``."""
     n = lesion_class.size
     parity = lesion_class % 2
     pair = lesion_class // 2
@@ -460,129 +437,6 @@ def _make_metadata(lesion_class, n_classes, rng):
     sex[rng.random(n) < _MISSING_RATE["sex"]] = np.nan
     localization[rng.random(n) < _MISSING_RATE["localization"]] = np.nan
     return {"age": age, "sex": sex, "localization": localization}
-
-
-def _pair_appearance(n_pairs):
-    """Lesion colour, radius, border irregularity and texture of each pair.
-
-    The first four pairs have hand-picked looks (brown, pink, blue-grey,
-    purple-red); further pairs get looks from a fixed generator, so the look of
-    a class never depends on ``random_state``.
-    """
-    colour = np.array(
-        [
-            [0.42, 0.26, 0.18],  # dark brown
-            [0.80, 0.42, 0.44],  # pink-red
-            [0.32, 0.34, 0.46],  # blue-grey
-            [0.58, 0.14, 0.30],  # purple-red
-        ]
-    )
-    radius = np.array([0.20, 0.30, 0.25, 0.16])
-    irregularity = np.array([0.04, 0.20, 0.12, 0.02])
-    texture = np.array([0.06, 0.22, 0.14, 0.03])
-    if n_pairs > 4:
-        extra = np.random.default_rng(20240607)
-        m = n_pairs - 4
-        colour = np.vstack([colour, extra.uniform(0.15, 0.85, (m, 3))])
-        radius = np.append(radius, extra.uniform(0.14, 0.32, m))
-        irregularity = np.append(irregularity, extra.uniform(0.0, 0.22, m))
-        texture = np.append(texture, extra.uniform(0.02, 0.24, m))
-    return colour[:n_pairs], radius[:n_pairs], irregularity[:n_pairs], texture[:n_pairs]
-
-
-def _smooth_noise(rng, n, size, cells):
-    """Smooth random fields of shape (n, size, size), values roughly in [-1, 1]."""
-    from scipy.ndimage import zoom
-
-    coarse = rng.uniform(-1.0, 1.0, (n, cells, cells))
-    fine = zoom(coarse, (1, size / cells, size / cells), order=1, mode="nearest")
-    return fine[:, :size, :size]
-
-
-def _make_images(y, lesion_index, is_second, n_classes, image_size, rng):
-    """Render all images as uint8 (n, S, S, 3) plus their bool lesion masks."""
-    n = y.size
-    s = image_size
-    n_lesions = int(lesion_index.max()) + 1
-    lesion_class = np.empty(n_lesions, dtype=np.int64)
-    lesion_class[lesion_index] = y
-    pair = lesion_class // 2
-    colour, radius, irregularity, texture = _pair_appearance((n_classes + 1) // 2)
-
-    # lesion-level appearance (shared by the images of one lesion)
-    n_harm = 4
-    les = {
-        # a weak parity cue (parity-1 lesions slightly darker), so that with
-        # n_classes=2 the image is not pure noise; pairs dominate the look
-        "colour": np.clip(
-            colour[pair] * (1.0 - _PARITY_DARKENING * (lesion_class % 2))[:, None]
-            + rng.normal(0.0, 0.05, (n_lesions, 3)),
-            0.02,
-            0.98,
-        ),
-        "radius": radius[pair] * np.exp(rng.normal(0.0, 0.12, n_lesions)),
-        "irregularity": np.clip(irregularity[pair] + rng.normal(0.0, 0.03, n_lesions), 0.0, 0.35),
-        "texture": np.clip(texture[pair] + rng.normal(0.0, 0.03, n_lesions), 0.0, 0.4),
-        "harm_amp": rng.dirichlet(np.ones(n_harm), n_lesions),
-        "harm_phase": rng.uniform(0.0, 2 * np.pi, (n_lesions, n_harm)),
-        "aspect": rng.uniform(0.75, 1.0, n_lesions),
-    }
-    # image-level pose: second images are rotated and shifted copies
-    angle = rng.uniform(0.0, 2 * np.pi, n_lesions)[lesion_index]
-    angle = angle + is_second * rng.uniform(0.5, 2 * np.pi - 0.5, n)
-    centre = 0.5 + rng.normal(0.0, 0.05, (n, 2))
-    centre = centre + is_second[:, None] * rng.normal(0.0, 0.05, (n, 2))
-    centre = np.clip(centre, 0.35, 0.65)
-
-    images = np.empty((n, s, s, 3), dtype=np.uint8)
-    masks = np.empty((n, s, s), dtype=bool)
-    grid = (np.arange(s) + 0.5) / s
-    yy, xx = np.meshgrid(grid, grid, indexing="ij")
-    harmonics = np.arange(2, 2 + n_harm)
-    for start in range(0, n, _CHUNK_SIZE):
-        sl = slice(start, min(start + _CHUNK_SIZE, n))
-        m = sl.stop - sl.start
-        li = lesion_index[sl]
-        dy = yy[None] - centre[sl, 0, None, None]
-        dx = xx[None] - centre[sl, 1, None, None]
-        theta = np.arctan2(dy, dx) - angle[sl, None, None]
-        dist = np.hypot(dy, dx)
-        # elliptic, wavy border: r(theta)
-        ell = 1.0 / np.sqrt(
-            np.cos(theta) ** 2 + (np.sin(theta) / les["aspect"][li, None, None]) ** 2
-        )
-        wave = np.einsum(
-            "nh,nhij->nij",
-            les["harm_amp"][li],
-            np.sin(
-                harmonics[None, :, None, None] * theta[:, None]
-                + les["harm_phase"][li][:, :, None, None]
-            ),
-        )
-        r_theta = (
-            les["radius"][li, None, None] * ell * (1.0 + les["irregularity"][li, None, None] * wave)
-        )
-        # never smaller than a pixel, never touching the image border
-        r_theta = np.clip(r_theta, 1.0 / s, 0.33)
-        edge = 1.0 / s  # about one pixel of soft border
-        alpha = np.clip((r_theta - dist) / edge + 0.5, 0.0, 1.0)
-        masks[sl] = alpha >= 0.5
-
-        # background: class-independent skin tone, illumination, noise
-        skin = np.array([0.88, 0.70, 0.60]) + rng.normal(0.0, 0.04, (m, 3))
-        light = 1.0 + 0.06 * _smooth_noise(rng, m, s, 3)
-        background = skin[:, None, None, :] * light[..., None]
-
-        # lesion: colour, darker centre, texture whose strength is class signal
-        rel = np.clip(dist / r_theta, 0.0, 1.0)
-        tex = _smooth_noise(rng, m, s, max(2, s // 6))
-        shade = (1.0 - 0.15 * (1.0 - rel)) * (1.0 + les["texture"][li, None, None] * 2.0 * tex)
-        lesion = les["colour"][li, None, None, :] * shade[..., None]
-
-        img = background * (1.0 - alpha[..., None]) + lesion * alpha[..., None]
-        img = img + rng.normal(0.0, 0.03, img.shape)
-        images[sl] = np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
-    return images, masks
 
 
 # ---------------------------------------------------------------------------
