@@ -364,11 +364,8 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
         Returns ``(module, layer, image_size, classes_)``; ``module`` maps ``[0, 1]`` float
         images of the cases in ``X`` (in order; any batch size when ``len(X) == 1``) to logits.
         """
-        import torch
-
         from ._nn.modules import FixedMetadata
 
         items, X = self._columns(X, reset=False)
-        meta = torch.from_numpy(self._metadata_matrix(X, len(items)))
-        module = FixedMetadata(self.module_, meta)
+        module = FixedMetadata(self.module_, self._metadata_matrix(X, len(items)))
         return module, f"net.{self.cam_layer_}", int(self.image_size), self.classes_

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -123,6 +122,12 @@ def decode_images(items, image_size, *, batch_size, num_workers=None, verbose=0)
         # message naming the unreadable files (raises ValueError)
         load_images(items, size=image_size)
         raise
+
+
+def mean_colour(pixels):
+    """The mean RGB colour, in [0, 1], of decoded uint8 images ``(n, 3, H, W)`` (float64)."""
+    total = sum(part.sum(dim=(0, 2, 3), dtype=torch.float64) for part in pixels.split(512))
+    return total / (pixels.numel() / 3 * 255.0)
 
 
 # -- augmentation -----------------------------------------------------------------------------

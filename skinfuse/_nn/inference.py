@@ -35,7 +35,7 @@ def run_batches(module, loader, device, *, chunk=None, channels_last=True, verbo
                 desc="inference"):  # fmt: skip
     """Run ``module`` in eval mode over a loader's batches; return float32 ``(n, ...)``.
 
-    Batches are input tensors (image batches), or dicts with the images under ``"x"``
+    Batches are input tensors or arrays (image batches), or dicts with the images under ``"x"``
     and the module's other inputs (``metadata``) under their names. On CPU, images go
     through in chunks of :data:`CPU_CHUNK` unless ``chunk`` says otherwise (small chunks
     keep activations in cache: 8 beat 64 by ~1.4x). With ``channels_last`` the module and
@@ -61,7 +61,7 @@ def run_batches(module, loader, device, *, chunk=None, channels_last=True, verbo
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 size = len(batch["x"])
             else:
-                batch = batch.to(device, non_blocking=True)
+                batch = torch.as_tensor(batch).to(device, non_blocking=True)
                 size = len(batch)
             for images, extra in _chunks(batch, chunk or size, channels_last):
                 with torch.inference_mode(), autocast(device):

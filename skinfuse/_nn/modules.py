@@ -101,7 +101,7 @@ class FixedMetadata(nn.Module):
     def __init__(self, net, metadata):
         super().__init__()
         self.net = net
-        self.register_buffer("rows", metadata)
+        self.register_buffer("rows", torch.as_tensor(metadata))
 
     def forward(self, x):
         rows = self.rows

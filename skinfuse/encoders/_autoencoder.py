@@ -214,9 +214,7 @@ class ConvAutoencoderEncoder(TrainedNetworkMixin, BaseImageEncoder):
         return self._embed(items, pixels=pixels)
 
     def _fit(self, X):
-        import torch
-
-        from .._nn.data import ImageDataset, RandomFlipRot90
+        from .._nn.data import ImageDataset, RandomFlipRot90, mean_colour
         from .._nn.hashing import hash_config
         from .._nn.modules import ConvAutoencoder
         from .._nn.training import TrainingConfig, finish_training, train_network
@@ -232,8 +230,7 @@ class ConvAutoencoderEncoder(TrainedNetworkMixin, BaseImageEncoder):
         self._forget_device_copies()
         pixels = self._decode(items)
         # start from the images' mean colour rather than grey: far fewer steps wasted
-        total = sum(part.sum(dim=(0, 2, 3), dtype=torch.float64) for part in pixels.split(512))
-        mean_rgb = total / (pixels.numel() / 3 * 255.0)
+        mean_rgb = mean_colour(pixels)
         train_data = ImageDataset(
             pixels, int(self.image_size), y=np.zeros(len(items), dtype=np.int64),
             transform=RandomFlipRot90() if self.augment else None,
@@ -303,8 +300,6 @@ class ConvAutoencoderEncoder(TrainedNetworkMixin, BaseImageEncoder):
         images : ndarray of shape (n_samples, image_size, image_size, 3), dtype float32
             RGB images with values in ``[0, 1]``.
         """
-        import torch
-
         from .._nn.inference import run_batches
 
         check_is_fitted(self, "net_")
@@ -316,11 +311,12 @@ class ConvAutoencoderEncoder(TrainedNetworkMixin, BaseImageEncoder):
                 f"latent_dim={latent} (transform returns {self.n_features_out_}); pass "
                 "embeddings from its transform."
             )
-        Z = torch.from_numpy(np.array(Z[:, :latent], order="C"))  # a writable copy
+        Z = np.array(Z[:, :latent], order="C")  # a writable copy, for torch
         device = self._inference_device()
         decoder = self._module_on(self.module_.decoder, device, "decoder")
         step = int(self.batch_size)
-        images = run_batches(decoder, Z.split(step), device, chunk=step, channels_last=False)
+        batches = [Z[start : start + step] for start in range(0, len(Z), step)]
+        images = run_batches(decoder, batches, device, chunk=step, channels_last=False)
         return np.clip(images, 0, 1).transpose(0, 2, 3, 1)
 
     def reconstruct(self, X):

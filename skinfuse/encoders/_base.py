@@ -86,11 +86,9 @@ class BaseImageEncoder(
         index = None if pixels is None else {id(item): i for i, item in enumerate(items)}
 
         def encode(todo):
-            import torch
-
             images = todo
             if index is not None:
-                images = pixels[torch.tensor([index[id(item)] for item in todo])]
+                images = pixels[np.array([index[id(item)] for item in todo])]
             return embed(
                 self._module_on(self._embedding_module(), device, "embedder"),
                 images,

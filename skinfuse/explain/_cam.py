@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from numbers import Integral
 
 import numpy as np
@@ -124,8 +123,10 @@ def grad_cam(
     >>> plot_grad_cam(images, heat, y_true=y_test[:8], y_pred=model.predict(X_test[:8]))
     ... # doctest: +SKIP
     """
-    source = _make_source(model, X)
     from ._sources import image_batch
+    from ._torch_cam import library_cam, occlusion, preserved_state, resolve_layer
+
+    source = _make_source(model, X)
 
     n = source.n
     targets = target_indices(target, source.classes, n)
@@ -141,10 +142,10 @@ def grad_cam(
         tgt = None if targets is None else targets[rows]
         with preserved_state(module):
             if method == "occlusion":
-                heat[rows] = _occlusion(module, x, tgt, occlusion_size, batch_size)
+                heat[rows] = occlusion(module, x, tgt, occlusion_size, batch_size)
             else:
-                target_layer = _resolve_layer(layer, source.layer_root(module), cam_layer)
-                heat[rows] = _library_cam(method, module, target_layer, x, tgt, batch_size)
+                target_layer = resolve_layer(layer, source.layer_root(module), cam_layer)
+                heat[rows] = library_cam(method, module, target_layer, x, tgt, batch_size)
     heat = np.clip(np.nan_to_num(heat), 0.0, 1.0)
     if return_images:
         return heat, source.images
@@ -228,109 +229,3 @@ def _check_occlusion_size(size, image_size):
             f"model sees); got {size!r}"
         )
     return int(size)
-
-
-def _resolve_layer(layer, root, default):
-    from torch import nn
-
-    if layer is None:
-        layer = default
-        if layer is None:
-            raise ValueError(
-                "the model's CNN has no known convolutional layer to explain; pass layer= "
-                "(a dotted module name) or method='occlusion'"
-            )
-    if isinstance(layer, nn.Module):
-        if not any(m is layer for m in root.modules()):
-            raise ValueError(f"layer {type(layer).__name__} is not part of the model's CNN")
-        return layer
-    if not isinstance(layer, str):
-        raise TypeError(
-            f"layer must be a dotted module name, a torch module or None; got {layer!r}"
-        )
-    try:
-        return root.get_submodule(layer)
-    except AttributeError:
-        convs = [name for name, m in root.named_modules() if isinstance(m, nn.Conv2d)]
-        raise ValueError(
-            f"layer {layer!r} not found in the model's CNN; convolutional layers: "
-            f"{convs[-5:]} (last 5)"
-        ) from None
-
-
-# -- running --------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def preserved_state(module):
-    """Restore every submodule's train/eval mode and every parameter's ``.grad`` on exit."""
-    modes = [(m, m.training) for m in module.modules()]
-    grads = [(p, p.grad) for p in module.parameters()]
-    try:
-        yield module
-    finally:
-        for m, training in modes:
-            m.training = training
-        for p, grad in grads:
-            p.grad = grad
-
-
-def _library_cam(method, module, target_layer, x, tgt, batch_size):
-    import pytorch_grad_cam
-    import torch
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    if method == "scorecam":
-        from ._torch_cam import BatchedScoreCAM
-
-        cam = BatchedScoreCAM(module, [target_layer], batch_size=batch_size)
-    else:
-        cam = getattr(pytorch_grad_cam, GRADIENT_METHODS[method])(module, [target_layer])
-    targets = None if tgt is None else [ClassifierOutputTarget(int(t)) for t in tgt]
-    # try/finally rather than ``with cam:``: its __exit__ swallows IndexErrors
-    try:
-        with torch.enable_grad():
-            return cam(input_tensor=x, targets=targets)
-    finally:
-        cam.activations_and_grads.release()
-
-
-def _windows(size, patch):
-    stride = max(1, patch // 2)
-    starts = list(range(0, size - patch + 1, stride))
-    if starts[-1] != size - patch:
-        starts.append(size - patch)
-    return starts
-
-
-def _occlusion(module, x, tgt, patch, batch_size):
-    """Drop in class probability when a patch of the image's mean colour hides each region."""
-    import torch
-
-    device = next(module.parameters()).device
-    x = x.to(device)
-    _, _, h, w = x.shape
-    out = np.zeros((x.shape[0], h, w), dtype=np.float32)
-    with torch.no_grad():
-        module.eval()
-        for k in range(x.shape[0]):
-            image = x[k : k + 1]
-            proba = torch.softmax(module(image).double(), dim=1)[0]
-            t = int(proba.argmax()) if tgt is None else int(tgt[k])
-            fill = image.mean(dim=(2, 3), keepdim=True)
-            boxes = [(i, j) for i in _windows(h, patch) for j in _windows(w, patch)]
-            drop = np.zeros((h, w))
-            count = np.zeros((h, w))
-            for b in range(0, len(boxes), batch_size):
-                part = boxes[b : b + batch_size]
-                batch = image.repeat(len(part), 1, 1, 1)
-                for m, (i, j) in enumerate(part):
-                    batch[m, :, i : i + patch, j : j + patch] = fill[0]
-                p = torch.softmax(module(batch).double(), dim=1)[:, t].cpu().numpy()
-                for m, (i, j) in enumerate(part):
-                    drop[i : i + patch, j : j + patch] += float(proba[t]) - p[m]
-                    count[i : i + patch, j : j + patch] += 1
-            heat = np.maximum(drop / np.maximum(count, 1), 0.0)
-            top = heat.max()
-            out[k] = heat / top if top > 0 else heat
-    return out
