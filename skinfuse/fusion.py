@@ -57,8 +57,8 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
         ``"default"``: :func:`~skinfuse.metadata.make_metadata_preprocessor`; a
         transformer is applied to ``metadata_columns``; ``None`` trains the image
         branch alone (the ablation). With ``None``, ``X`` may also be a column of
-        images in any form the encoders take (paths, ``(n, H, W, C)`` array, or
-        rows of pixel values read as one-row grayscale images).
+        images in any form the encoders take (paths, or an ``(n, H, W, C)``
+        array); a feature matrix is refused.
     metadata_columns : sequence of str, default=("age", "sex", "localization")
         Columns of a custom ``metadata`` transformer.
     metadata_hidden : int, default=64
