@@ -14,6 +14,17 @@ The autoencoder is trained once per fold and shared by its two rows (with and wi
 metadata) through ``sklearn.frozen.FrozenEstimator``: both rows still see only the training
 folds. Fine-tuned rows can use fewer folds (``--finetune-folds``) on a CPU; the table says so.
 
+Clinical table (printed after the main one, saved as ``clinical.md``): for every row, from
+its out-of-fold probabilities pooled over the folds, melanoma sensitivity at 80 % and 90 %
+specificity, specificity at 82 % sensitivity, partial AUC above 80 % sensitivity (ISIC
+2024) and top-label ECE, each with a 95 % bootstrap interval that resamples lesions
+(``--bootstrap`` resamples). ``--calibration temperature`` (or ``sigmoid``) also fits each
+learned row inside ``CalibratedClassifierCV(cv=StratifiedGroupKFold(3), ensemble=False)``
+with the lesion groups routed, on the training folds only, and adds a ``[temperature]`` row:
+the same network fitted on all training images (temperature scaling leaves its predictions
+unchanged) with calibrated probabilities. Figures: ``reliability.png`` (best row, before and
+after calibration) and ``melanoma_tradeoff.png``.
+
 Long runs: the JSON, the table and the out-of-fold probabilities (``oof_proba.npz``) are
 written after every fold; ``--time-budget MINUTES`` starts no fold that would end past it;
 ``--folds 4 5`` runs only those folds, and ``--merge DIR DIR`` joins runs on disjoint folds
@@ -30,6 +41,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.dummy import DummyClassifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
@@ -51,6 +63,15 @@ from skinfuse._nn.names import LITE as _LITE
 from skinfuse.datasets import load_ham10000, make_synthetic_lesions
 from skinfuse.encoders import ConvAutoencoderEncoder, FrozenCNNEncoder
 from skinfuse.fusion import FusionNetClassifier
+from skinfuse.metrics import (
+    bootstrap_interval,
+    expected_calibration_error,
+    partial_auc,
+    plot_operating_curve,
+    plot_reliability_diagram,
+    sensitivity_at_specificity,
+    specificity_at_sensitivity,
+)
 from skinfuse.pipeline import make_fusion_pipeline
 
 APPROACHES = ("majority", "metadata", "frozen", "cae", "finetuned")
@@ -210,6 +231,13 @@ def main(argv=None):
         "--time-budget", type=float, default=None,
         help="minutes: start no fold that would end past it (the table says how many ran)",
     )  # fmt: skip
+    p.add_argument(
+        "--calibration", default="none", choices=["none", "temperature", "sigmoid"],
+        help="also report each learned row calibrated on lesion-grouped inner folds",
+    )  # fmt: skip
+    p.add_argument(
+        "--bootstrap", type=int, default=1000, help="lesion resamples of the clinical intervals"
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--cache-dir", default=None, help="embedding cache (reused across runs)")
     p.add_argument("--out", default="benchmarks/results/reproduce")
@@ -227,6 +255,7 @@ def main(argv=None):
         args.cae_latent, args.cae_image_size, args.cae_epochs = 16, 32, 2
         args.finetune_image_size, args.finetune_epochs = 32, 2
         args.backbones = ["efficientnet_lite0"]
+        args.bootstrap = min(args.bootstrap, 50)
         bunch = make_synthetic_lesions(240, image_size=64, random_state=0)
         source = "synthetic lesions (smoke)"
     else:
@@ -236,12 +265,13 @@ def main(argv=None):
     classes = np.unique(y)
     if args.test_data:
         test = load_ham10000(args.test_data)
-        folds = [(X, y, test.data, test.target.astype(str))]
+        folds = [(X, y, test.data, test.target.astype(str), groups)]
         protocol = f"train on all of {args.data}, test on {args.test_data}"
     else:
         cv = StratifiedGroupKFold(n_splits=args.n_splits, shuffle=True, random_state=0)
         folds = [
-            (X.iloc[tr], y.iloc[tr], X.iloc[te], y.iloc[te]) for tr, te in cv.split(X, y, groups)
+            (X.iloc[tr], y.iloc[tr], X.iloc[te], y.iloc[te], np.asarray(groups)[tr])
+            for tr, te in cv.split(X, y, groups)
         ]
         protocol = f"StratifiedGroupKFold(n_splits={args.n_splits}, shuffle=True, random_state=0) by lesion_id"
     print(f"{source}: {len(X)} images, {len(np.unique(groups))} lesions; {protocol}", flush=True)
@@ -255,6 +285,25 @@ def main(argv=None):
     context = {"source": source, "protocol": protocol, "n_folds": len(folds), "device": device}
     context["versions"] = show_versions()  # printed once, saved with every write
     t_start, stopped = time.perf_counter(), None
+
+    def record(name, row_classes, proba, fit_s, pred_s):  # of the fold k being run
+        proba_full = np.zeros((len(X_te), len(classes)))
+        proba_full[:, np.searchsorted(classes, row_classes)] = proba
+        y_pred = classes[proba_full.argmax(axis=1)]
+        if not args.test_data:
+            rows = oof.setdefault(name, np.full((len(X), len(classes)), np.nan))
+            rows[X.index.get_indexer(X_te.index)] = proba_full
+        row = results.setdefault(name, {"folds": [], "n_folds": n_folds})
+        fold = {**scores(y_te, y_pred, proba_full, classes), "fit_s": fit_s, "predict_s": pred_s}
+        row["folds"].append({**fold, "fold": k + 1})
+        confusion[name] = confusion.get(name, 0) + confusion_matrix(y_te, y_pred, labels=classes)
+        print(
+            f"[{name}] fold {k + 1}/{n_folds}: acc {fold['accuracy']:.3f} "
+            f"bal {fold['balanced_accuracy']:.3f} f1w {fold['f1_weighted']:.3f} "
+            f"({fit_s:.0f}s fit)",
+            flush=True,
+        )
+
     for approach in args.approaches:
         n_folds = len(folds)
         if approach == "finetuned" and args.finetune_folds:
@@ -262,7 +311,7 @@ def main(argv=None):
         last_fold_s = 0.0
         run = [k - 1 for k in args.folds] if args.folds else range(n_folds)
         for k in run:
-            X_tr, y_tr, X_te, y_te = folds[k]
+            X_tr, y_tr, X_te, y_te, g_tr = folds[k]
             if args.time_budget is not None:
                 elapsed = time.perf_counter() - t_start
                 if elapsed + last_fold_s > 60 * args.time_budget:
@@ -277,43 +326,74 @@ def main(argv=None):
             shared_fit = time.perf_counter() - t0
             for name, model in models.items():
                 t1 = time.perf_counter()
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", category=UserWarning)
-                    model.fit(X_tr, y_tr)
+                fitted = fit_row(model, X_tr, y_tr, g_tr, args.calibration)
                 fit_s = time.perf_counter() - t1 + shared_fit
-                t1 = time.perf_counter()
-                proba = model.predict_proba(X_te)
-                pred_s = time.perf_counter() - t1
-                proba_full = np.zeros((len(X_te), len(classes)))
-                proba_full[:, np.searchsorted(classes, model.classes_)] = proba
-                y_pred = classes[proba_full.argmax(axis=1)]
-                if not args.test_data:
-                    rows = oof.setdefault(name, np.full((len(X), len(classes)), np.nan))
-                    rows[X.index.get_indexer(X_te.index)] = proba_full
-                row = results.setdefault(name, {"folds": [], "n_folds": n_folds})
-                row["folds"].append(
-                    {
-                        **scores(y_te, y_pred, proba_full, classes),
-                        "fit_s": fit_s,
-                        "predict_s": pred_s,
-                        "fold": k + 1,
-                    }
-                )
-                cm = confusion_matrix(y_te, y_pred, labels=classes)
-                confusion[name] = confusion.get(name, 0) + cm
-                f = row["folds"][-1]
-                print(
-                    f"[{name}] fold {k + 1}/{n_folds}: acc {f['accuracy']:.3f} "
-                    f"bal {f['balanced_accuracy']:.3f} f1w {f['f1_weighted']:.3f} "
-                    f"({fit_s:.0f}s fit)",
-                    flush=True,
-                )
+                for row_name, (predict_proba, row_classes) in fitted(name).items():
+                    t1 = time.perf_counter()
+                    proba = predict_proba(X_te)
+                    pred_s = time.perf_counter() - t1
+                    record(row_name, row_classes, proba, fit_s, pred_s)
             last_fold_s = time.perf_counter() - t0
             # saved after every fold: a run cut short keeps what it measured
-            save(results, confusion, oof, classes, y, context, args, out, stopped)
+            save(results, confusion, oof, classes, y, context, args, out, stopped, groups=groups)
         if stopped:
             break
-    return save(results, confusion, oof, classes, y, context, args, out, stopped, final=True)
+    return save(
+        results, confusion, oof, classes, y, context, args, out, stopped, final=True, groups=groups
+    )
+
+
+def fit_row(model, X, y, groups, calibration):
+    """Fit one row's model; return ``name -> {row name: (predict_proba, classes)}``.
+
+    With ``calibration``, the model is fitted inside ``CalibratedClassifierCV`` (inner
+    folds grouped by lesion, ``ensemble=False``): its final estimator, fitted on all of
+    ``X``, is the uncalibrated row, and the calibrated classifier is the ``[calibration]`` row.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        if calibration == "none" or isinstance(model, DummyClassifier):
+            model.fit(X, y)
+            return lambda name: {name: (model.predict_proba, model.classes_)}
+        # grouped inner folds as precomputed splits: scikit-learn 1.9's ensemble=False path
+        # does not route groups to the splitter
+        inner = StratifiedGroupKFold(n_splits=3, shuffle=True, random_state=0)
+        calibrated = CalibratedClassifierCV(
+            model, method=calibration, cv=list(inner.split(X, y, groups)), ensemble=False
+        )
+        calibrated.fit(X, np.asarray(y))  # 1.9.1 reads y[0] (a Series label: KeyError)
+    # the network fitted on all of X (its classes are encoded as 0..K-1)
+    base = calibrated.calibrated_classifiers_[0].estimator
+    return lambda name: {
+        name: (base.predict_proba, calibrated.classes_),
+        f"{name} [{calibration}]": (calibrated.predict_proba, calibrated.classes_),
+    }
+
+
+def clinical(oof, classes, y, groups, n_resamples):
+    """Melanoma operating points, partial AUC and ECE of each row, with lesion-grouped CIs."""
+    y = np.asarray(y, dtype=str)
+    groups = np.asarray(groups)
+    mel = int(np.searchsorted(classes, "mel"))
+    metrics = {
+        "sens@spec80": lambda t, p: sensitivity_at_specificity(t, p[:, mel], 0.8),
+        "sens@spec90": lambda t, p: sensitivity_at_specificity(t, p[:, mel], 0.9),
+        "spec@sens82": lambda t, p: specificity_at_sensitivity(t, p[:, mel], 0.82),
+        "pAUC80": lambda t, p: partial_auc(t, p[:, mel], min_tpr=0.8),
+        "ECE": lambda t, p: expected_calibration_error(t, p, classes=classes),
+    }
+    out = {}
+    for name, proba in oof.items():
+        done = ~np.isnan(proba).any(axis=1)
+        if "mel" not in classes or done.sum() == 0:
+            continue
+        out[name] = {
+            m: bootstrap_interval(
+                f, y[done], proba[done], groups=groups[done], n_resamples=n_resamples
+            ).__dict__
+            for m, f in metrics.items()
+        }
+    return out
 
 
 def merge(dirs, args):
@@ -374,7 +454,8 @@ def resolved_device(device):
     return "cuda" if (device in ("auto", "cuda") and torch.cuda.is_available()) else "cpu"
 
 
-def save(results, confusion, oof, classes, y, context, args, out, stopped, final=False):
+def save(results, confusion, oof, classes, y, context, args, out, stopped, final=False,
+         groups=None):  # fmt: skip
     """Write the JSON, the table, the out-of-fold probabilities and the best confusion matrix."""
     for row in results.values():
         for m in (*METRICS, "mel_recall", "fit_s", "predict_s"):
@@ -410,11 +491,29 @@ def save(results, confusion, oof, classes, y, context, args, out, stopped, final
             disp.figure_.savefig(out / "confusion_best.png", dpi=100)
         except ImportError:  # pragma: no cover
             pass
+    clinical_rows, clinical_table = {}, []
+    if final and oof and groups is not None and getattr(args, "bootstrap", 0):
+        clinical_rows = clinical(oof, classes, y, groups, args.bootstrap)
+        names = ["sens@spec80", "sens@spec90", "spec@sens82", "pAUC80", "ECE"]
+        clinical_table = [
+            "| model (melanoma vs rest; 95 % CI over lesions) | sens. at 80 % spec. "
+            "| sens. at 90 % spec. | spec. at 82 % sens. | pAUC above 80 % sens. | ECE (top label) |",
+            "|" + "---|" * 6,
+        ]
+        for name, row in clinical_rows.items():
+            cells = " | ".join(
+                f"{row[m]['estimate']:.3f} [{row[m]['low']:.3f}, {row[m]['high']:.3f}]"
+                for m in names
+            )
+            clinical_table.append(f"| {name} | {cells} |")
+        (out / "clinical.md").write_text("\n".join(clinical_table) + "\n")
+        figures(oof, classes, y, results, out)
     payload = {
         "data": context["source"],
         "protocol": context["protocol"],
         "args": vars(args),
         "results": results,
+        "clinical": clinical_rows,
         "best_row": best,
         "stopped": stopped,
         "versions": context["versions"],
@@ -431,7 +530,30 @@ def save(results, confusion, oof, classes, y, context, args, out, stopped, final
     if final:
         print(f"\nsaved {out}/; best row by balanced accuracy: {best}\n")
         print("\n".join(table))
+        if clinical_table:
+            print("\n" + "\n".join(clinical_table))
     return payload
+
+
+def figures(oof, classes, y, results, out):
+    """The best row's reliability diagram (with its calibrated twin) and the melanoma curves."""
+    y = np.asarray(y, dtype=str)
+    learned = [n for n in oof if n not in ("majority class",) and "[" not in n]
+    if not learned or "mel" not in classes:
+        return
+    best = max(learned, key=lambda n: results[n]["balanced_accuracy"][0])
+    twins = {n: oof[n] for n in oof if n == best or n.startswith(f"{best} [")}
+    done = ~np.isnan(np.stack(list(twins.values()))).any(axis=(0, 2))
+    plot_reliability_diagram(
+        y[done], {n: p[done] for n, p in twins.items()}, classes=classes,
+        title=f"{best}: out-of-fold", path=out / "reliability.png",
+    )  # fmt: skip
+    mel = int(np.searchsorted(classes, "mel"))
+    done = ~np.isnan(np.stack([oof[n] for n in learned])).any(axis=(0, 2))
+    plot_operating_curve(
+        y[done], {n: oof[n][done, mel] for n in learned}, path=out / "melanoma_tradeoff.png",
+        title="Melanoma vs rest, out-of-fold",
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 _SUBMODULES = (
     "datasets",
@@ -22,6 +22,7 @@ _SUBMODULES = (
     "images",
     "imbalance",
     "metadata",
+    "metrics",
     "pipeline",
 )
 

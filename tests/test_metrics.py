@@ -1,0 +1,157 @@
+"""skinfuse.metrics against hand-computed cases, scikit-learn and the ISIC 2024 formula."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import (
+    balanced_accuracy_score,
+    f1_score,
+    roc_auc_score,
+    roc_curve,
+)
+
+from skinfuse.metrics import (
+    bootstrap_interval,
+    clinical_report,
+    expected_calibration_error,
+    operating_point,
+    partial_auc,
+    sensitivity_at_specificity,
+    specificity_at_sensitivity,
+)
+
+
+def _isic2024_pauc(y_true, y_score, min_tpr=0.8):
+    """The ISIC 2024 challenge's scoring code (labels 1 = malignant), transcribed."""
+    v_gt = np.abs(np.asarray(y_true) - 1)
+    v_pred = -1.0 * np.asarray(y_score)
+    max_fpr = abs(1 - min_tpr)
+    scaled = roc_auc_score(v_gt, v_pred, max_fpr=max_fpr)
+    return 0.5 * max_fpr**2 + (max_fpr - 0.5 * max_fpr**2) / (1.0 - 0.5) * (scaled - 0.5)
+
+
+@pytest.fixture(scope="module")
+def scored():
+    rng = np.random.default_rng(0)
+    y = rng.random(400) < 0.2
+    score = rng.normal(size=400) + 1.2 * y
+    return np.where(y, "mel", "nv"), score, y.astype(int)
+
+
+def test_partial_auc_hand_cases():
+    y = ["mel", "mel", "nv", "nv"]
+    assert partial_auc(y, [0.9, 0.8, 0.2, 0.1]) == pytest.approx(0.2)  # perfect ranking
+    assert partial_auc(y, [0.5, 0.5, 0.5, 0.5]) == pytest.approx(0.02)  # the diagonal
+    assert partial_auc(y, [0.1, 0.2, 0.8, 0.9]) == pytest.approx(0.0)  # inverted
+    assert partial_auc(y, [0.9, 0.8, 0.2, 0.1], min_tpr=0.0) == pytest.approx(1.0)
+
+
+def test_partial_auc_is_the_isic_2024_metric(scored):
+    labels, score, y01 = scored
+    for min_tpr in (0.8, 0.5, 0.9):
+        ours = partial_auc(labels, score, min_tpr=min_tpr)
+        assert ours == pytest.approx(_isic2024_pauc(y01, score, min_tpr), abs=1e-12)
+    assert partial_auc(labels, score, min_tpr=0.0) == pytest.approx(roc_auc_score(y01, score))
+
+
+def test_operating_points_match_roc_curve(scored):
+    labels, score, y01 = scored
+    fpr, tpr, _ = roc_curve(y01, score, drop_intermediate=False)
+    for target in (0.8, 0.9):
+        expected = tpr[fpr <= 1 - target].max()
+        assert sensitivity_at_specificity(labels, score, target) == pytest.approx(expected)
+    expected = (1 - fpr[tpr >= 0.82]).max()
+    assert specificity_at_sensitivity(labels, score, 0.82) == pytest.approx(expected)
+    point = operating_point(labels, score, sensitivity=0.82)
+    called = score >= point["threshold"]
+    assert called[y01 == 1].mean() == pytest.approx(point["sensitivity"])
+    assert (~called[y01 == 0]).mean() == pytest.approx(point["specificity"])
+    assert point["sensitivity"] >= 0.82
+
+
+def test_operating_point_errors():
+    with pytest.raises(ValueError, match="exactly one"):
+        operating_point(["mel", "nv"], [0.1, 0.2])
+    with pytest.raises(ValueError, match="pos_label='mel'"):
+        operating_point(["bcc", "nv"], [0.1, 0.2], sensitivity=0.8)
+    with pytest.raises(ValueError, match="proba\\[:, k\\]"):
+        operating_point(["mel", "nv"], [[0.1, 0.9], [0.2, 0.8]], sensitivity=0.8)
+
+
+def test_expected_calibration_error_hand_cases():
+    classes = ["a", "b"]
+    # perfectly calibrated: 80 % confident, right 4 times out of 5
+    proba = [[0.8, 0.2]] * 5
+    assert expected_calibration_error(list("aaaab"), proba, classes=classes) == pytest.approx(0)
+    # always sure, right half the time: error 0.5
+    proba = [[1.0, 0.0]] * 4
+    assert expected_calibration_error(list("aabb"), proba, classes=classes) == pytest.approx(0.5)
+    # class-wise: class a: conf 1.0 vs freq .5 (0.5); class b: conf 0 vs .5 (0.5)
+    ece = expected_calibration_error(list("aabb"), proba, classes=classes, kind="classwise")
+    assert ece == pytest.approx(0.5)
+
+
+def test_clinical_report_matches_scikit_learn(scored):
+    rng = np.random.default_rng(1)
+    classes = np.array(["bcc", "mel", "nv"])
+    y = rng.choice(classes, 300, p=[0.2, 0.2, 0.6])
+    proba = rng.dirichlet([1, 1, 1], 300) + 0.5 * (y[:, None] == classes)
+    proba /= proba.sum(axis=1, keepdims=True)
+    report = clinical_report(y, proba, classes=classes)
+    y_pred = classes[proba.argmax(axis=1)]
+    assert list(report.index) == ["bcc", "mel", "nv", "macro avg"]
+    assert report.attrs["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, y_pred))
+    assert report.loc["macro avg", "recall"] == pytest.approx(report.attrs["balanced_accuracy"])
+    assert report.attrs["macro_f1"] == pytest.approx(f1_score(y, y_pred, average="macro"))
+    assert report.loc["macro avg", "auc"] == pytest.approx(
+        roc_auc_score(y, proba, multi_class="ovr", labels=classes)
+    )
+    assert report.loc["mel", "support"] == (y == "mel").sum()
+
+
+def test_bootstrap_resamples_lesions_not_images():
+    from sklearn.metrics import accuracy_score
+
+    # 10 lesions of 20 images each: each lesion entirely right or wrong
+    groups = np.repeat(np.arange(10), 20)
+    y = np.zeros(200, dtype=int)
+    pred = np.where(groups < 7, 0, 1)
+    by_lesion = bootstrap_interval(accuracy_score, y, pred, groups=groups, n_resamples=500)
+    by_image = bootstrap_interval(accuracy_score, y, pred, groups=np.arange(200), n_resamples=500)
+    assert by_lesion.estimate == pytest.approx(0.7)
+    assert by_lesion.low <= 0.7 <= by_lesion.high
+    # images of a lesion move together: the honest interval is much wider
+    assert (by_lesion.high - by_lesion.low) > 2.5 * (by_image.high - by_image.low)
+    assert by_lesion.n_resamples == 500 and "0.700 [" in str(by_lesion)
+    # the same seed gives the same interval
+    again = bootstrap_interval(accuracy_score, y, pred, groups=groups, n_resamples=500)
+    assert again == by_lesion
+
+
+def test_bootstrap_skips_resamples_where_the_metric_is_undefined():
+    y = np.array(["mel"] + ["nv"] * 9)
+    score = np.linspace(1, 0, 10)
+    iv = bootstrap_interval(
+        lambda a, b: partial_auc(a, b), y, score, groups=np.arange(10), n_resamples=200
+    )
+    assert iv.n_resamples < 200  # resamples without the melanoma were skipped
+    assert iv.estimate == pytest.approx(0.2)
+
+
+def test_plots_draw_and_save(tmp_path, scored):
+    from skinfuse.metrics import plot_operating_curve, plot_reliability_diagram
+
+    labels, score, _ = scored
+    proba = np.c_[1 / (1 + np.exp(score)), 1 - 1 / (1 + np.exp(score))]
+    classes = np.array(["nv", "mel"])
+    fig = plot_reliability_diagram(
+        labels, {"raw": proba, "flat": np.full_like(proba, 0.5)}, classes=classes,
+        path=tmp_path / "rel.png",
+    )  # fmt: skip
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any(t.startswith("raw (ECE") for t in legend)
+    assert (tmp_path / "rel.png").stat().st_size > 1000
+    fig = plot_operating_curve(labels, {"model": score}, path=tmp_path / "op.png")
+    point = operating_point(labels, score, sensitivity=0.82)
+    xs, ys = fig.axes[0].lines[1].get_data()  # the marked operating point
+    assert (xs[0], ys[0]) == (point["specificity"], point["sensitivity"])
+    assert (tmp_path / "op.png").stat().st_size > 1000
