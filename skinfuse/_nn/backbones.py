@@ -19,7 +19,7 @@ import torchvision
 from torch import nn
 
 from .device import torch_seed
-from .hashing import hash_config
+from .hashing import hash_config, hash_module
 from .names import BACKBONES, LITE, TORCHVISION
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -380,7 +380,8 @@ def build_embedder(backbone, weights, pooling, *, shared=True):
         bb.features = copy.deepcopy(bb.features)
     else:
         bb = build_backbone(backbone, weights)
-        state_hash = hash_config(type(backbone).__name__, state_dict=bb.features.state_dict())
+        # its code too (class sources + repr), not only its weights; NO_DISK when unreadable
+        state_hash = hash_module(backbone, state_dict=bb.features.state_dict())
     return ImageEmbedder(bb.features, bb.mean, bb.std, pooling, taps=bb.taps), bb, state_hash
 
 

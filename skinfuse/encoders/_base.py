@@ -12,7 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 from .._nn.device import TorchEstimatorMixin, precision
 from .._utils._sklearn import _check_feature_names, _check_n_features
 from ..images import as_image_list, check_image_files
-from ._cache import encode_cached
+from ._cache import CHUNK_IMAGES, check_cache_dir, encode_cached
 
 
 class BaseImageEncoder(
@@ -39,8 +39,15 @@ class BaseImageEncoder(
 
     # -- input ---------------------------------------------------------------------------
     def _validate_images(self, X, *, reset: bool) -> list:
-        """Check feature names/counts like ``validate_data`` and return the list of images."""
-        return validate_images(self, X, reset=reset)
+        """Check feature names/counts like ``validate_data`` and return the list of images.
+
+        With ``reset`` (in ``fit``), also check that ``cache_dir`` is usable, before any
+        training or encoding.
+        """
+        items = validate_images(self, X, reset=reset)
+        if reset:
+            check_cache_folder(self)
+        return items
 
     # -- output --------------------------------------------------------------------------
     @property
@@ -101,9 +108,21 @@ class BaseImageEncoder(
             )
 
         key = f"{self.config_key_}-{precision(device)}"
+        batch = int(self.batch_size)  # chunks of whole batches: the same batches as one call
         return encode_cached(
-            items, encode, config_key=key, cache=self.cache, cache_dir=self.cache_dir
-        )
+            items, encode, config_key=key, cache=self.cache, cache_dir=self.cache_dir,
+            chunk_size=max(1, CHUNK_IMAGES // batch) * batch,
+        )  # fmt: skip
+
+
+def check_cache_folder(estimator) -> None:
+    """Raise a clear ``ValueError`` now if ``estimator.cache_dir`` cannot hold a cache.
+
+    A file, a folder that cannot be created or one that is not writable would
+    otherwise fail only after the encoding.
+    """
+    if getattr(estimator, "cache", False) and getattr(estimator, "cache_dir", None) is not None:
+        check_cache_dir(estimator.cache_dir)
 
 
 def _all_paths(arr):

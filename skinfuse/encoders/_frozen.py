@@ -135,7 +135,7 @@ class FrozenCNNEncoder(BaseImageEncoder):
         self : FrozenCNNEncoder
         """
         from .._nn.backbones import build_embedder, embedding_width
-        from .._nn.hashing import hash_config
+        from .._nn.hashing import hash_config, with_disk_flag
 
         self._validate_images(X, reset=True)
         self._forget_device_copies()
@@ -145,10 +145,10 @@ class FrozenCNNEncoder(BaseImageEncoder):
         self.embedder_ = embedder
         self.cam_layer_ = f"features.{bb.cam_layer}" if bb.cam_layer else None
         self.n_features_out_ = embedding_width(embedder, bb, self.pooling, int(self.image_size))
-        self.config_key_ = hash_config(
+        self.config_key_ = with_disk_flag(state_hash, hash_config(
             "FrozenCNNEncoder", state_hash, self.image_size, self.pooling, bb.mean, bb.std,
             *((bb.taps,) if self.pooling == "multi" else ()),
-        )  # fmt: skip
+        ))  # fmt: skip
         return self
 
     @property
