@@ -10,9 +10,13 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from ._columns import CATEGORICAL_METADATA, NUMERIC_METADATA
+from ._metadata_steps import CategoryNormalizer, NumberChecker
 from ._utils._sklearn import Interval, StrOptions, validate_params
 
 __all__ = ["make_metadata_preprocessor"]
+
+#: Plausible values of numeric columns, by name (inclusive); values outside are warned about.
+VALID_RANGES = {"age": (0.0, 120.0)}
 
 
 @validate_params(
@@ -81,6 +85,7 @@ def make_metadata_preprocessor(
                 "numeric",
                 Pipeline(
                     [
+                        ("check", NumberChecker(valid_ranges=dict(VALID_RANGES))),
                         (
                             "impute",
                             SimpleImputer(strategy=numeric_strategy, add_indicator=add_indicator),
@@ -97,6 +102,7 @@ def make_metadata_preprocessor(
                 "categorical",
                 Pipeline(
                     [
+                        ("normalize", CategoryNormalizer()),
                         ("impute", SimpleImputer(strategy="constant", fill_value="missing")),
                         (
                             "onehot",
