@@ -51,6 +51,23 @@ def make_metadata_preprocessor(
     Column names survive: ``get_feature_names_out`` gives e.g. ``age``,
     ``missingindicator_age``, ``sex_female``, ``localization_back``.
 
+    Each branch starts with a checking step (``skinfuse._metadata_steps``), so that
+    metadata in the wrong form is not silently misused:
+
+    - categories are stripped and lower-cased (``"BACK"``, ``" back "`` and ``"back"``
+      are one category); ``None``, ``NaN``, ``pd.NA`` and empty strings are missing;
+    - numbers in a categorical column (sex as 0/1) raise a ``ValueError`` naming the
+      column: map the codes to the category names first;
+    - a category never seen in ``fit`` gives a ``UserWarning`` naming the column, the
+      values and the number of rows (and is still encoded as all zeros);
+    - an age outside ``[0, 120]`` gives a ``UserWarning`` (in ``fit`` and ``transform``):
+      months and negative values look wrong; text, booleans, infinite values and
+      magnitudes of ``1e12`` or more raise a ``ValueError``/``TypeError``;
+    - pandas nullable dtypes (``X.convert_dtypes()``) give the same features as the
+      plain ones.
+
+    For well-formed input these steps change nothing.
+
     Parameters
     ----------
     numeric : sequence of str, default=("age",)
