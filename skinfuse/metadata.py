@@ -10,9 +10,13 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from ._columns import CATEGORICAL_METADATA, NUMERIC_METADATA
+from ._metadata_steps import CategoryNormalizer, NumberChecker
 from ._utils._sklearn import Interval, StrOptions, validate_params
 
 __all__ = ["make_metadata_preprocessor"]
+
+#: Plausible values of numeric columns, by name (inclusive); values outside are warned about.
+VALID_RANGES = {"age": (0.0, 120.0)}
 
 
 @validate_params(
@@ -46,6 +50,23 @@ def make_metadata_preprocessor(
     body location, say) becomes all zeros at predict time instead of an error.
     Column names survive: ``get_feature_names_out`` gives e.g. ``age``,
     ``missingindicator_age``, ``sex_female``, ``localization_back``.
+
+    Each branch starts with a checking step (``skinfuse._metadata_steps``), so that
+    metadata in the wrong form is not silently misused:
+
+    - categories are stripped and lower-cased (``"BACK"``, ``" back "`` and ``"back"``
+      are one category); ``None``, ``NaN``, ``pd.NA`` and empty strings are missing;
+    - numbers in a categorical column (sex as 0/1) raise a ``ValueError`` naming the
+      column: map the codes to the category names first;
+    - a category never seen in ``fit`` gives a ``UserWarning`` naming the column, the
+      values and the number of rows (and is still encoded as all zeros);
+    - an age outside ``[0, 120]`` gives a ``UserWarning`` (in ``fit`` and ``transform``):
+      months and negative values look wrong; text, booleans, infinite values and
+      magnitudes of ``1e12`` or more raise a ``ValueError``/``TypeError``;
+    - pandas nullable dtypes (``X.convert_dtypes()``) give the same features as the
+      plain ones.
+
+    For well-formed input these steps change nothing.
 
     Parameters
     ----------
@@ -81,6 +102,7 @@ def make_metadata_preprocessor(
                 "numeric",
                 Pipeline(
                     [
+                        ("check", NumberChecker(valid_ranges=dict(VALID_RANGES))),
                         (
                             "impute",
                             SimpleImputer(strategy=numeric_strategy, add_indicator=add_indicator),
@@ -97,6 +119,7 @@ def make_metadata_preprocessor(
                 "categorical",
                 Pipeline(
                     [
+                        ("normalize", CategoryNormalizer()),
                         ("impute", SimpleImputer(strategy="constant", fill_value="missing")),
                         (
                             "onehot",

@@ -49,7 +49,8 @@ def modality_importance(
     model : fitted estimator
         Takes a DataFrame like ``X``.
     X : DataFrame
-        Held-out cases, with the model's input columns.
+        Held-out cases, with the model's input columns; at least 2 (shuffling the
+        columns of a single case changes nothing, so its importances would all be 0).
     y : array-like of shape (n_cases,)
         Their labels.
     scoring : str, callable or None, default=None
@@ -82,6 +83,12 @@ def modality_importance(
     from sklearn.inspection import permutation_importance
     from sklearn.utils import Bunch
 
+    if len(X) < 2:
+        raise ValueError(
+            f"modality_importance needs at least 2 cases, got {len(X)}: shuffling a column "
+            "of a single case changes nothing, so every importance would be 0; pass the "
+            "held-out cases (X_test)"
+        )
     raw = permutation_importance(
         model, X, y, scoring=scoring, n_repeats=n_repeats, random_state=random_state,
         n_jobs=n_jobs,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from numbers import Integral
 
 import numpy as np
@@ -62,7 +63,11 @@ def explain_metadata(
     background : DataFrame, int or None, default=None
         Rows whose values stand in for hidden columns; the expected value is the mean
         output over them. An int samples that many rows of ``X``; ``None`` samples
-        ``min(50, len(X))``.
+        ``min(50, len(X))``. A background of one row is refused when that row is a case
+        of ``X`` itself (``X`` of one row with ``background`` None or an int): its SHAP
+        values would all be 0, which says nothing; pass training rows instead. Any other
+        one-row background gets a ``UserWarning``: every value then compares a case with
+        that single reference case, not with typical cases.
     algorithm : {"kernel", "exact", "permutation"}, default="kernel"
         shap explainer: ``KernelExplainer`` (exact here, see above),
         ``explainers.Exact`` or ``explainers.Permutation``.
@@ -167,6 +172,15 @@ def _background(X, background, random_state):
 
     if not isinstance(background, pd.DataFrame):
         size = min(50, len(X)) if background is None else int(background)
+        if len(X) == 1:
+            raise ValueError(
+                "explain_metadata of a single case needs a background: by default the "
+                "background rows are drawn from X, here the case itself, so every SHAP "
+                "value would be 0; pass background=<training rows> (a DataFrame, e.g. 50 "
+                "rows of X_train)"
+            )
+        if size == 1:
+            _warn_one_row()
         if size >= len(X):
             return X.reset_index(drop=True)
         rows = check_random_state(random_state).choice(len(X), size, replace=False)
@@ -176,4 +190,16 @@ def _background(X, background, random_state):
         raise ValueError(f"background lacks the columns {missing} of X")
     if len(background) == 0:
         raise ValueError("background has 0 rows")
+    if len(background) == 1:
+        _warn_one_row()
     return background[list(X.columns)].reset_index(drop=True)
+
+
+def _warn_one_row():
+    warnings.warn(
+        "explain_metadata with a background of 1 row: every SHAP value compares a case "
+        "with that single row (a case equal to it gets all zeros), not with typical "
+        "cases; pass more background rows (e.g. 50 rows of X_train)",
+        UserWarning,
+        stacklevel=5,  # _background, explain_metadata, validate_params' wrapper, caller
+    )

@@ -157,3 +157,46 @@ def test_exact_and_permutation_explainers_agree_with_kernel(fusion, unseen, algo
     )
     if algorithm == "exact":  # both exact Shapley values
         np.testing.assert_allclose(other.values, kernel.values, atol=1e-8)
+
+
+@pytest.fixture(scope="module")
+def metadata_only(lesions):
+    X, y = _age_only(lesions, seed=0)
+    X = X.drop(columns="image_path")
+    return make_fusion_pipeline(None, classifier="logreg", sampler=None).fit(X, y), X, y
+
+
+@pytest.mark.parametrize("background", [None, 1, 5])
+def test_one_case_with_a_background_drawn_from_it_is_refused(metadata_only, background):
+    # the background would be the case itself: every SHAP value 0, which means nothing
+    model, X, _ = metadata_only
+    with pytest.raises(ValueError, match="single case needs a background.*would be 0"):
+        explain_metadata(model, X.iloc[:1], background=background)
+
+
+def test_one_case_with_training_rows_as_background_is_explained(metadata_only):
+    model, X, _ = metadata_only
+    case = X.iloc[[0]]
+    ex = explain_metadata(model, case, background=X.iloc[40:80])
+    assert np.abs(ex.values).max() > 1e-3  # not all zeros
+    np.testing.assert_allclose(
+        ex.base_values + ex.values.sum(axis=1), model.predict_proba(case), atol=1e-8
+    )
+
+
+@pytest.mark.parametrize("background", ["row", 1])
+def test_a_background_of_one_row_warns(metadata_only, background):
+    model, X, _ = metadata_only
+    background = X.iloc[[50]] if background == "row" else background
+    with pytest.warns(UserWarning, match="background of 1 row: every SHAP value compares") as rec:
+        explain_metadata(model, X.iloc[:3], background=background, random_state=0)
+    assert rec[0].filename == __file__  # points at the caller
+
+
+def test_modality_importance_of_one_case_is_refused(metadata_only):
+    # shuffling the columns of one case changes nothing: every importance would be 0
+    model, X, y = metadata_only
+    with pytest.raises(ValueError, match="needs at least 2 cases, got 1: shuffling"):
+        modality_importance(model, X.iloc[:1], y[:1])
+    result = modality_importance(model, X.iloc[:2], y[:2], n_repeats=2, random_state=0)
+    assert result.importances.shape == (3, 2)
