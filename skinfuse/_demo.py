@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import time
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -56,21 +58,34 @@ def run_demo(
     -------
     results : dict
         Per model, the mean and std of each metric over the folds.
+
+    Raises
+    ------
+    ValueError
+        If an argument is out of range (checked before any work).
+    OSError
+        If ``out`` cannot be created or written to (checked before any work).
     """
     from sklearn.model_selection import StratifiedGroupKFold, cross_validate
 
     from .datasets import load_ham10000, make_synthetic_lesions
 
+    _check_int("n_samples", n_samples, 20)
+    _check_int("n_splits", n_splits, 2)
+    if image_size is not None:
+        _check_int("image_size", image_size, 8)
+    if out is not None:
+        out = _prepare_out(out)
     if data is None:
         bunch = make_synthetic_lesions(
             n_samples=n_samples, image_size=32, random_state=random_state
         )
         source = f"synthetic lesions (n={n_samples}, seed={random_state})"
-        image_size = image_size or 128
+        image_size = 128 if image_size is None else image_size
     else:
         bunch = load_ham10000(data)
         source = f"HAM10000 at {data} (n={len(bunch.target)})"
-        image_size = image_size or 224
+        image_size = 224 if image_size is None else image_size
     if verbose:
         print(f"data: {source}; {n_splits}-fold CV grouped by lesion_id; images at {image_size} px")
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
@@ -96,9 +111,9 @@ def run_demo(
     for name, r in results.items():
         cells = " | ".join(f"{r[m][0]:.3f} ± {r[m][1]:.3f}" for m in scoring)
         table.append(f"| {name} | {cells} |")
+    if verbose:  # before any file is written: a failure there loses no result
+        print("\n".join(table), flush=True)
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         fused = _models(image_size, random_state, 0)["image + metadata"]
         pictures = _explain(fused, bunch, cv, out, random_state)
         (out / "demo_results.json").write_text(
@@ -107,9 +122,28 @@ def run_demo(
         if verbose:
             print(f"results written to {out / 'demo_results.json'}")
             print(f"pictures: {', '.join(str(out / p) for p in pictures)}")
-    if verbose:
-        print("\n".join(table))
     return results
+
+
+def _check_int(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _prepare_out(out) -> Path:
+    """Create the output folder and check that it is writable; raise OSError naming it."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise OSError(
+            f"cannot write to the output folder {out}: {reason}; pass --out (out=) a folder "
+            "that can be created and written to"
+        ) from None
+    return out
 
 
 def _explain(model, bunch, cv, out, random_state, n_cases=8):

@@ -9,13 +9,14 @@ are resized with antialiasing.
 from __future__ import annotations
 
 import os
+import struct
 import warnings
 from collections.abc import Sequence
 from numbers import Integral
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from ._utils._sklearn import Interval, StrOptions, validate_params
 
@@ -38,6 +39,9 @@ _RESAMPLE = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 _MAX_LISTED = 5
+# What Pillow raises for a file it cannot decode (besides its bomb check): a truncated or
+# malformed file can surface as any of these, from the format plugins or the codecs.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 _ON_ERROR = StrOptions({"raise", "warn", "skip"})
 _SIZE = Interval(Integral, 1, None, closed="left")
 
@@ -158,7 +162,10 @@ def read_image(source, *, size=None, resample: str = "bilinear") -> np.ndarray:
     Raises
     ------
     ValueError
-        If the file does not exist or cannot be decoded; the message names it.
+        If the file does not exist, is a directory, cannot be read, is too large
+        to decode safely (Pillow's decompression-bomb limit,
+        ``PIL.Image.MAX_IMAGE_PIXELS``) or cannot be decoded; the message names
+        the file and what is wrong.
 
     Examples
     --------
@@ -184,7 +191,16 @@ def _read_image(source, *, size=None, resample="bilinear") -> np.ndarray:
                 arr = _pil_to_rgb_array(img)
         except FileNotFoundError:
             raise ValueError(f"image file not found: {path}") from None
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        except IsADirectoryError:
+            raise ValueError(f"image path is a directory, not an image file: {path}") from None
+        except PermissionError:
+            raise ValueError(f"cannot read image file {path}: permission denied") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ValueError(
+                f"image file {path} is too large to decode safely: {exc} If you trust it, "
+                "raise PIL.Image.MAX_IMAGE_PIXELS."
+            ) from None
+        except _DECODE_ERRORS as exc:
             raise ValueError(f"cannot decode image file {path}: {exc}") from None
     else:
         arr = _to_rgb_uint8(source)
@@ -272,11 +288,25 @@ def _failure_message(failures: list[tuple[int, str, str]], n: int) -> str:
     return f"{len(failures)} of {n} images could not be read: {listed}{more}"
 
 
+def _path_problems(items) -> list[tuple[int, str, str]]:
+    """``(index, path, what is wrong)`` for each path that is missing or not a file."""
+    problems = []
+    for i, item in enumerate(items):
+        if isinstance(item, str) and not os.path.isfile(item):
+            why = "is a directory, not an image file" if os.path.isdir(item) else "file not found"
+            problems.append((i, item, why))
+    return problems
+
+
+def _listed(paths: list[str]) -> str:
+    return ", ".join(paths[:_MAX_LISTED]) + (" ..." if len(paths) > _MAX_LISTED else "")
+
+
 @validate_params(
     {"images": "no_validation", "on_error": [_ON_ERROR]}, prefer_skip_nested_validation=True
 )
 def check_image_files(images, *, on_error: str = "raise") -> np.ndarray:
-    """Check that every path in a column of images exists, before any long work.
+    """Check that every path in a column of images is a file, before any long work.
 
     Cheap (one ``stat`` per file). Decoding errors are found later by
     :func:`load_images`.
@@ -286,13 +316,14 @@ def check_image_files(images, *, on_error: str = "raise") -> np.ndarray:
     images : column of images
         See :func:`as_image_list`. Arrays always pass.
     on_error : {"raise", "warn", "skip"}, default="raise"
-        ``"raise"`` raises a ``ValueError`` listing the missing files and how
-        many of N are missing; ``"warn"`` warns instead; ``"skip"`` says nothing.
+        ``"raise"`` raises a ``ValueError`` listing the missing files (and the
+        paths that are directories) and how many of N they are; ``"warn"``
+        warns instead; ``"skip"`` says nothing.
 
     Returns
     -------
     ok : ndarray of bool, shape (n_images,)
-        True where the image exists (or is an array).
+        True where the image is a file (or is an array).
 
     Examples
     --------
@@ -301,14 +332,24 @@ def check_image_files(images, *, on_error: str = "raise") -> np.ndarray:
     [False, True]
     """
     items = as_image_list(images)
-    ok = np.array([not isinstance(it, str) or os.path.isfile(it) for it in items], dtype=bool)
-    if not ok.all() and on_error != "skip":
-        missing = [str(items[i]) for i in np.flatnonzero(~ok)]
-        shown = ", ".join(missing[:_MAX_LISTED]) + (" ..." if len(missing) > _MAX_LISTED else "")
-        msg = (
-            f"image file not found: {shown}; {len(missing)} of {len(items)} paths are missing. "
-            "Check the image folder (or the paths in the image column)."
-        )
+    problems = _path_problems(items)
+    ok = np.ones(len(items), dtype=bool)
+    ok[[i for i, _, _ in problems]] = False
+    if problems and on_error != "skip":
+        missing = [path for _, path, why in problems if why == "file not found"]
+        folders = [path for _, path, why in problems if why != "file not found"]
+        parts = []
+        if missing:
+            parts.append(
+                f"image file not found: {_listed(missing)}; "
+                f"{len(missing)} of {len(items)} paths are missing"
+            )
+        if folders:
+            parts.append(
+                f"image path is a directory, not an image file: {_listed(folders)}; "
+                f"{len(folders)} of {len(items)} paths are directories"
+            )
+        msg = "; ".join(parts) + ". Check the image folder (or the paths in the image column)."
         if on_error == "raise":
             raise ValueError(msg)
         warnings.warn(msg, UserWarning, stacklevel=2)
@@ -337,9 +378,11 @@ def load_images(
     size : int or (height, width), default=64
         Every image is resized to this size.
     on_error : {"raise", "warn", "skip"}, default="raise"
-        What to do with a missing or undecodable image. ``"raise"``: a
-        ``ValueError`` naming the files and how many of N failed (missing files
-        are found before decoding starts). ``"warn"``/``"skip"``: the image is
+        What to do with an image that is missing, a directory, unreadable, too
+        large to decode safely (``PIL.Image.MAX_IMAGE_PIXELS``) or undecodable.
+        ``"raise"``: a ``ValueError`` naming the files, what is wrong and how
+        many of N failed (missing files and directories are found before
+        decoding starts). ``"warn"``/``"skip"``: the image is
         left black, with (``"warn"``) or without a warning; use the returned
         mask to tell them apart.
     resample : str, default="bilinear"
@@ -364,7 +407,7 @@ def load_images(
     items = as_image_list(images)
     ok = check_image_files(items, on_error=on_error if on_error == "raise" else "skip")
     out = np.zeros((len(items), *hw, 3), dtype=np.uint8)
-    failures = [(i, str(items[i]), "file not found") for i in np.flatnonzero(~ok)]
+    failures = _path_problems(items)
     iterator = range(len(items))
     if verbose:
         from tqdm.auto import tqdm

@@ -1,6 +1,8 @@
 import json
 
-from skinfuse import show_versions
+import pytest
+
+from skinfuse import _demo, show_versions
 from skinfuse.__main__ import main
 
 
@@ -21,3 +23,77 @@ def test_demo_runs_end_to_end_and_fusion_wins(tmp_path, capsys):
 def test_show_versions(capsys):
     info = show_versions()
     assert info["scikit-learn"] and info["torch"] and "skinfuse" in capsys.readouterr().out
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fail the test if the demo starts building models (i.e. starts the real work)."""
+
+    def models(*args):
+        raise AssertionError("the demo started working before checking its arguments")
+
+    monkeypatch.setattr(_demo, "_models", models)
+
+
+@pytest.fixture
+def metadata_only(monkeypatch):
+    """Fast stand-ins for the demo's models: the metadata-only pipeline under both names."""
+    from skinfuse.pipeline import make_fusion_pipeline
+
+    def models(image_size, random_state, verbose):
+        model = make_fusion_pipeline(None, classifier="logreg", sampler=None, random_state=0)
+        return {"metadata only": model, "image + metadata": model}
+
+    monkeypatch.setattr(_demo, "_models", models)
+
+
+def _one_line_error(err, *needles):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0]
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["--image-size", "0"], ["--image-size", "at least 8, got 0"]),
+        (["--n-splits", "1"], ["--n-splits", "at least 2"]),
+        (["--n-samples", "many"], ["--n-samples", "expected an integer, got 'many'"]),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys, no_work, args, needles):
+    with pytest.raises(SystemExit) as excinfo:
+        main(["demo", *args, "--out", str(tmp_path)])
+    assert excinfo.value.code == 2
+    _one_line_error(capsys.readouterr().err, *needles)
+
+
+def test_run_demo_refuses_image_size_0(no_work):
+    with pytest.raises(ValueError, match="image_size must be an integer >= 8, got 0"):
+        _demo.run_demo(image_size=0, out=None)
+
+
+@pytest.mark.parametrize("where", ["a_file", "a_file/below"])
+def test_unusable_output_folder_is_refused_before_any_work(tmp_path, capsys, no_work, where):
+    (tmp_path / "a_file").write_text("not a folder")
+    out = tmp_path / where
+    assert main(["demo", "--n-samples", "40", "--out", str(out)]) == 2
+    _one_line_error(capsys.readouterr().err, "cannot write to the output folder", str(out))
+
+
+def test_missing_data_folder_is_one_line(tmp_path, capsys):
+    missing = tmp_path / "no_ham"
+    assert main(["demo", "--data", str(missing), "--out", str(tmp_path / "out")]) == 2
+    _one_line_error(capsys.readouterr().err, "HAM10000 folder not found", str(missing))
+
+
+def test_table_is_printed_before_files_are_written(tmp_path, capsys, metadata_only, monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_demo, "_explain", disk_full)
+    assert main(["demo", "--n-samples", "40", "--n-splits", "2", "--out", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert "| metadata only |" in captured.out  # the results survive the failure
+    _one_line_error(captured.err, "No space left on device")

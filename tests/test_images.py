@@ -1,4 +1,7 @@
+import re
+import struct
 import warnings
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -161,3 +164,81 @@ def test_bad_arguments():
         to_rgb_uint8(3)
     with pytest.raises(ValueError, match="not found"):
         read_image("/nonexistent/x.png")
+
+
+def _bomb_png(path, side=50_000):
+    """A 60-byte PNG whose header declares side x side pixels (over Pillow's bomb limit)."""
+
+    def chunk(kind, data):
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    return path
+
+
+def test_decompression_bomb_is_a_value_error_naming_the_file(tmp_path, rgb):
+    good = tmp_path / "good.png"
+    Image.fromarray(rgb).save(good)
+    bomb = _bomb_png(tmp_path / "bomb.png")
+    paths = [str(good), str(bomb)]
+    with pytest.raises(ValueError, match=r"bomb\.png is too large to decode safely.*MAX_IMAGE"):
+        read_image(bomb)
+    with pytest.raises(ValueError, match=r"1 of 2 images could not be read: .*bomb\.png"):
+        load_images(paths, size=8)
+    with pytest.warns(UserWarning, match=r"1 of 2 images could not be read: .*bomb\.png"):
+        pixels, ok = load_images(paths, size=8, on_error="warn")
+    assert ok.tolist() == [True, False] and pixels[1].max() == 0 and pixels[0].max() > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, ok = load_images(paths, size=8, on_error="skip")
+    assert ok.tolist() == [True, False]
+
+
+def test_directory_is_reported_as_a_directory_not_as_missing(tmp_path, rgb):
+    good = tmp_path / "good.png"
+    Image.fromarray(rgb).save(good)
+    folder = tmp_path / "folder.png"
+    folder.mkdir()
+    paths = [str(good), str(folder), str(tmp_path / "gone.png")]
+    with pytest.raises(ValueError, match="directory, not an image file: .*folder.png") as exc:
+        read_image(folder)
+    assert "not found" not in str(exc.value)
+    with pytest.raises(ValueError) as exc:
+        check_image_files(paths)
+    message = str(exc.value)
+    assert re.search(r"not found: \S*gone\.png; 1 of 3 paths are missing", message)
+    assert re.search(r"directory, not an image file: \S*folder\.png; 1 of 3 paths", message)
+    assert "folder.png" not in message.split(";")[0]  # the directory is not listed as missing
+    with pytest.warns(UserWarning, match="is a directory"):
+        assert check_image_files(paths, on_error="warn").tolist() == [True, False, False]
+    with pytest.warns(UserWarning, match=r"folder\.png: is a directory, not an image file"):
+        pixels, ok = load_images(paths, size=8, on_error="warn")
+    assert ok.tolist() == [True, False, False] and pixels[1:].max() == 0
+    with pytest.raises(ValueError, match="is a directory"):
+        load_images(paths, size=8)
+
+
+def test_decoder_errors_name_the_file(tmp_path):
+    # Pillow's PPM reader raises a bare ValueError ("invalid literal for int()") on this header.
+    bad = tmp_path / "bad.ppm"
+    bad.write_bytes(b"P6\n8 x8\n255\n" + bytes(192))
+    with pytest.raises(ValueError, match=r"cannot decode image file \S*bad\.ppm: invalid literal"):
+        read_image(bad)
+
+
+def test_unreadable_file_names_the_file(tmp_path, rgb, monkeypatch):
+    path = tmp_path / "locked.png"
+    Image.fromarray(rgb).save(path)
+
+    def denied(fp, *args, **kwargs):  # what open() raises without read permission (not root)
+        raise PermissionError(13, "Permission denied", str(fp))
+
+    monkeypatch.setattr(Image, "open", denied)
+    with pytest.raises(ValueError, match=r"cannot read image file \S*locked\.png: permission"):
+        read_image(path)
+    with pytest.warns(UserWarning, match=r"locked\.png: cannot read image file"):
+        _, ok = load_images([str(path)], size=8, on_error="warn")
+    assert ok.tolist() == [False]

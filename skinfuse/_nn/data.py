@@ -7,6 +7,8 @@ batch); normalisation happens on the batch, on the device, inside the network.
 from __future__ import annotations
 
 import os
+import traceback
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -90,16 +92,43 @@ def make_loader(dataset, *, batch_size, num_workers=None, device="cpu"):
     )
 
 
-def unwrap_worker_errors(loader):
-    """Iterate a DataLoader; a ValueError raised in a worker (an unreadable image) comes back
-    with its own message instead of the worker's traceback."""
+@contextmanager
+def plain_worker_errors():
+    """A ValueError raised in a DataLoader worker comes back as its own one-line message.
+
+    torch re-raises a worker's exception in the main process with the worker's whole
+    traceback as its message ("Caught ValueError in DataLoader worker process 0. Original
+    Traceback ..."); the file it names (an unreadable image) is then buried at the end.
+    Inside this block such an error is raised again as the plain ``ValueError`` the worker
+    raised. Other errors pass through unchanged. Used around training (skorch's loops) and
+    inference (:func:`unwrap_worker_errors`).
+    """
     try:
-        yield from loader
+        yield
     except ValueError as exc:
-        lines = [line for line in str(exc).strip().splitlines() if line.startswith("ValueError: ")]
-        if lines:
-            raise ValueError(lines[-1].removeprefix("ValueError: ")) from None
-        raise
+        message = _worker_message(exc)
+        if message is None:
+            raise
+        # The traceback's frames hold the DataLoader iterator in a reference cycle: free them
+        # now, so its workers shut down at once (not at the next garbage collection, which
+        # waits 5 s per worker).
+        traceback.clear_frames(exc.__traceback__)
+        raise ValueError(message) from None
+
+
+def _worker_message(exc):
+    """The message of the ValueError a worker raised, or None if ``exc`` is not one."""
+    text = str(exc)
+    if "Original Traceback (most recent call last)" not in text:
+        return None
+    lines = [line for line in text.strip().splitlines() if line.startswith("ValueError: ")]
+    return lines[-1].removeprefix("ValueError: ") if lines else None
+
+
+def unwrap_worker_errors(loader):
+    """Iterate a DataLoader inside :func:`plain_worker_errors`."""
+    with plain_worker_errors():
+        yield from loader
 
 
 def decode_images(items, image_size, *, batch_size, num_workers=None, verbose=0):
@@ -115,13 +144,7 @@ def decode_images(items, image_size, *, batch_size, num_workers=None, verbose=0)
         from tqdm.auto import tqdm
 
         loader = tqdm(loader, desc="decoding images", unit="batch")
-    try:
-        return torch.cat(list(loader))
-    except Exception:
-        # a worker's error arrives wrapped in its traceback: redo it here for a clean
-        # message naming the unreadable files (raises ValueError)
-        load_images(items, size=image_size)
-        raise
+    return torch.cat(list(unwrap_worker_errors(loader)))
 
 
 def mean_colour(pixels):

@@ -21,7 +21,7 @@ from skorch.callbacks import EarlyStopping, LRScheduler, ProgressBar
 from skorch.helper import predefined_split
 from skorch.utils import to_device, to_tensor
 
-from .data import default_num_workers
+from .data import default_num_workers, plain_worker_errors
 from .device import torch_seed
 from .inference import autocast
 from .modules import as_unit_float
@@ -227,7 +227,8 @@ def train_network(module, module_kwargs, train_data, *, config, seed, task="clas
             on_initialized(net)
         if str(config.device).startswith("cuda"):
             net.module_.to(memory_format=torch.channels_last)
-        net.partial_fit(train_data, train_data.y)
+        with plain_worker_errors():  # an unreadable image: its message, not a worker traceback
+            net.partial_fit(train_data, train_data.y)
     return net
 
 

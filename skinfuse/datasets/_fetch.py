@@ -10,7 +10,7 @@ import shutil
 import sys
 import zipfile
 from dataclasses import dataclass
-from http.client import HTTPException
+from http.client import HTTPException, IncompleteRead
 from pathlib import Path, PurePosixPath
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
@@ -131,7 +131,10 @@ def fetch_ham10000(
 
     Each file that is complete is recorded in ``.skinfuse_fetch.json`` in that
     folder, so later calls (and a call after an interrupted download) only
-    fetch what is missing. The zip archives are deleted once unpacked.
+    fetch what is missing. The zip archives are deleted once unpacked. Image
+    folders already there that lack images listed in the metadata (deleted or
+    half copied) are repaired: the image archives are fetched again, one at a
+    time, until no listed image is missing.
     The data are then read with :func:`load_ham10000`.
 
     Parameters
@@ -167,9 +170,10 @@ def fetch_ham10000(
     Raises
     ------
     OSError
-        If the data are missing and ``download_if_missing`` is False, if a
-        download fails, or if a downloaded file does not match its checksum
-        (the bad file is deleted; calling again retries).
+        If the data are missing or incomplete and ``download_if_missing`` is
+        False, if a download fails or is interrupted (the message says how many
+        of the announced bytes arrived), or if a downloaded file does not match
+        its checksum (the bad or partial file is deleted; calling again retries).
 
     Notes
     -----
@@ -207,8 +211,57 @@ def fetch_ham10000(
             _fetch_remote_file(rf, base, folder, verbose=verbose)
             marker[rf.filename] = rf.checksum
             _write_marker(folder, marker)
+    else:
+        _repair_image_folders(folder, remote_files, marker, download_if_missing, base_url, verbose)
 
     return load_ham10000(folder, as_frame=as_frame, return_X_y=return_X_y)
+
+
+def _absent_images(folder: Path, remote_files) -> list[str]:
+    """The image ids listed in the metadata whose image is in none of the image folders.
+
+    Empty when the metadata cannot be read (:func:`load_ham10000` then says what is wrong).
+    """
+    tables = [rf for rf in remote_files if not rf.filename.endswith(".zip")]
+    dirs = [folder / rf.target for rf in remote_files if rf.filename.endswith(".zip")]
+    try:
+        with (folder / tables[0].target).open(newline="", encoding="utf-8") as fh:
+            ids = [row.get("image_id") for row in csv.DictReader(fh)]
+        present = {os.path.splitext(name)[0] for d in dirs for name in os.listdir(d)}
+    except (IndexError, OSError, UnicodeDecodeError, csv.Error):
+        return []
+    return [i for i in ids if i and i not in present]
+
+
+def _repair_image_folders(folder, remote_files, marker, download_if_missing, base_url, verbose):
+    """Fetch the image archives again, one by one, while images listed in the metadata are
+    missing from image folders that are already there (e.g. deleted or half copied)."""
+    absent = _absent_images(folder, remote_files)
+    if not absent:
+        return
+    shown = ", ".join(absent[:5]) + (" ..." if len(absent) > 5 else "")
+    archives = [rf for rf in remote_files if rf.filename.endswith(".zip")]
+    if not download_if_missing:
+        raise OSError(
+            f"HAM10000 in {folder} is incomplete: {len(absent)} images listed in the "
+            f"metadata are missing from {', '.join(rf.target for rf in archives)} ({shown}). "
+            "Call fetch_ham10000(download_if_missing=True) to download the image archives "
+            "again and repair the folders, or put the missing images there by hand."
+        )
+    base = _resolve_base_url(base_url)
+    for rf in archives:
+        if verbose:
+            print(
+                f"{len(absent)} images listed in the metadata are missing ({shown}); "
+                f"fetching {rf.filename} again",
+                file=sys.stderr,
+            )
+        _fetch_remote_file(rf, base, folder, verbose=verbose)
+        marker[rf.filename] = rf.checksum
+        _write_marker(folder, marker)
+        absent = _absent_images(folder, remote_files)
+        if not absent:
+            return
 
 
 def _resolve_base_url(base_url: str | None) -> str:
@@ -242,9 +295,10 @@ def _is_in_place(rf: RemoteFile, folder: Path, marker: dict[str, str]) -> bool:
     """Whether ``rf`` needs no download.
 
     Files and folders only appear under their final name once complete (atomic
-    rename), so an existing target is complete. It is re-fetched only when the
+    rename), so an existing target is taken to be complete. It is re-fetched when the
     marker says it came from a different version (another checksum); a target
-    without a marker entry was put there by hand and is kept.
+    without a marker entry was put there by hand and is kept. An image folder that
+    lost images later is repaired by :func:`_repair_image_folders`.
     """
     if not (folder / rf.target).exists():
         return False
@@ -283,6 +337,12 @@ def _download(url: str, dest: Path, checksum: str, *, verbose: int) -> None:
     try:
         try:
             _stream(url, part, hasher, desc=dest.name, verbose=verbose)
+        except _Interrupted as exc:
+            raise OSError(
+                f"downloading {dest.name} from {url} failed: download interrupted: got "
+                f"{exc.received} of {exc.expected} bytes (the server closed the connection). "
+                "The partial file was deleted; call fetch_ham10000 again to retry."
+            ) from exc
         except HTTPError as exc:
             raise OSError(
                 f"downloading {dest.name} from {url} failed: HTTP {exc.code} {exc.reason}. "
@@ -309,8 +369,19 @@ def _download(url: str, dest: Path, checksum: str, *, verbose: int) -> None:
         part.unlink(missing_ok=True)
 
 
+class _Interrupted(OSError):
+    """The server sent fewer bytes than its Content-Length announced."""
+
+    def __init__(self, received: int, expected: int):
+        super().__init__(f"download interrupted: got {received} of {expected} bytes")
+        self.received, self.expected = received, expected
+
+
 def _stream(url: str, out: Path, hasher, *, desc: str, verbose: int) -> None:
-    """Write the body of ``url`` to ``out`` in chunks, feeding ``hasher``."""
+    """Write the body of ``url`` to ``out`` in chunks, feeding ``hasher``.
+
+    Raises :class:`_Interrupted` if the body is shorter than its Content-Length.
+    """
     request = Request(url, headers={"User-Agent": _USER_AGENT})
     with urlopen(request, timeout=_TIMEOUT_S) as response, out.open("wb") as fh:
         length = response.headers.get("Content-Length")
@@ -323,10 +394,18 @@ def _stream(url: str, out: Path, hasher, *, desc: str, verbose: int) -> None:
             disable=not verbose,
             file=sys.stderr,
         ) as bar:
-            while chunk := response.read(_CHUNK_SIZE):
-                fh.write(chunk)
-                hasher.update(chunk)
-                bar.update(len(chunk))
+            expected = int(length) if length and length.isdigit() else None
+            received = 0
+            try:
+                while chunk := response.read(_CHUNK_SIZE):
+                    fh.write(chunk)
+                    hasher.update(chunk)
+                    bar.update(len(chunk))
+                    received += len(chunk)
+            except IncompleteRead as exc:
+                raise _Interrupted(received + len(exc.partial), expected or -1) from exc
+            if expected is not None and received < expected:
+                raise _Interrupted(received, expected)
 
 
 def _file_checksum(path: Path, algorithm: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,52 @@ def _find_layout(root: Path) -> tuple[Path, list[Path]]:
     )
 
 
+def _read_metadata(csv: Path) -> pd.DataFrame:
+    """The metadata CSV as a DataFrame; a ValueError naming the file if it is unreadable."""
+    try:
+        meta = pd.read_csv(csv, dtype={"lesion_id": str, "image_id": str, "dx": str})
+    except pd.errors.EmptyDataError:
+        raise ValueError(
+            f"the HAM10000 metadata file {csv} is empty; expected the header "
+            f"{','.join(_COLUMNS)} and one row per image. Re-download it."
+        ) from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        reason = " ".join(str(exc).split())
+        raise ValueError(
+            f"cannot read the HAM10000 metadata file {csv}: {reason}. Expected a "
+            f"comma-separated file with the header {','.join(_COLUMNS)}; re-download it."
+        ) from None
+    if meta.empty:
+        raise ValueError(
+            f"the HAM10000 metadata file {csv} lists no images (it has a header but no "
+            "rows). Re-download it."
+        )
+    return meta
+
+
+def _check_image_ids(meta: pd.DataFrame, csv: Path) -> pd.DataFrame:
+    """Refuse rows without an ``image_id``; warn about repeated ones and keep the first."""
+    empty = np.flatnonzero(meta["image_id"].isna().to_numpy())
+    if len(empty):
+        lines = ", ".join(str(i + 2) for i in empty[:5]) + (" ..." if len(empty) > 5 else "")
+        raise ValueError(
+            f"{len(empty)} of {len(meta)} rows of {csv} have no image_id (lines {lines}); "
+            "every row must name its image. Fix or re-download the metadata file."
+        )
+    repeated = meta["image_id"].duplicated(keep="first")
+    if repeated.any():
+        ids = list(dict.fromkeys(meta.loc[repeated, "image_id"]))
+        shown = ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else "")
+        warnings.warn(
+            f"{csv} lists {len(ids)} image_id(s) more than once ({shown}); "
+            f"keeping the first row of each and dropping {int(repeated.sum())} repeated rows.",
+            UserWarning,
+            stacklevel=4,  # the caller of load_ham10000 (through validate_params)
+        )
+        meta = meta.loc[~repeated].reset_index(drop=True)
+    return meta
+
+
 def _index_images(dirs: list[Path]) -> dict[str, str]:
     index = {}
     for d in dirs:
@@ -134,8 +181,15 @@ def load_ham10000(data_home, *, as_frame: bool = True, return_X_y: bool = False)
     Raises
     ------
     ValueError
-        If the folder has neither layout, the metadata lacks columns, or
-        images listed in the metadata are missing.
+        If the folder has neither layout, the metadata file is empty or not a
+        CSV, lacks columns, has rows without an ``image_id``, or images listed
+        in the metadata are missing. The message names the file.
+
+    Warns
+    -----
+    UserWarning
+        If an ``image_id`` is listed more than once: the first row is kept,
+        the repeats are dropped, and the warning names them.
 
     Examples
     --------
@@ -154,7 +208,7 @@ def load_ham10000(data_home, *, as_frame: bool = True, return_X_y: bool = False)
             "CSV and images, or download the data with skinfuse.datasets.fetch_ham10000()."
         )
     csv, dirs = _find_layout(root)
-    meta = pd.read_csv(csv, dtype={"lesion_id": str, "image_id": str, "dx": str})
+    meta = _read_metadata(csv)
     missing_cols = [c for c in _COLUMNS if c not in meta.columns]
     if missing_cols:
         raise ValueError(
@@ -167,6 +221,7 @@ def load_ham10000(data_home, *, as_frame: bool = True, return_X_y: bool = False)
         values = values.where(values.notna() & (values != "unknown"), np.nan)
         meta[col] = values.astype(object)
 
+    meta = _check_image_ids(meta, csv)
     index = _index_images(dirs)
     paths = meta["image_id"].map(index)
     absent = meta.loc[paths.isna(), "image_id"].tolist()

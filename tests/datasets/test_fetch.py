@@ -365,3 +365,78 @@ def test_unreachable_server_raises_a_clear_error(server):
         fetch_ham10000(server.home, base_url="http://127.0.0.1:9/", verbose=0)
 
     assert _leftovers(server.home / "ham10000") == []
+
+
+class _ShortResponse(io.BytesIO):
+    """A response that announces ``length`` bytes and ends after fewer (a dropped server)."""
+
+    def __init__(self, body: bytes, length: int):
+        super().__init__(body)
+        self.headers = {"Content-Length": str(length)}
+
+
+def test_interrupted_download_is_not_a_checksum_mismatch(server, monkeypatch):
+    body = (server.root / CSV).read_bytes()
+
+    def urlopen(request, timeout):
+        return _ShortResponse(body[:40], len(body))
+
+    monkeypatch.setattr(_fetch, "urlopen", urlopen)
+    with pytest.raises(OSError, match=f"download interrupted: got 40 of {len(body)} bytes") as exc:
+        fetch_ham10000(server.home, base_url=server.url, verbose=0)
+
+    assert "checksum" not in str(exc.value) and "call fetch_ham10000 again" in str(exc.value)
+    assert CSV in str(exc.value)
+    assert _leftovers(server.home / "ham10000") == []
+    assert not (server.home / "ham10000" / CSV).exists()
+
+
+def test_server_closing_mid_file_is_reported_as_interrupted(server, monkeypatch):
+    # A real socket: the local server announces the whole file, sends half and hangs up.
+    class Dropping(_CountingHandler):
+        def do_GET(self):
+            body = (server.root / ZIP_1).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.close_connection = True
+
+    handler = functools.partial(Dropping, requests=[], directory=str(server.root))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    monkeypatch.setattr(_fetch, "REMOTE_FILES", (server.table[1],))
+    size = (server.root / ZIP_1).stat().st_size
+    try:
+        with pytest.raises(OSError, match=f"interrupted: got {size // 2} of {size} bytes"):
+            fetch_ham10000(
+                server.home, base_url=f"http://127.0.0.1:{httpd.server_address[1]}/", verbose=0
+            )
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+    assert _leftovers(server.home / "ham10000") == []
+
+
+@pytest.mark.parametrize("part", [1, 2])
+def test_image_folder_missing_images_is_repaired(server, part):
+    fetch_ham10000(server.home, base_url=server.url, verbose=0)
+    folder = server.home / "ham10000"
+    lost = next(r.image_id for r in ROWS if r.part == part)
+    (folder / f"HAM10000_images_part_{part}" / f"{lost}.jpg").unlink()
+    del server.requests[:]
+
+    with pytest.raises(OSError, match=f"incomplete: 1 images .* missing .*{lost}"):
+        fetch_ham10000(server.home, download_if_missing=False, verbose=0)
+    assert server.requests == []
+
+    ham = fetch_ham10000(server.home, base_url=server.url, verbose=0)
+
+    # archives fetched again in order, only until nothing is missing
+    assert server.requests == [f"/{ZIP_1}", f"/{ZIP_2}"][:part]
+    assert len(ham.target) == len(ROWS)
+    path = folder / f"HAM10000_images_part_{part}" / f"{lost}.jpg"
+    assert path.read_bytes() == server.images[lost]
+    assert _leftovers(folder) == []

@@ -109,3 +109,51 @@ def test_real_share_counts():
     assert bunch.target.value_counts()["nv"] == 5747
     assert bunch.data["sex"].isna().sum() == 49
     assert bunch.data["localization"].isna().sum() == 202
+
+
+def test_empty_image_id_is_refused_naming_the_line(tmp_path):
+    root = _write_layout(tmp_path / "flat", "flat")
+    csv = root / "metadata.csv"
+    lines = csv.read_text().splitlines()
+    lines[3] = lines[3].replace("FAKE_3", "")
+    csv.write_text("\n".join(lines) + "\n")
+    with pytest.raises(
+        ValueError, match=r"1 of 5 rows of \S*metadata\.csv have no image_id \(lines 4\)"
+    ):
+        load_ham10000(root)
+
+
+def test_duplicate_image_ids_warn_and_keep_the_first(tmp_path):
+    root = _write_layout(tmp_path / "flat", "flat")
+    csv = root / "metadata.csv"
+    repeat = "FAKELES_9,FAKE_2,mel,histo,30.0,female,face"
+    csv.write_text(csv.read_text() + repeat + "\n" + repeat + "\n")
+    with pytest.warns(
+        UserWarning,
+        match=r"metadata\.csv lists 1 image_id\(s\) more than once \(FAKE_2\).*dropping 2",
+    ):
+        bunch = load_ham10000(root)
+    assert bunch.frame["image_id"].tolist() == ["FAKE_1", "FAKE_2", "FAKE_3", "FAKE_4", "FAKE_5"]
+    assert bunch.target.tolist() == ["nv", "nv", "mel", "bkl", "mel"]  # the first FAKE_2 row
+    assert bunch.groups[1] == "FAKELES_1"
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("", r"metadata file \S*metadata\.csv is empty"),
+        ("\n\n", r"metadata file \S*metadata\.csv is empty"),
+        (HEADER + "\n", r"\S*metadata\.csv lists no images"),
+        (HEADER + "\nFAKELES_1,FAKE_1,nv,histo,45,male,back\nFAKELES_2,FAKE_2,nv,histo,4,x,y,z,w\n",
+         r"cannot read the HAM10000 metadata file \S*metadata\.csv: .*Expected 7 fields"),
+        (b"\xff\xfe\x00\x81garbage\x00", r"cannot read the HAM10000 metadata file \S*metadata\.csv"),
+    ],
+)  # fmt: skip
+def test_empty_or_malformed_metadata_names_the_file(tmp_path, content, match):
+    root = _write_layout(tmp_path / "flat", "flat")
+    if isinstance(content, bytes):
+        (root / "metadata.csv").write_bytes(content)
+    else:
+        (root / "metadata.csv").write_text(content)
+    with pytest.raises(ValueError, match=match):
+        load_ham10000(root)
