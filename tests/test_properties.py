@@ -185,16 +185,9 @@ def _declaring(width, height):
     return png[:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr) & 0xFFFFFFFF) + png[33:]
 
 
-# found by these tests, left to the owner of images.py (see the xfail reasons below)
-BOMB = _declaring(20000, 20000)  # PIL's DecompressionBombError escapes
-SHORT_IHDR = VALID[".png"][:11] + b"\x01" + VALID[".png"][12:]  # read_image: ValueError, no name
-IMAGES_XFAIL = pytest.mark.xfail(
-    strict=False,
-    reason="skinfuse/images.py, owned elsewhere: PIL.Image.DecompressionBombError escapes "
-    "read_image and load_images (every on_error) for a PNG declaring 20000x20000 pixels "
-    "(BOMB); read_image raises PIL's ValueError('Truncated IHDR chunk') without the file "
-    "name (SHORT_IHDR)",
-)
+# found by these tests (both crashed read_image before issue 11's fix), kept as examples
+BOMB = _declaring(20000, 20000)  # PIL's DecompressionBombError escaped
+SHORT_IHDR = VALID[".png"][:11] + b"\x01" + VALID[".png"][12:]  # read_image: ValueError, no file name
 HEADERS = [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"\xff\xd8\xff", b"GIF89a", b"BM", b"II*\x00"]
 
 
@@ -230,7 +223,6 @@ def _write(folder, suffix, data):
     return path
 
 
-@IMAGES_XFAIL
 @FAST
 @given(data=image_bytes(), suffix=st.sampled_from([".jpg", ".png"]))
 @example(data=BOMB, suffix=".png")
@@ -245,7 +237,6 @@ def test_read_image_of_any_bytes_gives_an_image_or_names_the_file(folder, data, 
         assert image.shape == (8, 8, 3) and image.dtype == np.uint8
 
 
-@IMAGES_XFAIL
 @FAST
 @given(
     data=image_bytes(),
