@@ -375,7 +375,7 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
         return items, y_idx, seed_from_random_state(self.random_state)
 
     def _fit_final(self, items, y_idx, seed):
-        from .._nn.hashing import hash_config
+        from .._nn.hashing import hash_config, hash_module, with_disk_flag
         from .._nn.training import finish_training
 
         net = self._train(items, y_idx, seed)
@@ -392,11 +392,17 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
         self.cam_layer_ = module.cam_layer
         self.frozen_modules_ = list(module.frozen)
         self.n_features_out_ = int(module.n_features)
-        self.config_key_ = hash_config(
-            "FineTunedCNNEncoder",
-            int(self.image_size),
-            self.pooling,
-            state_dict=module.embedder.state_dict(),
+        # a user's module: its code counts too (and no disk cache where it cannot be read)
+        code = "" if isinstance(self.backbone, str) else hash_module(self.backbone)
+        self.config_key_ = with_disk_flag(
+            code,
+            hash_config(
+                "FineTunedCNNEncoder",
+                int(self.image_size),
+                self.pooling,
+                code,
+                state_dict=module.embedder.state_dict(),
+            ),
         )
 
     def _train(self, items, y_idx, seed):

@@ -363,3 +363,37 @@ def test_grad_cam_explains_its_own_network_and_a_pipeline(fitted, data):
     heat = grad_cam(pipe, X)
     assert heat.shape == (3, 32, 32) and np.isfinite(heat).all() and heat.std() > 0
     assert fitted.module_.training is False  # grad_cam restored the mode
+
+
+class _ConvReLU(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x))
+
+
+class _ConvTanh(_ConvReLU):
+    def forward(self, x):
+        return torch.tanh(self.conv(x))
+
+
+def test_cache_key_of_a_custom_backbone_covers_its_code():
+    """Equal frozen weights, other activation: other embeddings, so another cache key."""
+    images = np.random.default_rng(0).integers(0, 255, (12, 16, 16, 3), dtype=np.uint8)
+    y = np.array(["a", "b", "c"] * 4)
+    torch.manual_seed(0)
+    relu = _ConvReLU()
+    tanh = _ConvTanh()
+    tanh.load_state_dict(relu.state_dict())
+    settings = dict(
+        image_size=16, freeze="backbone", max_epochs=1, validation_fraction=0, cross_fit=None,
+        num_workers=0, random_state=0,
+    )  # fmt: skip
+    a = FineTunedCNNEncoder(relu, **settings).fit(images, y)
+    b = FineTunedCNNEncoder(tanh, **settings).fit(images, y)
+    for name, param in a.cnn_.state_dict().items():  # the backbone did not train
+        assert torch.equal(param, b.cnn_.state_dict()[name])
+    assert a.config_key_ != b.config_key_
+    assert not np.allclose(a.transform(images), b.transform(images))
