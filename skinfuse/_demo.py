@@ -177,10 +177,44 @@ def _explain(model, bunch, cv, out, random_state, n_cases=8):
     importance = modality_importance(model, X_test, y_test, n_repeats=5, random_state=random_state)
     plot_importance(importance, path=out / "permutation_importance.png")
     plot_confusion_matrix(y_test, y_pred, path=out / "confusion_matrix.png")
+    evaluation = _evaluate(model, X.iloc[train], y.iloc[train], bunch.groups[train], X_test,
+                           y_test, out, random_state)  # fmt: skip
     return [
         "grad_cam.png",
         "shap_summary.png",
         "shap_waterfall.png",
         "permutation_importance.png",
         "confusion_matrix.png",
+        *evaluation,
     ]
+
+
+def _evaluate(model, X_train, y_train, groups, X_test, y_test, out, random_state):
+    """Reliability before and after temperature scaling (fitted on lesion-grouped inner folds
+    of the training part), and the melanoma sensitivity/specificity trade-off."""
+    from sklearn.base import clone
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from .metrics import plot_operating_curve, plot_reliability_diagram
+
+    inner = StratifiedGroupKFold(n_splits=3, shuffle=True, random_state=random_state)
+    calibrated = CalibratedClassifierCV(
+        clone(model), method="temperature", cv=list(inner.split(X_train, y_train, groups)),
+        ensemble=False,
+    ).fit(X_train, np.asarray(y_train))  # fmt: skip
+    proba = model.predict_proba(X_test)
+    classes = np.asarray(model.classes_)
+    plot_reliability_diagram(
+        y_test, {"as fitted": proba, "temperature-scaled": calibrated.predict_proba(X_test)},
+        classes=classes, title="image + metadata: held-out lesions",
+        path=out / "reliability.png",
+    )  # fmt: skip
+    pictures = ["reliability.png"]
+    if "mel" in classes and (np.asarray(y_test) == "mel").any():
+        mel = int(np.flatnonzero(classes == "mel")[0])
+        plot_operating_curve(
+            y_test, {"image + metadata": proba[:, mel]}, path=out / "melanoma_tradeoff.png"
+        )
+        pictures.append("melanoma_tradeoff.png")
+    return pictures

@@ -12,8 +12,10 @@ def test_demo_runs_end_to_end_and_fusion_wins(tmp_path, capsys):
     assert "| image + metadata |" in out and "lesion_id" in out
     saved = json.loads((tmp_path / "demo_results.json").read_text())
     results = saved["results"]
-    assert len(saved["pictures"]) == 5
-    for name in saved["pictures"]:  # Grad-CAM, SHAP summary/waterfall, importance, confusion
+    # Grad-CAM, SHAP summary/waterfall, importance, confusion, reliability, melanoma curve
+    assert saved["pictures"][-2:] == ["reliability.png", "melanoma_tradeoff.png"]
+    assert len(saved["pictures"]) == 7
+    for name in saved["pictures"]:
         assert (tmp_path / name).stat().st_size > 5000
     assert len(results) == 3
     fused = results["image + metadata"]["accuracy"][0]
