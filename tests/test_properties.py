@@ -187,7 +187,8 @@ def _declaring(width, height):
 
 # found by these tests (both crashed read_image before issue 11's fix), kept as examples
 BOMB = _declaring(20000, 20000)  # PIL's DecompressionBombError escaped
-SHORT_IHDR = VALID[".png"][:11] + b"\x01" + VALID[".png"][12:]  # read_image: ValueError, no file name
+# read_image raised ValueError without the file name:
+SHORT_IHDR = VALID[".png"][:11] + b"\x01" + VALID[".png"][12:]
 HEADERS = [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"\xff\xd8\xff", b"GIF89a", b"BM", b"II*\x00"]
 
 
