@@ -148,12 +148,12 @@ def rows_for(approach, args, X_train, y_train):
     if approach == "metadata":
         return {"metadata only": make_fusion_pipeline(None, **{**common, "select_k": None})}
     if approach == "frozen":
-        return {
-            "frozen CNN + metadata": make_fusion_pipeline(frozen_encoder(args), **common),
-            "frozen CNN, image only": make_fusion_pipeline(
+        rows = {"frozen CNN + metadata": make_fusion_pipeline(frozen_encoder(args), **common)}
+        if not args.no_image_only:
+            rows["frozen CNN, image only"] = make_fusion_pipeline(
                 frozen_encoder(args), metadata=None, **common
-            ),
-        }
+            )
+        return rows
     if approach == "cae":
         cae = ConvAutoencoderEncoder(
             latent_dim=args.cae_latent, image_size=args.cae_image_size, features=args.cae_features,
@@ -234,6 +234,10 @@ def main(argv=None):
     p.add_argument(
         "--calibration", default="none", choices=["none", "temperature", "sigmoid"],
         help="also report each learned row calibrated on lesion-grouped inner folds",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-image-only", action="store_true",
+        help="skip the frozen image-only ablation row (saves time, e.g. with --calibration)",
     )  # fmt: skip
     p.add_argument(
         "--bootstrap", type=int, default=1000, help="lesion resamples of the clinical intervals"
