@@ -1,0 +1,36 @@
+"""Evaluation the way dermatology reads it: per-class reports, melanoma operating points,
+partial AUC, calibration error, and confidence intervals that resample lesions, not images.
+
+Accuracy flatters HAM10000 (the majority class alone scores 0.67). Papers and the ISIC
+challenges compare models by balanced accuracy, by melanoma sensitivity and specificity
+at an operating point (reader studies: specificity at the dermatologists' sensitivity),
+by partial AUC above 80 % sensitivity (ISIC 2024) and by calibration.
+
+Binary functions take the labels, the score of the class of interest (e.g.
+``proba[:, list(model.classes_).index("mel")]``) and ``pos_label`` (``"mel"`` by default).
+"""
+
+from ._calibration import expected_calibration_error
+from ._operating import (
+    operating_point,
+    partial_auc,
+    sensitivity_at_specificity,
+    specificity_at_sensitivity,
+    triage_classifier,
+)
+from ._plots import plot_operating_curve, plot_reliability_diagram
+from ._report import BootstrapInterval, bootstrap_interval, clinical_report
+
+__all__ = [
+    "BootstrapInterval",
+    "bootstrap_interval",
+    "clinical_report",
+    "expected_calibration_error",
+    "operating_point",
+    "partial_auc",
+    "plot_operating_curve",
+    "plot_reliability_diagram",
+    "sensitivity_at_specificity",
+    "specificity_at_sensitivity",
+    "triage_classifier",
+]
