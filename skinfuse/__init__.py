@@ -5,7 +5,8 @@ image encoders that are scikit-learn transformers, fusion pipelines built on
 imbalanced-learn, and explanations of what the models looked at.
 
 Submodules are imported lazily, so ``import skinfuse`` is fast and does not
-import torch.
+import torch. ``skinfuse.save(model, path)`` and ``skinfuse.load(path)`` write and read
+model files that open without running code (no pickle).
 """
 
 from __future__ import annotations
@@ -26,12 +27,17 @@ _SUBMODULES = (
     "pipeline",
 )
 
-__all__ = ["__version__", "show_versions", *_SUBMODULES]
+# functions imported on first use: name -> private module holding it
+_FUNCTIONS = {"save": "_model_files", "load": "_model_files"}
+
+__all__ = ["__version__", "load", "save", "show_versions", *_SUBMODULES]
 
 
 def __getattr__(name):
     if name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
+    if name in _FUNCTIONS:
+        return getattr(importlib.import_module(f"{__name__}.{_FUNCTIONS[name]}"), name)
     raise AttributeError(f"module 'skinfuse' has no attribute {name!r}")
 
 
