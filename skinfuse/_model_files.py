@@ -219,8 +219,11 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
-def _stash(est, key, tensors, histories) -> tuple[list, dict]:
-    """Replace ``est``'s torch parts by placeholders; return (what to put back, the record)."""
+def _stash(est, key, tensors, histories, restore) -> dict:
+    """Replace ``est``'s torch parts by placeholders; return their record.
+
+    ``restore`` gets ``(est, attr, value)`` for each part as soon as it is replaced, so
+    that the caller puts everything back even when this fails half-way."""
     import torch
     from skorch import NeuralNet
     from skorch.history import History
@@ -230,7 +233,6 @@ def _stash(est, key, tensors, histories) -> tuple[list, dict]:
     from ._nn.training import ClassifierNet, ReconstructionNet
 
     record = {"key": key, "owner": _type_name(type(est)), "parts": {}}
-    restore = []
     net = vars(est).get("net_")  # before it is replaced: its history may be est.history_
     for attr, value in list(vars(est).items()):
         if attr == "_device_copies":
@@ -277,7 +279,7 @@ def _stash(est, key, tensors, histories) -> tuple[list, dict]:
         record["parts"][attr] = part
         restore.append((est, attr, value))
         setattr(est, attr, _TorchPart(key, part["kind"]))
-    return restore, record
+    return record
 
 
 def _rebuild(est, record, attr, part, tensors, histories):
@@ -470,8 +472,7 @@ def save(model, path, *, metrics=None, card=False, trusted=None):
     tensors, histories, records, restore = {}, {}, [], []
     try:
         for i, est in enumerate(torch_estimators):
-            put_back, record = _stash(est, f"part{i}", tensors, histories)
-            restore.extend(put_back)
+            record = _stash(est, f"part{i}", tensors, histories, restore)
             if record["parts"]:
                 records.append(record)
         _check_no_torch_left(model)
