@@ -6,7 +6,8 @@ from pathlib import Path
 README = Path(__file__).parents[1] / "README.md"
 
 
-def test_readme_python_blocks_run():
+def test_readme_python_blocks_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the examples write model files in the working folder
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert len(blocks) >= 2
     namespace: dict = {}
@@ -16,3 +17,6 @@ def test_readme_python_blocks_run():
     assert namespace["scores"]["test_score"].mean() > 0.2
     assert namespace["shap_values"].values.shape[:2] == (20, 4)
     assert list(namespace["importance"].feature_names)
+    loaded, frozen, X = namespace["model"], namespace["frozen"], namespace["X"]
+    assert (loaded.predict(X.iloc[:10]) == frozen.predict(X.iloc[:10])).all()
+    assert (tmp_path / "frozen.skinfuse").exists() and (tmp_path / "frozen.md").exists()
