@@ -1,0 +1,121 @@
+"""Ready-made models by name, for ``skinfuse train --recipe NAME``: defined in one place."""
+
+from __future__ import annotations
+
+__all__ = ["RECIPES", "make_recipe"]
+
+
+def _mlp(random_state):
+    from sklearn.neural_network import MLPClassifier
+
+    return MLPClassifier(
+        hidden_layer_sizes=(512,),
+        alpha=1e-2,
+        early_stopping=True,
+        max_iter=300,
+        random_state=random_state,
+    )
+
+
+def _frozen(backbones, random_state, cache_dir, verbose):
+    from sklearn.pipeline import FeatureUnion
+
+    from .encoders import FrozenCNNEncoder
+    from .pipeline import make_fusion_pipeline
+
+    encoders = [
+        FrozenCNNEncoder(
+            name, image_size=size, pooling="multi", cache_dir=cache_dir, verbose=verbose
+        )
+        for name, size in backbones
+    ]
+    if len(encoders) == 1:
+        encoder = encoders[0]
+    else:
+        encoder = FeatureUnion([(name, enc) for (name, _), enc in zip(backbones, encoders)])
+    return make_fusion_pipeline(
+        encoder, classifier=_mlp(random_state), sampler=None, random_state=random_state
+    )
+
+
+def _frozen_lite0_lite2(random_state, cache_dir, verbose):
+    backbones = [("efficientnet_lite0", 224), ("efficientnet_lite2", 260)]
+    return _frozen(backbones, random_state, cache_dir, verbose)
+
+
+def _frozen_lite0(random_state, cache_dir, verbose):
+    return _frozen([("efficientnet_lite0", 224)], random_state, cache_dir, verbose)
+
+
+def _autoencoder(random_state, cache_dir, verbose):
+    from .encoders import ConvAutoencoderEncoder
+    from .pipeline import make_fusion_pipeline
+
+    encoder = ConvAutoencoderEncoder(
+        features="multi",
+        image_size=64,
+        max_epochs=20,
+        cache_dir=cache_dir,
+        random_state=random_state,
+        verbose=verbose,
+    )
+    return make_fusion_pipeline(
+        encoder, classifier=_mlp(random_state), sampler=None, random_state=random_state
+    )
+
+
+def _finetuned(random_state, cache_dir, verbose):
+    from .fusion import FusionNetClassifier
+
+    return FusionNetClassifier(random_state=random_state, verbose=verbose)
+
+
+def _tiny(random_state, cache_dir, verbose):
+    from sklearn.neural_network import MLPClassifier
+
+    from .encoders import FrozenCNNEncoder
+    from .pipeline import make_fusion_pipeline
+
+    encoder = FrozenCNNEncoder(
+        "tiny_cnn", weights=None, image_size=32, cache_dir=cache_dir, verbose=verbose
+    )
+    classifier = MLPClassifier((32,), max_iter=300, random_state=random_state)
+    return make_fusion_pipeline(
+        encoder, classifier=classifier, sampler=None, random_state=random_state
+    )
+
+
+#: name -> (one-line description for --help, builder(random_state, cache_dir, verbose))
+RECIPES = {
+    "frozen": (
+        "frozen EfficientNet-Lite0 (224 px) + Lite2 (260 px), multi-scale pooling, "
+        "+ metadata, MLP(512): the best measured CPU recipe",
+        _frozen_lite0_lite2,
+    ),
+    "frozen-lite0": (
+        "frozen EfficientNet-Lite0 (224 px, multi-scale pooling) + metadata, MLP(512): "
+        "about half the time of 'frozen'",
+        _frozen_lite0,
+    ),
+    "autoencoder": (
+        "convolutional autoencoder trained on the images (64 px, 20 epochs, multi-scale "
+        "features) + metadata, MLP(512)",
+        _autoencoder,
+    ),
+    "finetuned": (
+        "FusionNetClassifier: EfficientNet-Lite0 fine-tuned jointly with a metadata branch "
+        "(GPU advised)",
+        _finetuned,
+    ),
+    "tiny": (
+        "untrained tiny CNN at 32 px + metadata: seconds, for tests only",
+        _tiny,
+    ),
+}
+
+
+def make_recipe(name, *, random_state=0, cache_dir=None, verbose=0):
+    """The unfitted model of recipe ``name`` (a key of :data:`RECIPES`)."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    return RECIPES[name][1](random_state, cache_dir, verbose)
