@@ -1,0 +1,228 @@
+"""``skinfuse train | predict | evaluate`` on a tiny synthetic folder in HAM10000 layout."""
+
+import json
+import shutil
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import skinfuse
+from skinfuse import _commands
+from skinfuse.__main__ import main
+from skinfuse.datasets import make_synthetic_lesions
+
+COLUMNS = ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"]
+
+
+@pytest.fixture(scope="module")
+def ham(tmp_path_factory):
+    """A flat HAM10000 folder (metadata.csv + images/) of 70 synthetic lesions."""
+    root = tmp_path_factory.mktemp("ham")
+    lesions = make_synthetic_lesions(70, image_size=24, random_state=0, data_dir=root / "generated")
+    (root / "images").mkdir()
+    frame = lesions.frame.copy()
+    for image_id, path in zip(frame["image_id"], frame["image_path"]):
+        shutil.copy(path, root / "images" / f"{image_id}.png")
+    frame[COLUMNS].to_csv(root / "metadata.csv", index=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_file(ham, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model") / "sub" / "tiny.skinfuse"
+    args = ["train", "--data", str(ham), "--recipe", "tiny", "--out", str(out)]
+    assert main([*args, "--cv", "2", "--quiet"]) == 0
+    return out
+
+
+def _one_line_error(err, *needles):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_train_writes_a_model_with_cv_metrics(model_file, ham, capsys):
+    model = skinfuse.load(model_file)
+    lesions = pd.read_csv(ham / "metadata.csv")
+    assert set(model.classes_) == set(lesions["dx"])
+    with zipfile.ZipFile(model_file) as zf:
+        metrics = json.loads(zf.read("manifest.json"))["metrics"]
+    for name in ("balanced_accuracy", "accuracy", "macro_f1", "melanoma_sensitivity",
+                 "melanoma_specificity_at_82_sensitivity"):  # fmt: skip
+        assert 0 <= metrics[name] <= 1 and f"{name}_std" in metrics
+    assert metrics["recipe"] == "tiny"
+
+
+def _expected(model_file, X):
+    model = skinfuse.load(model_file)
+    return model.predict(X), model.predict_proba(X), list(model.classes_)
+
+
+def test_predict_data_folder_matches_python(model_file, ham, tmp_path, capsys):
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(model_file), "--data", str(ham), "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    bunch = skinfuse.datasets.load_ham10000(ham)
+    y_pred, proba, classes = _expected(model_file, bunch.data)
+    assert list(table.columns) == ["image_id", "image_path", "prediction",
+                                   *[f"proba_{c}" for c in classes]]  # fmt: skip
+    assert table["image_id"].tolist() == bunch.frame["image_id"].tolist()
+    assert (table["prediction"] == y_pred).all()
+    np.testing.assert_allclose(table.iloc[:, 3:].to_numpy(), proba, rtol=1e-6)
+    np.testing.assert_allclose(table.iloc[:, 3:].sum(axis=1), 1.0, rtol=1e-6)
+    assert "predictions written" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("with_metadata", [True, False])
+def test_predict_image_folder(model_file, ham, tmp_path, capsys, with_metadata):
+    images = tmp_path / "photos"
+    images.mkdir()
+    ids = sorted(p.stem for p in (ham / "images").iterdir())[:9]
+    for i in ids:
+        shutil.copy(ham / "images" / f"{i}.png", images / f"{i}.png")
+    (images / "notes.txt").write_text("not an image")
+    meta = pd.read_csv(ham / "metadata.csv").set_index("image_id").loc[ids]
+    csv = tmp_path / "clinical.csv"
+    # keyed by file name, "unknown" as in HAM10000, one image without a row
+    rows = meta.reset_index().rename(columns={"image_id": "file_name"}).iloc[1:]
+    rows["file_name"] = rows["file_name"] + ".png"
+    rows[["file_name", "age", "sex", "localization"]].to_csv(csv, index=False)
+    out = tmp_path / "pred.csv"
+    args = ["predict", str(model_file), "--images", str(images), "--out", str(out), "--quiet"]
+    if with_metadata:
+        args += ["--metadata", str(csv)]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    table = pd.read_csv(out)
+    assert table["image_id"].tolist() == ids
+    X = pd.DataFrame({"image_path": [str(images / f"{i}.png") for i in ids]})
+    if with_metadata:
+        X = X.join(meta[["age", "sex", "localization"]].reset_index(drop=True))
+        X.loc[0, ["age", "sex", "localization"]] = [np.nan, np.nan, np.nan]
+        X["age"] = X["age"].astype(float)
+        assert "1 of 9 images have no row" in err and len(err.strip().splitlines()) == 1
+    else:
+        X[["age", "sex", "localization"]] = np.nan
+        X[["sex", "localization"]] = X[["sex", "localization"]].astype(object)
+        assert err.count("less accurate") == 1
+    y_pred, proba, _ = _expected(model_file, X)
+    assert (table["prediction"] == y_pred).all()
+    np.testing.assert_allclose(table.iloc[:, 3:].to_numpy(), proba, rtol=1e-6)
+
+
+@pytest.mark.parametrize("per_figure, n_files", [(16, 1), (1, 3)])
+def test_predict_grad_cam_writes_pngs(model_file, ham, tmp_path, per_figure, n_files):
+    images = tmp_path / "photos"
+    images.mkdir()
+    for p in sorted((ham / "images").iterdir())[:3]:
+        shutil.copy(p, images / p.name)
+    cams = tmp_path / "cams"
+    args = ["predict", str(model_file), "--images", str(images), "--out",
+            str(tmp_path / "p.csv"), "--grad-cam", str(cams), "--per-figure", str(per_figure)]  # fmt: skip
+    assert main([*args, "--quiet"]) == 0
+    pngs = sorted(cams.glob("*.png"))
+    assert len(pngs) == n_files and all(p.stat().st_size > 2000 for p in pngs)
+
+
+def test_evaluate_prints_and_writes(model_file, ham, tmp_path, capsys):
+    out = tmp_path / "eval"
+    args = ["evaluate", str(model_file), "--data", str(ham), "--out", str(out)]
+    assert main([*args, "--n-resamples", "20", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    for needle in ("macro avg", "| balanced accuracy |", "| macro F1 |", "| ECE (top-label) |",
+                   "melanoma sensitivity at 90% specificity", "melanoma partial AUC"):  # fmt: skip
+        assert needle in printed
+    saved = json.loads((out / "metrics.json").read_text())
+    bunch = skinfuse.datasets.load_ham10000(ham)
+    _, proba, classes = _expected(model_file, bunch.data)
+    balanced = skinfuse.metrics.clinical_report(bunch.target, proba, classes=classes)
+    iv = saved["metrics"]["balanced accuracy"]
+    assert iv["estimate"] == pytest.approx(balanced.attrs["balanced_accuracy"])
+    assert iv["low"] <= iv["estimate"] <= iv["high"] and iv["n_resamples"] == 20
+    assert len(saved["metrics"]) == 8
+    report = pd.read_csv(out / "clinical_report.csv", index_col=0)
+    assert "macro avg" in report.index and (report["support"].iloc[:-1] > 0).all()
+    for name in ("reliability.png", "melanoma_tradeoff.png"):
+        assert (out / name).stat().st_size > 5000
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fail the test if a command starts loading data or a model."""
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the command started working before checking its arguments")
+
+    monkeypatch.setattr(_commands, "_load_model", fail)
+    monkeypatch.setattr("skinfuse.datasets.load_ham10000", fail)
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["train", "--data", "D", "--recipe", "huge", "--out", "m"], ["--recipe", "'huge'"]),
+        (["train", "--data", "D", "--recipe", "tiny", "--out", "m", "--cv", "1"],
+         ["--cv", "at least 2, got 1"]),
+        (["train", "--data", "D", "--recipe", "tiny"], ["--out"]),
+        (["predict", "M", "--out", "p.csv"], ["--data", "--images"]),
+        (["predict", "M", "--data", "D", "--images", "I", "--out", "p.csv"], ["not allowed"]),
+        (["predict", "M", "--images", "I", "--out", "p.csv", "--per-figure", "17"],
+         ["--per-figure", "at most 16, got 17"]),
+        (["evaluate", "M", "--data", "D", "--n-resamples", "x"],
+         ["expected an integer, got 'x'"]),
+    ],
+)  # fmt: skip
+def test_bad_arguments_exit_2_with_one_line(capsys, no_work, args, needles):
+    with pytest.raises(SystemExit) as excinfo:
+        main(args)
+    assert excinfo.value.code == 2
+    _one_line_error(capsys.readouterr().err, *needles)
+
+
+def test_paths_are_checked_before_any_work(tmp_path, ham, model_file, capsys, no_work):
+    missing = tmp_path / "no_such_folder"
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    cases = [
+        (["train", "--data", str(missing), "--recipe", "tiny", "--out", str(tmp_path / "m")],
+         ["--data folder not found", str(missing)]),
+        (["train", "--data", str(ham), "--recipe", "tiny", "--out", str(a_file / "m")],
+         ["cannot write --out", str(a_file / "m")]),
+        (["train", "--data", str(ham), "--recipe", "tiny", "--out", str(tmp_path)],
+         ["is a folder"]),
+        (["predict", str(missing / "m"), "--data", str(ham), "--out", str(tmp_path / "p.csv")],
+         ["model file not found"]),
+        (["predict", str(model_file), "--images", str(missing), "--out", str(tmp_path / "p")],
+         ["--images folder not found"]),
+        (["predict", str(model_file), "--data", str(ham), "--out", str(tmp_path / "p.csv"),
+          "--grad-cam", str(a_file)], ["cannot write to the output folder", str(a_file)]),
+        (["predict", str(model_file), "--data", str(ham), "--metadata", str(a_file), "--out",
+          str(tmp_path / "p.csv")], ["--metadata goes with --images"]),
+        (["evaluate", str(model_file), "--data", str(ham), "--out", str(a_file / "x")],
+         ["cannot write to the output folder"]),
+    ]  # fmt: skip
+    for args, needles in cases:
+        assert main([*args, "--quiet"]) == 2, args
+        _one_line_error(capsys.readouterr().err, f"skinfuse {args[0]}: error:", *needles)
+    assert not (tmp_path / "m").exists() and not (tmp_path / "p.csv").exists()
+
+
+def test_user_errors_found_while_working_are_one_line(tmp_path, ham, model_file, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["predict", str(model_file), "--images", str(empty), "--out",
+                 str(tmp_path / "p.csv")]) == 2  # fmt: skip
+    _one_line_error(capsys.readouterr().err, "no images in", str(empty))
+    not_a_model = tmp_path / "model.skinfuse"
+    not_a_model.write_text("hello")
+    assert main(["evaluate", str(not_a_model), "--data", str(ham)]) == 2
+    _one_line_error(capsys.readouterr().err, "not a skinfuse model file")
+    metadata = tmp_path / "meta.csv"
+    metadata.write_text("who,age\nx,3\n")
+    args = ["predict", str(model_file), "--images", str(ham / "images"), "--metadata",
+            str(metadata), "--out", str(tmp_path / "p.csv")]  # fmt: skip
+    assert main(args) == 2
+    _one_line_error(capsys.readouterr().err, "no column naming the image", "image_id")
