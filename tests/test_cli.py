@@ -226,3 +226,22 @@ def test_user_errors_found_while_working_are_one_line(tmp_path, ham, model_file,
             str(metadata), "--out", str(tmp_path / "p.csv")]  # fmt: skip
     assert main(args) == 2
     _one_line_error(capsys.readouterr().err, "no column naming the image", "image_id")
+
+
+def test_grad_cam_of_two_concatenated_encoders_is_refused_before_writing(ham, tmp_path, capsys):
+    from sklearn.pipeline import FeatureUnion
+
+    from skinfuse.encoders import FrozenCNNEncoder
+    from skinfuse.pipeline import make_fusion_pipeline
+
+    bunch = skinfuse.datasets.load_ham10000(ham)
+    encoders = [(f"e{k}", FrozenCNNEncoder("tiny_cnn", weights=None, image_size=16 + 8 * k))
+                for k in range(2)]  # fmt: skip
+    model = make_fusion_pipeline(FeatureUnion(encoders), classifier="logreg", sampler=None)
+    path = skinfuse.save(model.fit(bunch.data, bunch.target), tmp_path / "union.skinfuse")
+    out = tmp_path / "p.csv"
+    args = ["predict", str(path), "--data", str(ham), "--out", str(out), "--grad-cam",
+            str(tmp_path / "cams"), "--quiet"]  # fmt: skip
+    assert main(args) == 2
+    _one_line_error(capsys.readouterr().err, "--grad-cam cannot explain this model")
+    assert not out.exists()
