@@ -156,7 +156,8 @@ def run_train(data, *, recipe, out, cv=None, cache_dir=None, random_state=0, car
     if cache_dir is not None:
         from .encoders._cache import check_cache_dir
 
-        cache_dir = check_cache_dir(cache_dir)
+        check_cache_dir(cache_dir)
+        cache_dir = os.fspath(cache_dir)  # a str: the model file stores plain parameters
     bunch = load_ham10000(data)
     X, y, groups = bunch.data, bunch.target, bunch.groups
     n_lesions = len(pd.unique(groups))

@@ -32,7 +32,9 @@ def ham(tmp_path_factory):
 @pytest.fixture(scope="module")
 def model_file(ham, tmp_path_factory):
     out = tmp_path_factory.mktemp("model") / "sub" / "tiny.skinfuse"
-    args = ["train", "--data", str(ham), "--recipe", "tiny", "--out", str(out)]
+    cache = tmp_path_factory.mktemp("cache") / "embeddings"
+    args = ["train", "--data", str(ham), "--recipe", "tiny", "--out", str(out), "--cache-dir",
+            str(cache)]  # fmt: skip
     assert main([*args, "--cv", "2", "--quiet"]) == 0
     return out
 
@@ -54,6 +56,7 @@ def test_train_writes_a_model_with_cv_metrics(model_file, ham, capsys):
                  "melanoma_specificity_at_82_sensitivity"):  # fmt: skip
         assert 0 <= metrics[name] <= 1 and f"{name}_std" in metrics
     assert metrics["recipe"] == "tiny"
+    assert any(model_file.parent.parent.parent.glob("cache*/embeddings/*/*.npz"))
 
 
 def _expected(model_file, X):
