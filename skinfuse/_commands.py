@@ -137,6 +137,17 @@ def _cross_validate(model, X, y, groups, n_splits, random_state, verbose) -> dic
     }
 
 
+def _check_savable(model, out: Path) -> None:
+    """Save the unfitted model once to a scratch file: a refusal comes now, not after the fit."""
+    from . import save
+
+    with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
+        try:
+            save(model, Path(scratch) / "unfitted.skinfuse")
+        except TypeError as exc:  # e.g. a parameter skops would not open safely
+            raise ValueError(f"this model cannot be saved: {exc}") from None
+
+
 # -- train -------------------------------------------------------------------------------------
 def run_train(data, *, recipe, out, cv=None, cache_dir=None, random_state=0, card=False, verbose=1):
     """Fit recipe ``recipe`` on every image of a HAM10000-layout folder; save it to ``out``.
@@ -164,6 +175,7 @@ def run_train(data, *, recipe, out, cv=None, cache_dir=None, random_state=0, car
     _say(verbose, f"data: {data} ({len(y)} images, {n_lesions} lesions, {len(bunch.target_names)} "
                   f"classes); recipe: {recipe}")  # fmt: skip
     model = make_recipe(recipe, random_state=random_state, cache_dir=cache_dir, verbose=verbose)
+    _check_savable(model, out)
     metrics = None
     if cv is not None:
         t0 = time.perf_counter()

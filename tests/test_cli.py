@@ -248,3 +248,23 @@ def test_grad_cam_of_two_concatenated_encoders_is_refused_before_writing(ham, tm
     assert main(args) == 2
     _one_line_error(capsys.readouterr().err, "--grad-cam cannot explain this model")
     assert not out.exists()
+
+
+def test_a_model_that_cannot_be_saved_is_refused_before_the_fit(ham, tmp_path, capsys,
+                                                                 monkeypatch):  # fmt: skip
+    from skinfuse import _recipes
+    from skinfuse.encoders import FrozenCNNEncoder
+    from skinfuse.pipeline import make_fusion_pipeline
+
+    def make_recipe(name, **kwargs):  # a parameter skops would not open safely
+        encoder = FrozenCNNEncoder("tiny_cnn", weights=None, cache_dir=tmp_path / "cache")
+        model = make_fusion_pipeline(encoder, sampler=None)
+        monkeypatch.setattr(model, "fit", lambda *a: pytest.fail("fitted before the check"))
+        return model
+
+    monkeypatch.setattr(_recipes, "make_recipe", make_recipe)
+    out = tmp_path / "m.skinfuse"
+    args = ["train", "--data", str(ham), "--recipe", "tiny", "--out", str(out), "--quiet"]
+    assert main(args) == 2
+    _one_line_error(capsys.readouterr().err, "skinfuse train: error:", "pathlib")
+    assert not out.exists() and list(tmp_path.iterdir()) == []
