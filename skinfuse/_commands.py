@@ -239,7 +239,7 @@ def _image_folder(images: Path, metadata, uses_metadata):
             f"no images in {images}: expected files ending in {', '.join(IMAGE_EXTENSIONS)}"
         )
     ids = pd.Index([p.stem for p in files], name="image_id")
-    X = pd.DataFrame({IMAGE_COLUMN: [str(p.resolve()) for p in files]}, index=ids)
+    X = pd.DataFrame({IMAGE_COLUMN: [str(p.absolute()) for p in files]}, index=ids)
     if metadata is None:
         for col in METADATA_COLUMNS:
             X[col] = np.nan
