@@ -107,8 +107,8 @@ def _add_commands(sub) -> None:
         "evaluate", help="score a model on a labelled folder, with lesion-grouped 95%% CIs",
         description="Predict a labelled HAM10000-layout folder and print the per-class report, "
         "balanced accuracy, accuracy, macro F1, ECE and melanoma operating points (sensitivity "
-        "at 80/90%% specificity, specificity at 82%% sensitivity, partial AUC above 80%% "
-        "sensitivity), each with a 95%% bootstrap interval that resamples lesions.",
+        "at 80/90% specificity, specificity at 82% sensitivity, partial AUC above 80% "
+        "sensitivity), each with a 95% bootstrap interval that resamples lesions.",
     )  # fmt: skip
     evaluate.add_argument("model", metavar="MODEL", help="model file written by skinfuse train")
     evaluate.add_argument("--data", required=True, help="labelled HAM10000-layout folder")
