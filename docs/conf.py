@@ -16,6 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "docs"))  # sg_scrapers
 # Gallery scripts run in this process: keep plotting headless and torch on 2 cores polite.
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
@@ -79,7 +80,7 @@ sphinx_gallery_conf = {
     "filename_pattern": r"/plot_",  # run every example
     "ignore_pattern": r"/_",
     "within_subsection_order": "FileNameSortKey",
-    "image_scrapers": ("matplotlib",),
+    "image_scrapers": ("matplotlib", "sg_scrapers.skinfuse_figures"),
     "remove_config_comments": True,
     "show_memory": False,
     "plot_gallery": "True",
