@@ -1,7 +1,7 @@
 """
-=====================================================
+======================================================================
 Clinical evaluation: calibration, melanoma trade-off, lesion intervals
-=====================================================
+======================================================================
 
 The numbers clinicians ask for, from ``skinfuse.metrics``, on out-of-fold predictions
 grouped by lesion:

@@ -1,7 +1,7 @@
 """
-=====================================================
+==================================
 Where did the model look? Grad-CAM
-=====================================================
+==================================
 
 ``skinfuse.explain.grad_cam`` returns one heatmap per image for any skinfuse model: here a
 frozen-CNN fusion pipeline, whose differentiable steps after the encoder (scaler, MLP) are

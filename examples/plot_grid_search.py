@@ -1,7 +1,7 @@
 """
-=====================================================
+==============================
 Grid search with lesion groups
-=====================================================
+==============================
 
 Every step of a fusion pipeline is a grid parameter. ``GridSearchCV`` with
 ``StratifiedGroupKFold`` tunes it without leaking a lesion across folds, and the

@@ -1,7 +1,7 @@
 """
-=====================================================
+====================================================
 Does metadata help? Image only, metadata only, fused
-=====================================================
+====================================================
 
 ``metadata=None`` gives the image-only model and ``encoder=None`` the metadata-only one,
 so the ablation is one parameter of ``make_fusion_pipeline``. In the synthetic lesions the

@@ -1,7 +1,7 @@
 """
-=====================================================
+==========================================================================
 How much did age, sex and location matter? SHAP and permutation importance
-=====================================================
+==========================================================================
 
 Two views of the metadata's weight in a fusion model, both per **original column** (the
 image counts as one column, ``image_path``, however wide its embedding):

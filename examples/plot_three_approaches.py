@@ -1,7 +1,7 @@
 """
-=====================================================
+===============================================
 The three approaches, cross-validated by lesion
-=====================================================
+===============================================
 
 skinfuse turns a dermoscopic image into features in three ways: a **frozen** pretrained
 CNN, a CNN **fine-tuned** on the labels, and a convolutional **autoencoder** trained
