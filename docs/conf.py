@@ -88,6 +88,8 @@ sphinx_gallery_conf = {
     "backreferences_dir": "generated/backreferences",
     "reference_url": {"skinfuse": None},
     "download_all_examples": False,
+    # the timing pages load jQuery/DataTables from a CDN: the site must work offline
+    "write_computation_times": False,
     "abort_on_example_error": True,
 }
 
@@ -99,5 +101,8 @@ html_theme_options = {
     "show_toc_level": 2,
     "header_links_before_dropdown": 8,
 }
-html_static_path = []
+# without it the theme logs "Got invalid theme mode" on a browser's first visit
+html_context = {"default_mode": "light"}
+html_static_path = ["_static"]
+html_favicon = "_static/favicon.svg"
 html_show_sourcelink = False
