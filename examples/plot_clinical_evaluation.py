@@ -13,6 +13,8 @@ grouped by lesion:
 """
 
 # %%
+import warnings
+
 import numpy as np
 from sklearn.base import clone
 from sklearn.calibration import CalibratedClassifierCV
@@ -30,7 +32,11 @@ from skinfuse.metrics import (
 )
 from skinfuse.pipeline import make_fusion_pipeline
 
-lesions = make_synthetic_lesions(200, image_size=64, random_state=0)
+# Small folds can miss a rare body site that the test fold has; skinfuse then warns and
+# encodes it as an unknown category. Expected with 240 lesions, so silenced here.
+warnings.filterwarnings("ignore", message="column 'localization' has", category=UserWarning)
+
+lesions = make_synthetic_lesions(240, image_size=64, random_state=0)
 X, y, groups = lesions.data, np.asarray(lesions.target), np.asarray(lesions.groups)
 model = make_fusion_pipeline(
     FrozenCNNEncoder("efficientnet_lite0", image_size=64, verbose=0), random_state=0
@@ -61,12 +67,16 @@ for name, proba in [("before", proba_raw), ("after", proba_cal)]:
     print(f"expected calibration error {name} temperature scaling: {ece:.3f}")
 
 # %%
+# The inner folds of 240 synthetic lesions are small, so the learned temperature is noisy
+# and the gain modest; on HAM10000 the same procedure lowers the frozen recipe's error
+# from 0.142 to 0.035 (docs/evaluation.md).
+#
 # One picture, both curves: a calibrated model's points lie on the diagonal.
 fig_reliability = plot_reliability_diagram(
     y,
     {"uncalibrated": proba_raw, "temperature (inner grouped folds)": proba_cal},
     classes=classes,
-    title="out-of-fold reliability, 200 synthetic lesions",
+    title="out-of-fold reliability, 240 synthetic lesions",
 )
 
 # %%
