@@ -69,8 +69,17 @@ def _skip_member(app, what, name, obj, skip, options):
     return skip
 
 
+def _drop_builtin_docstring(app, what, name, obj, options, lines):
+    """Constants (``BACKBONES``, ``FEATURE_NAMES``...) show their value, not ``tuple.__doc__``."""
+    if what in ("data", "attribute") and type(obj).__module__ == "builtins":
+        builtin = (type(obj).__doc__ or "").strip()
+        if builtin and "\n".join(lines).strip().startswith(builtin.splitlines()[0].strip()):
+            lines.clear()
+
+
 def setup(app):
     app.connect("autodoc-skip-member", _skip_member)
+    app.connect("autodoc-process-docstring", _drop_builtin_docstring)
 
 
 # -- Gallery (sphinx-gallery) -----------------------------------------------------------
