@@ -290,7 +290,7 @@ class ConvAutoencoderEncoder(TrainedNetworkMixin, BaseImageEncoder):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, latent_dim) or (n_samples, n_features_out_)
+        X : array-like of shape (n_samples, latent_dim) or (n_samples, n_features_out)
             Embeddings, e.g. the output of :meth:`transform`; with
             ``features="multi"`` only the leading ``latent_dim`` columns (the
             bottleneck) are decoded.

@@ -76,7 +76,7 @@ class BaseImageEncoder(
 
         Returns
         -------
-        embeddings : ndarray of shape (n_images, n_features_out_), dtype float32
+        embeddings : ndarray of shape (n_images, n_features_out), dtype float32
         """
         check_is_fitted(self, "config_key_")
         return self._embed(self._validate_images(X, reset=False))

@@ -315,7 +315,7 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
 
         Returns
         -------
-        embeddings : ndarray of shape (n_images, n_features_out_), dtype float32
+        embeddings : ndarray of shape (n_images, n_features_out), dtype float32
             Out-of-fold embeddings (with ``cross_fit``), else the final
             network's.
         """

@@ -192,14 +192,14 @@ def _predicted(values, base):
     prefer_skip_nested_validation=True,
 )
 def plot_shap_summary(explanation, *, kind="bar", class_=None, path=None, dpi=100):
-    """Mean |SHAP value| of each column (bar), or every case's value (beeswarm).
+    """Mean absolute SHAP value of each column (bar), or every case's value (beeswarm).
 
     Parameters
     ----------
     explanation : shap.Explanation
         From :func:`explain_metadata`: values ``(n_cases, n_columns[, n_outputs])``.
     kind : {"bar", "beeswarm"}, default="bar"
-        ``"bar"``: mean |SHAP| per column, stacked by class when ``class_`` is None.
+        ``"bar"``: mean absolute SHAP value per column, stacked by class when ``class_`` is None.
         ``"beeswarm"``: one dot per case and column, coloured by the column's value
         when it is numeric.
     class_ : label or None, default=None
