@@ -6,6 +6,7 @@ batch); normalisation happens on the batch, on the device, inside the network.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import traceback
 from contextlib import contextmanager
@@ -61,10 +62,14 @@ class ImageDataset(Dataset):
 
 
 def default_num_workers(n_items: int, batch_size: int, num_workers=None) -> int:
-    """``None`` -> no workers for a single batch, else up to 4, leaving a core to the model."""
+    """``None`` -> no workers for a single batch, else up to 4, leaving a core to the model.
+
+    Also none inside a daemonic process (a Dask worker, a ``multiprocessing.Pool`` worker),
+    which may not start loader processes of its own.
+    """
     if num_workers is not None:
         return int(num_workers)
-    if n_items <= batch_size:
+    if n_items <= batch_size or multiprocessing.current_process().daemon:
         return 0
     return max(1, min(4, (os.cpu_count() or 1) - 1))
 

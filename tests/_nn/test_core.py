@@ -118,3 +118,26 @@ def test_device_copies_are_never_pickled():
     holder.net = module
     state = pickle.loads(pickle.dumps(holder)).__dict__
     assert "_device_copies" not in state and isinstance(state["net"], nn.Linear)
+
+
+def _workers_in_child(queue):
+    from skinfuse._nn.data import default_num_workers
+
+    queue.put(default_num_workers(1000, 8))
+
+
+def test_no_loader_workers_inside_a_daemonic_process():
+    """A Dask worker (or a Pool worker) is daemonic and may not start DataLoader workers:
+    the default there is 0 (else: 'daemonic processes are not allowed to have children')."""
+    import multiprocessing
+
+    from skinfuse._nn.data import default_num_workers
+
+    assert default_num_workers(1000, 8) >= 1  # here, in the main process
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_workers_in_child, args=(queue,), daemon=True)
+    child.start()
+    child.join(30)
+    assert queue.get(timeout=5) == 0
+    assert default_num_workers(1000, 8, num_workers=2) == 2  # an explicit choice is kept
