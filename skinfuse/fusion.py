@@ -239,15 +239,7 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
         -------
         self : FusionNetClassifier
         """
-        from ._nn.data import ImageDataset, augmentation
-        from ._nn.modules import ClassifierNetwork
-        from ._nn.training import (
-            TrainingConfig,
-            class_weights,
-            finish_training,
-            stratified_split,
-            train_network,
-        )
+        from ._nn.training import finish_training, train_classifier
         from .metadata import make_metadata_preprocessor
 
         items, X = self._columns(X, reset=True)
@@ -268,37 +260,11 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
             ).fit(X)
         meta = self._metadata_matrix(X, len(items))
 
-        train, valid = stratified_split(len(items), y_idx, self.validation_fraction, seed)
-        size = int(self.image_size)
-        train_data = ImageDataset(
-            [items[i] for i in train], size, y=y_idx[train], metadata=meta[train],
-            transform=augmentation(self.augment, size),
+        net = train_classifier(
+            items, y_idx, self.classes_, params=self.get_params(deep=False),
+            device=self.device_, seed=seed, metadata=meta, n_metadata=meta.shape[1],
+            metadata_hidden=self.metadata_hidden, dropout=self.dropout,
         )  # fmt: skip
-        valid_data = None
-        if valid is not None:
-            valid_data = ImageDataset(
-                [items[i] for i in valid], size, y=y_idx[valid], metadata=meta[valid]
-            )
-        net = train_network(
-            ClassifierNetwork,
-            dict(
-                backbone=self.backbone,
-                weights=self.weights,
-                pooling=self.pooling,
-                n_classes=len(self.classes_),
-                image_size=size,
-                freeze=self.freeze,
-                n_metadata=meta.shape[1],
-                metadata_hidden=self.metadata_hidden,
-                dropout=self.dropout,
-            ),
-            train_data,
-            valid_data=valid_data,
-            config=TrainingConfig.from_params(self.get_params(deep=False), device=self.device_),
-            seed=seed,
-            n_classes=len(self.classes_),
-            class_weight=class_weights(self.class_weight, self.classes_, y_idx),
-        )
         history = finish_training(net)
         self.net_ = net
         self.history_ = history

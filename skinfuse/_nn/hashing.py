@@ -9,10 +9,7 @@ import marshal
 
 import torch
 
-#: a configuration key starting so is kept in memory only, never on disk (the code of a
-#: custom module could not be read); the text up to the last ``:`` names the classes.
-#: ``skinfuse.encoders._cache`` holds a torch-free copy of this prefix.
-NO_DISK = "nodisk:"
+from .names import NO_DISK
 
 _LIBRARIES = frozenset({"torch", "torchvision", "timm"})
 

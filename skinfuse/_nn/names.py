@@ -29,3 +29,7 @@ BACKBONES = (*LITE, "tiny_cnn", *TORCHVISION)
 
 #: Optimizer names the trained estimators accept (:func:`.training.optimizer_class`).
 OPTIMIZERS = ("adam", "adamw", "sgd")
+
+#: A configuration key starting so is kept in memory only, never on disk (the code of a
+#: custom module could not be read); the text up to the last ``:`` names the classes.
+NO_DISK = "nodisk:"

@@ -263,3 +263,47 @@ def finish_training(net):
     net_to_cpu(net)
     net.module_.eval()
     return history
+
+
+def train_classifier(items, y_idx, classes, *, params, device, seed, metadata=None,
+                     **module_kwargs):  # fmt: skip
+    """Train a :class:`.modules.ClassifierNetwork` on images (and metadata rows).
+
+    What the fine-tuned encoder and the fusion network share: a stratified validation
+    split (``validation_fraction``), augmentation of the training images (``augment``),
+    class-weighted cross-entropy (``class_weight``), the backbone settings (``backbone``,
+    ``weights``, ``pooling``, ``image_size``, ``freeze``) and a :class:`TrainingConfig`, all
+    read from the estimator's parameters ``params``. ``module_kwargs`` go to the network
+    (the fusion network's metadata branch). Returns the skorch net (module on ``device``).
+    """
+    from .data import ImageDataset, augmentation
+    from .modules import ClassifierNetwork
+
+    size = int(params["image_size"])
+    train, valid = stratified_split(len(items), y_idx, params["validation_fraction"], seed)
+
+    def dataset(rows, transform=None):
+        rows_metadata = None if metadata is None else metadata[rows]
+        images = [items[i] for i in rows]
+        return ImageDataset(
+            images, size, y=y_idx[rows], metadata=rows_metadata, transform=transform
+        )
+
+    return train_network(
+        ClassifierNetwork,
+        dict(
+            backbone=params["backbone"],
+            weights=params["weights"],
+            pooling=params["pooling"],
+            n_classes=len(classes),
+            image_size=size,
+            freeze=params["freeze"],
+            **module_kwargs,
+        ),
+        dataset(train, augmentation(params["augment"], size)),
+        valid_data=None if valid is None else dataset(valid),
+        config=TrainingConfig.from_params(params, device=device),
+        seed=seed,
+        n_classes=len(classes),
+        class_weight=class_weights(params["class_weight"], classes, y_idx),
+    )

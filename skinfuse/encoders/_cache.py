@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._nn.names import NO_DISK
+
 _MEMORY: dict[str, dict[str, np.ndarray]] = {}
 _SHARDS_SEEN: dict[tuple[str, str], set[str]] = {}  # (config_key, folder) -> shard names read
 _USABLE_DIRS: set[str] = set()  # cache_dirs checked in this process
@@ -40,8 +42,6 @@ _STATS: Counter = Counter()
 
 #: images encoded between two shards on disk (rounded by the caller to whole batches)
 CHUNK_IMAGES = 2048
-#: a configuration key starting so (see ``skinfuse._nn.hashing.NO_DISK``) never goes to disk
-_NO_DISK = "nodisk:"
 _SHARD_GLOB = "*.v2.npz"
 _TMP_PREFIX = ".tmp-"  # no .npz suffix: the shard glob never matches a file being written
 _STALE_TMP_S = 3600.0
@@ -112,10 +112,10 @@ def check_cache_dir(cache_dir) -> Path:
 
 def _usable_folder(config_key: str, cache_dir) -> Path | None:
     """``cache_dir/config_key``, after checking ``cache_dir`` once per process; None: no disk."""
-    if config_key.startswith(_NO_DISK):
+    if config_key.startswith(NO_DISK):
         if config_key not in _REFUSED:
             _REFUSED.add(config_key)
-            classes = config_key[len(_NO_DISK) :].rpartition(":")[0]
+            classes = config_key[len(NO_DISK) :].rpartition(":")[0]
             warnings.warn(
                 f"cache_dir={os.fspath(cache_dir)!r} is not used for this encoder: the source "
                 f"code of its module class(es) {classes} cannot be read, so embeddings on disk "

@@ -407,36 +407,12 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
 
     def _train(self, items, y_idx, seed):
         """Fine-tune one network on ``items``; return the skorch net (module on ``device_``)."""
-        from .._nn.data import ImageDataset, augmentation
-        from .._nn.modules import ClassifierNetwork
-        from .._nn.training import TrainingConfig, class_weights, stratified_split, train_network
+        from .._nn.training import train_classifier
 
-        size = int(self.image_size)
-        train, valid = stratified_split(len(items), y_idx, self.validation_fraction, seed)
-        train_data = ImageDataset(
-            [items[i] for i in train], size, y=y_idx[train],
-            transform=augmentation(self.augment, size),
+        return train_classifier(
+            items, y_idx, self.classes_, params=self.get_params(deep=False),
+            device=self.device_, seed=seed,
         )  # fmt: skip
-        valid_data = None
-        if valid is not None:
-            valid_data = ImageDataset([items[i] for i in valid], size, y=y_idx[valid])
-        return train_network(
-            ClassifierNetwork,
-            dict(
-                backbone=self.backbone,
-                weights=self.weights,
-                pooling=self.pooling,
-                n_classes=len(self.classes_),
-                image_size=size,
-                freeze=self.freeze,
-            ),
-            train_data,
-            valid_data=valid_data,
-            config=TrainingConfig.from_params(self.get_params(deep=False), device=self.device_),
-            seed=seed,
-            n_classes=len(self.classes_),
-            class_weight=class_weights(self.class_weight, self.classes_, y_idx),
-        )
 
     # -- fitted parts --------------------------------------------------------------------
     @property
