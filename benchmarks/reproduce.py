@@ -54,12 +54,12 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 from sklearn.model_selection import StratifiedGroupKFold
-from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_union
 from sklearn.utils.class_weight import compute_class_weight
 
 from skinfuse import show_versions
 from skinfuse._nn.names import LITE as _LITE
+from skinfuse._recipes import _mlp as frozen_recipe_head
 from skinfuse.datasets import load_ham10000, make_synthetic_lesions
 from skinfuse.encoders import ConvAutoencoderEncoder, FrozenCNNEncoder
 from skinfuse.fusion import FusionNetClassifier
@@ -113,10 +113,7 @@ def frozen_encoder(args):
 def head(args):
     """The classifier every learned row shares (fair ablations); see --classifier."""
     if args.classifier == "mlp":
-        return MLPClassifier(
-            hidden_layer_sizes=(512,), alpha=1e-2, early_stopping=True, max_iter=300,
-            random_state=0,
-        )  # fmt: skip
+        return frozen_recipe_head(random_state=0)  # the `frozen` recipe's head, one definition
     if args.classifier == "logreg":
         return LogisticRegression(C=0.05, max_iter=3000)
     return args.classifier  # "rf": make_fusion_pipeline's random forest
