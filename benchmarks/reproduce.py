@@ -98,7 +98,7 @@ def scores(y_true, y_pred, proba, classes):
 def frozen_encoder(args):
     """One FrozenCNNEncoder per backbone (EfficientNet-Lites at their native size), side by side."""
     settings = dict(
-        pooling=args.pooling, cache_dir=args.cache_dir, device=args.device,
+        pooling=args.pooling, cache_dir=args.cache_dir, device=args.device, tta=args.tta,
         verbose=int(args.verbose),
     )  # fmt: skip
     encoders = [
@@ -168,13 +168,18 @@ def rows_for(approach, args, X_train, y_train):
             backbone=args.finetune_backbone, image_size=args.finetune_image_size,
             max_epochs=args.finetune_epochs, batch_size=args.finetune_batch_size,
             lr=args.finetune_lr, class_weight=finetune_class_weight(args, y_train),
+            label_smoothing=args.label_smoothing, trainable_blocks=args.trainable_blocks,
+            cached_views=args.cached_views, tta=args.tta, cache_dir=args.cache_dir,
             num_workers=args.num_workers, device=args.device, random_state=0,
             verbose=int(args.verbose),
         )  # fmt: skip
-        return {
-            "fine-tuned CNN + metadata (FusionNet)": FusionNetClassifier(**net),
-            "fine-tuned CNN, image only": FusionNetClassifier(**net, metadata=None),
-        }
+        kind = "fine-tuned CNN" if args.trainable_blocks is None else (
+            f"partially fine-tuned CNN (last {args.trainable_blocks} stages)"
+        )  # fmt: skip
+        rows = {f"{kind} + metadata (FusionNet)": FusionNetClassifier(**net)}
+        if not args.no_image_only:
+            rows[f"{kind}, image only"] = FusionNetClassifier(**net, metadata=None)
+        return rows
     raise ValueError(f"unknown approach {approach!r}; choose from {APPROACHES}")
 
 
@@ -219,6 +224,17 @@ def main(argv=None):
         "--finetune-class-weight", default="balanced", choices=["balanced", "sqrt", "none"],
         help="loss weights of the fine-tuned rows (sqrt: square root of balanced)",
     )  # fmt: skip
+    p.add_argument(
+        "--label-smoothing", type=float, default=0.0, help="fine-tuned rows' label smoothing"
+    )
+    p.add_argument(
+        "--trainable-blocks", type=int, default=None,
+        help="fine-tuned rows: train only the last K stages, on cached activations",
+    )  # fmt: skip
+    p.add_argument(
+        "--cached-views", type=int, default=4, help="views cached for --trainable-blocks"
+    )
+    p.add_argument("--tta", type=int, default=1, help="test-time views (1, 2, 4 or 8)")
     p.add_argument(
         "--folds", type=int, nargs="+", default=None,
         help="run only these folds (1-based), e.g. to finish a run cut short",

@@ -25,7 +25,8 @@ from ._utils._sklearn import (
     _fit_context,
 )
 from ._utils._validation import check_labels
-from .encoders._base import validate_images
+from .encoders._base import activation_cache, validate_images
+from .encoders._cache import check_cache_dir
 from .images import as_image_list, check_image_files
 
 __all__ = ["FusionNetClassifier"]
@@ -74,14 +75,30 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
     weight_decay : float, default=1e-4
     freeze : None, "backbone" or int, default=None
         Backbone stages left untrained, as in ``FineTunedCNNEncoder``.
-    class_weight : "balanced", dict or None, default="balanced"
-        Weights of the cross-entropy loss.
+    class_weight : "balanced", "sqrt", dict or None, default="balanced"
+        Weights of the cross-entropy loss (``"sqrt"``: square root of balanced).
     augment : bool or callable, default=True
         Random resized crop, flips, 90° rotations and colour jitter on training images.
     validation_fraction : float, default=0.1
         Stratified hold-out for early stopping; 0 trains on everything, without it.
     patience : int or None, default=5
         Early-stopping patience (epochs).
+    label_smoothing : float, default=0.0
+        Label smoothing of the cross-entropy loss.
+    trainable_blocks : int or None, default=None
+        Partial fine-tuning from cached activations, as in ``FineTunedCNNEncoder``:
+        only the last ``k`` backbone stages, the metadata branch and the head are
+        trained, on activations of the frozen stages computed once per image and view.
+    cached_views : int, default=4
+        With ``trainable_blocks``: fixed views (flips, rotations) cached for training.
+    tta : int, default=1
+        Test-time augmentation: ``predict_proba`` averages the probabilities of the
+        first ``tta`` fixed views (1: none; 2: and the mirror image; 4: the flips and
+        the half turn; 8: the eight symmetries of the square).
+    cache : bool, default=True
+        Keep the activations of ``trainable_blocks`` in memory, keyed by image.
+    cache_dir : str or None, default=None
+        Also keep them on disk there.
     num_workers : int or None, default=None
         DataLoader workers decoding images.
     device : str, default="auto"
@@ -130,7 +147,9 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
         "dropout": [Interval(Real, 0, 1, closed="left")],
         **params.TRAINING,
         **params.FINE_TUNING,
+        **params.TTA,
         **params.RUNTIME,
+        **params.CACHE,
     }
 
     def __init__(
@@ -155,8 +174,14 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
         augment=True,
         validation_fraction=0.1,
         patience=5,
+        label_smoothing=0.0,
+        trainable_blocks=None,
+        cached_views=4,
+        tta=1,
         num_workers=None,
         device="auto",
+        cache=True,
+        cache_dir=None,
         random_state=None,
         verbose=0,
     ):
@@ -179,8 +204,14 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
         self.augment = augment
         self.validation_fraction = validation_fraction
         self.patience = patience
+        self.label_smoothing = label_smoothing
+        self.trainable_blocks = trainable_blocks
+        self.cached_views = cached_views
+        self.tta = tta
         self.num_workers = num_workers
         self.device = device
+        self.cache = cache
+        self.cache_dir = cache_dir
         self.random_state = random_state
         self.verbose = verbose
 
@@ -260,10 +291,13 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
             ).fit(X)
         meta = self._metadata_matrix(X, len(items))
 
+        if self.cache and self.cache_dir is not None:
+            check_cache_dir(self.cache_dir)
         net = train_classifier(
             items, y_idx, self.classes_, params=self.get_params(deep=False),
             device=self.device_, seed=seed, metadata=meta, n_metadata=meta.shape[1],
             metadata_hidden=self.metadata_hidden, dropout=self.dropout,
+            activation_cache=lambda key: activation_cache(self, key, self.device_),
         )  # fmt: skip
         history = finish_training(net)
         self.net_ = net
@@ -279,21 +313,39 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
         return self.module_.embedder.features
 
     # -- prediction ----------------------------------------------------------------------
-    def _logits(self, X):
+    def _view_logits(self, X):
+        """Logits of each of the ``tta`` views, float64 ``(n_views, n, n_classes)``."""
         from ._nn.inference import embed
+        from ._nn.partial import run_top, split_network, view_activations
+        from ._nn.views import ViewOf, check_views, views_for
 
         check_is_fitted(self, "net_")
         items, X = self._columns(X, reset=False)
         device = self._inference_device()
-        logits = embed(
-            self._module_on(self.module_, device, "network"), items, int(self.image_size),
-            batch_size=int(self.batch_size), device=device, num_workers=self.num_workers,
-            metadata=None if self.metadata_ is None else self._metadata_matrix(X, len(items)),
-        )  # fmt: skip
-        return logits.astype(np.float64)
+        module = self._module_on(self.module_, device, "network")
+        meta = None if self.metadata_ is None else self._metadata_matrix(X, len(items))
+        views = views_for(check_views(self.tta))
+        size = int(self.image_size)
+        if self.trainable_blocks is not None:
+            trunk, top, shape = split_network(module, self.trainable_blocks, size, check=False)
+            top.features_only = False
+            acts = view_activations(
+                items, trunk, views, cached=activation_cache(self, module.trunk_key, device),
+                image_size=size, batch_size=int(self.batch_size), device=device,
+                num_workers=self.num_workers,
+            )  # fmt: skip
+            return run_top(top, acts, shape, device=device, metadata=meta).astype(np.float64)
+        logits = []
+        for view in views:
+            logits.append(embed(
+                module if view == "identity" else ViewOf(module, view), items, size,
+                batch_size=int(self.batch_size), device=device, num_workers=self.num_workers,
+                metadata=meta,
+            ))  # fmt: skip
+        return np.stack(logits).astype(np.float64)
 
     def predict_proba(self, X):
-        """Class probabilities.
+        """Class probabilities (the mean over the ``tta`` views).
 
         Parameters
         ----------
@@ -305,10 +357,11 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
         proba : ndarray of shape (n_samples, n_classes)
             Columns follow ``classes_``.
         """
-        logits = self._logits(X)
-        logits -= logits.max(axis=1, keepdims=True)
+        logits = self._view_logits(X)
+        logits -= logits.max(axis=2, keepdims=True)
         proba = np.exp(logits)
-        return proba / proba.sum(axis=1, keepdims=True)
+        proba /= proba.sum(axis=2, keepdims=True)
+        return proba.mean(axis=0)
 
     def predict(self, X):
         """Predicted labels.
@@ -321,8 +374,8 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
         -------
         y_pred : ndarray of shape (n_samples,)
         """
-        logits = self._logits(X)  # checks that the model is fitted first
-        return self.classes_[logits.argmax(axis=1)]
+        proba = self.predict_proba(X)  # checks that the model is fitted first
+        return self.classes_[proba.argmax(axis=1)]
 
     def __skinfuse_gradcam__(self, X):
         """``skinfuse.explain.grad_cam``'s protocol: the network with each case's metadata fixed.

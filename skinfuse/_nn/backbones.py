@@ -275,6 +275,21 @@ def frozen_names(features, freeze, prefix) -> list[str]:
 
 
 # -- the image embedder of a backbone ---------------------------------------------------------
+def pool_map(fmap, pooling):
+    """Global pooling of a feature map ``(B, C, h, w)`` (``(B, C)`` passes through)."""
+    if fmap.ndim == 2:
+        return fmap
+    if fmap.ndim != 4:
+        raise ValueError(
+            f"the backbone returned a tensor of shape {tuple(fmap.shape)}; expected (B, C, h, w) or (B, C)"
+        )
+    if pooling == "avg":
+        return fmap.mean(dim=(2, 3))
+    if pooling == "max":
+        return fmap.amax(dim=(2, 3))
+    return torch.cat([fmap.mean(dim=(2, 3)), fmap.amax(dim=(2, 3))], dim=1)
+
+
 class ImageEmbedder(nn.Module):
     """uint8 or float images -> normalised -> CNN feature map -> pooled embedding ``(B, C)``.
 
@@ -313,17 +328,7 @@ class ImageEmbedder(nn.Module):
         return (x - self.mean) / self.std
 
     def pool(self, fmap):
-        if fmap.ndim == 2:
-            return fmap
-        if fmap.ndim != 4:
-            raise ValueError(
-                f"the backbone returned a tensor of shape {tuple(fmap.shape)}; expected (B, C, h, w) or (B, C)"
-            )
-        if self.pooling == "avg":
-            return fmap.mean(dim=(2, 3))
-        if self.pooling == "max":
-            return fmap.amax(dim=(2, 3))
-        return torch.cat([fmap.mean(dim=(2, 3)), fmap.amax(dim=(2, 3))], dim=1)
+        return pool_map(fmap, self.pooling)
 
     def forward(self, x):
         x = self.normalize(x)

@@ -71,7 +71,11 @@ class ClassifierNetwork(nn.Module):
         self.head = nn.Linear(n_head, int(n_classes))
         self.n_features = n_features
         self.cam_layer = f"embedder.features.{bb.cam_layer}" if bb.cam_layer else None
-        self.frozen = frozen_names(embedder.features, freeze, "embedder.features.")
+        self.freeze(freeze)
+
+    def freeze(self, freeze):
+        """Leave the backbone stages ``freeze`` names untrained (see :func:`frozen_names`)."""
+        self.frozen = frozen_names(self.embedder.features, freeze, "embedder.features.")
         for name in self.frozen:
             for param in self.get_submodule(name).parameters():
                 param.requires_grad_(False)

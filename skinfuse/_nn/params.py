@@ -33,10 +33,16 @@ TRAINING = {
 FINE_TUNING = {
     "freeze": [StrOptions({"backbone"}), Interval(Integral, 0, None, closed="left"), None],
     "augment": ["boolean", callable],
-    "class_weight": [StrOptions({"balanced"}), dict, None],
+    "class_weight": [StrOptions({"balanced", "sqrt"}), dict, None],
     "validation_fraction": [Interval(Real, 0, 1, closed="left")],
     "patience": [Interval(Integral, 1, None, closed="left"), None],
+    "label_smoothing": [Interval(Real, 0, 1, closed="left")],
+    "trainable_blocks": [Interval(Integral, 1, None, closed="left"), None],
+    "cached_views": [Interval(Integral, 1, 8, closed="both")],
 }
+
+#: Test-time augmentation: the number of fixed views (flips, rotations) averaged.
+TTA = {"tta": [Interval(Integral, 1, 8, closed="both")]}
 
 #: Where and how it runs.
 RUNTIME = {

@@ -48,6 +48,8 @@ class TrainingConfig:
     verbose: int = 0
     #: "cosine" (annealed to 0 at max_epochs) or None (constant)
     lr_schedule: str | None = "cosine"
+    #: cross-entropy label smoothing (classification)
+    label_smoothing: float = 0.0
 
     @classmethod
     def from_params(cls, params: dict, **values) -> TrainingConfig:
@@ -95,7 +97,10 @@ class ReconstructionNet(_DeviceInference, NeuralNet):
 
 
 def class_weights(class_weight, classes, y_idx):
-    """Cross-entropy weights (float32, one per class index) for ``class_weight``, or None."""
+    """Cross-entropy weights (float32, one per class index) for ``class_weight``, or None.
+
+    ``"balanced"``: ``n / (n_classes * n_c)`` (scikit-learn's); ``"sqrt"``: its square root.
+    """
     if class_weight is None:
         return None
     n_classes = len(classes)
@@ -113,6 +118,8 @@ def class_weights(class_weight, classes, y_idx):
     present = np.unique(y_idx)
     weights = np.ones(n_classes)
     weights[present] = compute_class_weight("balanced", classes=present, y=y_idx)
+    if class_weight == "sqrt":  # milder: rare classes count, the common ones lose less
+        weights = np.sqrt(weights)
     return weights.astype(np.float32)
 
 
@@ -195,6 +202,8 @@ def train_network(module, module_kwargs, train_data, *, config, seed, task="clas
             "classes": np.arange(n_classes),
             "criterion__weight": None if class_weight is None else torch.from_numpy(class_weight),
         }
+        if config.label_smoothing:
+            task_kwargs["criterion__label_smoothing"] = float(config.label_smoothing)
     else:
         net_class, criterion, task_kwargs = ReconstructionNet, torch.nn.MSELoss, {}
     optimizer, optimizer_kwargs = optimizer_class(config.optimizer)
@@ -266,7 +275,7 @@ def finish_training(net):
 
 
 def train_classifier(items, y_idx, classes, *, params, device, seed, metadata=None,
-                     **module_kwargs):  # fmt: skip
+                     activation_cache=None, **module_kwargs):  # fmt: skip
     """Train a :class:`.modules.ClassifierNetwork` on images (and metadata rows).
 
     What the fine-tuned encoder and the fusion network share: a stratified validation
@@ -275,10 +284,19 @@ def train_classifier(items, y_idx, classes, *, params, device, seed, metadata=No
     ``weights``, ``pooling``, ``image_size``, ``freeze``) and a :class:`TrainingConfig`, all
     read from the estimator's parameters ``params``. ``module_kwargs`` go to the network
     (the fusion network's metadata branch). Returns the skorch net (module on ``device``).
+
+    With ``params["trainable_blocks"]`` set, trains the top of the network on cached
+    activations instead (:func:`train_partial`; ``activation_cache(trunk_key)`` gives the
+    cache).
     """
     from .data import ImageDataset, augmentation
     from .modules import ClassifierNetwork
 
+    if params.get("trainable_blocks") is not None:
+        return train_partial(
+            items, y_idx, classes, params=params, device=device, seed=seed, metadata=metadata,
+            activation_cache=activation_cache, **module_kwargs,
+        )  # fmt: skip
     size = int(params["image_size"])
     train, valid = stratified_split(len(items), y_idx, params["validation_fraction"], seed)
 
@@ -307,3 +325,71 @@ def train_classifier(items, y_idx, classes, *, params, device, seed, metadata=No
         n_classes=len(classes),
         class_weight=class_weights(params["class_weight"], classes, y_idx),
     )
+
+
+def trunk_key(net, params, cut) -> str:
+    """The cache key of the activations at ``cut``: backbone weights (and code), size, cut."""
+    from .hashing import hash_config, hash_module, with_disk_flag
+
+    backbone = params["backbone"]
+    code = "" if isinstance(backbone, str) else hash_module(backbone)
+    name = backbone if isinstance(backbone, str) else type(backbone).__name__
+    return with_disk_flag(code, hash_config(
+        "trunk-v1", name, code, int(params["image_size"]), cut,
+        state_dict=net.embedder.state_dict(),
+    ))  # fmt: skip
+
+
+def train_partial(items, y_idx, classes, *, params, device, seed, activation_cache,
+                  metadata=None, **module_kwargs):  # fmt: skip
+    """Train the last ``params["trainable_blocks"]`` stages and the head on cached activations.
+
+    The trunk's activations of every image are computed once for each of the first
+    ``cached_views`` views (one view without ``augment``), through ``activation_cache``;
+    each epoch draws one view per training image. Returns the skorch net whose
+    ``module_`` is the whole :class:`.modules.ClassifierNetwork` (its trunk frozen),
+    with the trunk's cache key as ``module_.trunk_key``.
+    """
+    from .backbones import backbone_stages
+    from .modules import ClassifierNetwork
+    from .partial import ActivationDataset, split_network, view_activations
+    from .views import views_for
+
+    size = int(params["image_size"])
+    k = int(params["trainable_blocks"])
+    with torch_seed(seed, device):
+        net = ClassifierNetwork(
+            backbone=params["backbone"], weights=params["weights"], pooling=params["pooling"],
+            n_classes=len(classes), image_size=size, **module_kwargs,
+        )  # fmt: skip
+    n_stages = len(backbone_stages(net.embedder.features))
+    if not 1 <= k < n_stages:
+        split_network(net, k, size)  # raises the clear error
+    net.freeze(n_stages - k)
+    trunk, top, shape = split_network(net, k, size)
+    top.features_only = False
+    net.trunk_key = trunk_key(net, params, trunk.cut)
+    net.to(device)
+    views = views_for(params["cached_views"] if params["augment"] else 1)
+    acts = view_activations(
+        items, trunk, views, cached=activation_cache(net.trunk_key), image_size=size,
+        batch_size=int(params["batch_size"]), device=device, num_workers=params["num_workers"],
+        verbose=int(params["verbose"]) > 1,
+    )  # fmt: skip
+    train, valid = stratified_split(len(items), y_idx, params["validation_fraction"], seed)
+
+    def dataset(rows, random_view):
+        return ActivationDataset(
+            acts[:, rows] if random_view else acts[:1, rows], shape, y=y_idx[rows],
+            metadata=None if metadata is None else metadata[rows], random_view=random_view,
+        )  # fmt: skip
+
+    trained = train_network(
+        top, {}, dataset(train, len(views) > 1),
+        valid_data=None if valid is None else dataset(valid, False),
+        config=TrainingConfig.from_params(params, device=device, num_workers=0),
+        seed=seed, n_classes=len(classes),
+        class_weight=class_weights(params["class_weight"], classes, y_idx),
+    )  # fmt: skip
+    trained.module_ = net
+    return trained

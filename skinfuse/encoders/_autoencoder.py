@@ -63,6 +63,11 @@ class ConvAutoencoderEncoder(TrainedNetworkMixin, BaseImageEncoder):
         Train on random flips and 90-degree rotations of the images (lesions
         have no canonical orientation). The reconstruction target is the
         augmented image itself.
+    tta : int, default=1
+        Test-time augmentation: the mean embedding of the first ``tta`` fixed
+        views of each image (1: the image; 2: and its mirror image; 4: the flips
+        and the half turn; 8: the eight symmetries of the square), each view
+        encoded once and cached.
     num_workers : int or None, default=None
         DataLoader workers decoding images; ``None`` picks 0 for a single batch,
         else up to 4 leaving one core to the network.
@@ -133,6 +138,7 @@ class ConvAutoencoderEncoder(TrainedNetworkMixin, BaseImageEncoder):
         "features": [StrOptions({"latent", "multi"})],
         **params.TRAINING,
         "augment": ["boolean"],
+        **params.TTA,
         **params.RUNTIME,
         **params.CACHE,
     }
@@ -150,6 +156,7 @@ class ConvAutoencoderEncoder(TrainedNetworkMixin, BaseImageEncoder):
         optimizer="adam",
         weight_decay=0.0,
         augment=False,
+        tta=1,
         num_workers=None,
         device="auto",
         cache=True,
@@ -167,6 +174,7 @@ class ConvAutoencoderEncoder(TrainedNetworkMixin, BaseImageEncoder):
         self.optimizer = optimizer
         self.weight_decay = weight_decay
         self.augment = augment
+        self.tta = tta
         self.num_workers = num_workers
         self.device = device
         self.cache = cache

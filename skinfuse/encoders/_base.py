@@ -84,11 +84,23 @@ class BaseImageEncoder(
     def _embed(self, items, *, pixels=None):
         """Embeddings of ``items`` through the cache (``cache``, ``cache_dir``).
 
+        With ``tta=n`` (encoders that have it), the mean of the embeddings of the first
+        ``n`` views (:data:`skinfuse._nn.views.VIEWS`), each cached under its own key.
         ``pixels`` (the items decoded already, a uint8 tensor in their order) spares
         decoding them again.
         """
-        from .._nn.inference import embed
+        from .._nn.views import check_views, views_for
 
+        views = views_for(check_views(getattr(self, "tta", 1)))
+        out = self._embed_view(items, views[0], pixels)
+        for view in views[1:]:
+            out += self._embed_view(items, view, pixels)
+        if len(views) > 1:
+            out /= np.float32(len(views))
+        return out
+
+    def _embed_view(self, items, view, pixels=None):
+        """Cached embeddings of one view of ``items``."""
         device = self._inference_device()
         index = None if pixels is None else {id(item): i for i, item in enumerate(items)}
 
@@ -96,23 +108,49 @@ class BaseImageEncoder(
             images = todo
             if index is not None:
                 images = pixels[np.array([index[id(item)] for item in todo])]
-            return embed(
-                self._module_on(self._embedding_module(), device, "embedder"),
-                images,
-                int(self.image_size),
-                batch_size=int(self.batch_size),
-                device=device,
-                num_workers=self.num_workers,
-                verbose=self.verbose,
-                desc=f"encoding ({type(self).__name__})",
-            )
+            return self._encode(images, view, device)
 
         key = f"{self.config_key_}-{precision(device)}"
+        if view != "identity":
+            key = f"{key}-{view}"
         batch = int(self.batch_size)  # chunks of whole batches: the same batches as one call
         return encode_cached(
             items, encode, config_key=key, cache=self.cache, cache_dir=self.cache_dir,
             chunk_size=max(1, CHUNK_IMAGES // batch) * batch,
         )  # fmt: skip
+
+    def _encode(self, images, view, device):
+        """Embeddings of ``images`` (a list of items or a uint8 tensor) seen in ``view``."""
+        from .._nn.inference import embed
+        from .._nn.views import ViewOf
+
+        module = self._module_on(self._embedding_module(), device, "embedder")
+        return embed(
+            module if view == "identity" else ViewOf(module, view),
+            images,
+            int(self.image_size),
+            batch_size=int(self.batch_size),
+            device=device,
+            num_workers=self.num_workers,
+            verbose=self.verbose,
+            desc=f"encoding ({type(self).__name__}, {view})",
+        )
+
+
+def activation_cache(estimator, trunk_key, device):
+    """``cached(items, encode, view)`` for :func:`skinfuse._nn.partial.view_activations`:
+    the trunk activations of each view, in the embedding cache of ``estimator``
+    (``cache``, ``cache_dir``, default: memory only)."""
+    batch = int(estimator.batch_size)
+
+    def cached(items, encode, view):
+        return encode_cached(
+            items, encode, config_key=f"{trunk_key}-{precision(device)}-{view}",
+            cache=getattr(estimator, "cache", True), cache_dir=getattr(estimator, "cache_dir", None),
+            chunk_size=max(1, CHUNK_IMAGES // batch) * batch,
+        )  # fmt: skip
+
+    return cached
 
 
 def check_cache_folder(estimator) -> None:

@@ -102,6 +102,30 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
         Stop when ``valid_loss`` has not improved for this many epochs, and
         restore the weights of the best epoch. ``None`` (or
         ``validation_fraction=0``) trains for ``max_epochs`` epochs.
+    label_smoothing : float, default=0.0
+        Label smoothing of the cross-entropy loss (e.g. ``0.1``).
+    trainable_blocks : int or None, default=None
+        Partial fine-tuning from cached activations. ``None``: train from the
+        images (what ``freeze`` leaves trainable). An int ``k``: train only the
+        last ``k`` backbone stages (see ``freeze`` for what a stage is) and the
+        head; the activations of the frozen stages are computed once per image
+        and per view (``cached_views``), kept in the embedding cache (``cache``,
+        ``cache_dir``), and every epoch runs the last stages only, which makes
+        fine-tuning practical on a CPU. ``augment`` then means drawing one
+        cached view per image and epoch (no crops or colour jitter). The
+        fitted network is whole: it embeds and predicts new images end to end,
+        taking its frozen stages' activations from the cache when they are
+        there. Needs a backbone that runs its stages in sequence (the named
+        ones do; a clear error says so otherwise).
+    cached_views : int, default=4
+        With ``trainable_blocks``: how many fixed views of each image (the
+        first of: identity, horizontal flip, vertical flip, half turn, quarter
+        turns, transposes) have their activations cached for training.
+    tta : int, default=1
+        Test-time augmentation: ``transform`` returns the mean embedding of the
+        first ``tta`` views (same order as ``cached_views``; 1: none, 2: and the
+        mirror image, 4: the flips and the half turn, 8: all eight symmetries
+        of the square), each view cached, and ``predict_proba`` uses it.
     cross_fit : int or None, default=3
         Folds used by ``fit_transform`` to return out-of-fold embeddings (see
         above). ``None`` (or ``False``): ``fit_transform`` is
@@ -212,6 +236,7 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
         **params.TRAINING,
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         **params.FINE_TUNING,
+        **params.TTA,
         "cross_fit": [Interval(Integral, 2, None, closed="left"), "boolean", None],
         "align_folds": ["boolean"],
         **params.RUNTIME,
@@ -235,6 +260,10 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
         class_weight="balanced",
         validation_fraction=0.1,
         patience=5,
+        label_smoothing=0.0,
+        trainable_blocks=None,
+        cached_views=4,
+        tta=1,
         cross_fit=3,
         align_folds=True,
         num_workers=None,
@@ -258,6 +287,10 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
         self.class_weight = class_weight
         self.validation_fraction = validation_fraction
         self.patience = patience
+        self.label_smoothing = label_smoothing
+        self.trainable_blocks = trainable_blocks
+        self.cached_views = cached_views
+        self.tta = tta
         self.cross_fit = cross_fit
         self.align_folds = align_folds
         self.num_workers = num_workers
@@ -321,8 +354,6 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
         """
         from sklearn.model_selection import StratifiedKFold
 
-        from .._nn.inference import embed
-
         if self.cross_fit is True:
             raise ValueError(
                 "cross_fit=True is ambiguous; pass the number of folds (an int >= 2, e.g. 3) "
@@ -353,12 +384,7 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
                 print(f"cross-fitting: fold {fold + 1}/{k} ({len(train)} training images)")
             net = self._train([items[i] for i in train], y_idx[train], seed)
             todo = held_out if not self.align_folds else np.concatenate([held_out, train])
-            emb = embed(
-                net.module_.embedder, [items[i] for i in todo], int(self.image_size),
-                batch_size=int(self.batch_size), device=self.device_,
-                num_workers=self.num_workers, verbose=self.verbose > 1,
-                desc=f"encoding fold {fold + 1}/{k}",
-            )  # fmt: skip
+            emb = self._encode_views(net.module_, [items[i] for i in todo])
             del net
             if self.align_folds:
                 out[held_out] = _align(emb[len(held_out) :], final[train], emb[: len(held_out)])
@@ -408,10 +434,12 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
     def _train(self, items, y_idx, seed):
         """Fine-tune one network on ``items``; return the skorch net (module on ``device_``)."""
         from .._nn.training import train_classifier
+        from ._base import activation_cache
 
         return train_classifier(
             items, y_idx, self.classes_, params=self.get_params(deep=False),
             device=self.device_, seed=seed,
+            activation_cache=lambda key: activation_cache(self, key, self.device_),
         )  # fmt: skip
 
     # -- fitted parts --------------------------------------------------------------------
@@ -427,6 +455,45 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
 
     def _embedding_module(self):
         return self.embedder_
+
+    def _encode(self, images, view, device):
+        if self.trainable_blocks is None:
+            return super()._encode(images, view, device)
+        module = self._module_on(self.module_, device, "network")
+        return self._encode_with(module, images, view, device)
+
+    def _encode_views(self, module, images):
+        """Mean embedding of the ``tta`` views of ``images`` by ``module`` (a fold's network)."""
+        from .._nn.views import views_for
+
+        views = views_for(self.tta)
+        out = self._encode_with(module, images, views[0], self.device_)
+        for view in views[1:]:
+            out += self._encode_with(module, images, view, self.device_)
+        return out / np.float32(len(views))
+
+    def _encode_with(self, module, images, view, device):
+        """Embeddings of one view of ``images`` by the network ``module`` (not cached); with
+        ``trainable_blocks``, from the cached activations of its frozen stages."""
+        from .._nn.inference import embed
+        from .._nn.partial import run_top, split_network, view_activations
+        from .._nn.views import ViewOf
+        from ._base import activation_cache
+
+        if self.trainable_blocks is None:
+            return embed(
+                ViewOf(module.embedder, view), images, int(self.image_size),
+                batch_size=int(self.batch_size), device=device, num_workers=self.num_workers,
+                verbose=self.verbose > 1, desc=f"encoding ({view})",
+            )  # fmt: skip
+        trunk, top, shape = split_network(module, self.trainable_blocks, int(self.image_size),
+                                          check=False)  # fmt: skip
+        acts = view_activations(
+            images, trunk, [view], cached=activation_cache(self, module.trunk_key, device),
+            image_size=int(self.image_size), batch_size=int(self.batch_size), device=device,
+            num_workers=self.num_workers, verbose=self.verbose > 1,
+        )  # fmt: skip
+        return run_top(top, acts, shape, device=device)[0]
 
     # -- inference -----------------------------------------------------------------------
     def predict_proba(self, X):

@@ -46,6 +46,11 @@ class FrozenCNNEncoder(BaseImageEncoder):
         help on dermoscopy images; named backbones only.
     batch_size : int, default=64
         Images per forward pass.
+    tta : int, default=1
+        Test-time augmentation: the mean embedding of the first ``tta`` fixed
+        views of each image (1: the image; 2: and its mirror image; 4: the flips
+        and the half turn; 8: the eight symmetries of the square), each view
+        encoded once and cached.
     num_workers : int or None, default=None
         DataLoader workers decoding images; ``None`` picks 0 for a single batch,
         else up to 4 leaving one core to the network.
@@ -91,6 +96,7 @@ class FrozenCNNEncoder(BaseImageEncoder):
         **params.BACKBONE,
         "pooling": [StrOptions({"avg", "max", "avgmax", "multi"})],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
+        **params.TTA,
         **params.RUNTIME,
         **params.CACHE,
     }
@@ -103,6 +109,7 @@ class FrozenCNNEncoder(BaseImageEncoder):
         image_size=224,
         pooling="avg",
         batch_size=64,
+        tta=1,
         num_workers=None,
         device="auto",
         cache=True,
@@ -114,6 +121,7 @@ class FrozenCNNEncoder(BaseImageEncoder):
         self.image_size = image_size
         self.pooling = pooling
         self.batch_size = batch_size
+        self.tta = tta
         self.num_workers = num_workers
         self.device = device
         self.cache = cache

@@ -1,0 +1,192 @@
+"""Partial fine-tuning from cached activations: train the last blocks of a backbone only.
+
+Most of a CNN's cost is in the early stages, which barely change in fine-tuning. With
+``trainable_blocks=k`` the first stages (all but the last ``k``, see
+:func:`.backbones.backbone_stages`) are frozen; their output (the *activations* at the
+cut) is computed once per image and per fixed view (:mod:`.views`), cached like an
+embedding, and only the last ``k`` stages, the metadata branch and the head are trained,
+on those activations. An epoch then costs the top of the network only: minutes, not hours,
+on a CPU.
+
+The trained network is an ordinary :class:`.modules.ClassifierNetwork` whose first stages
+are frozen (``freeze=n_stages - k``): it predicts new images end to end, explains them with
+Grad-CAM and saves like any other. :class:`TopNetwork` shares its parameters (the same
+tensors), so training the top trains the network.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .backbones import backbone_stages, pool_map
+from .views import ViewOf
+
+
+class _Stop(Exception):
+    """Raised by the hook at the cut: the rest of the backbone is not run."""
+
+
+class Trunk(nn.Module):
+    """Normalised images -> the backbone's output at module ``cut``, flattened ``(B, C*h*w)``."""
+
+    def __init__(self, embedder, cut):
+        super().__init__()
+        self.embedder = embedder
+        self.cut = cut
+
+    def feature_map(self, x):
+        """The activations at the cut, ``(B, C, h, w)``."""
+        store = []
+
+        def hook(_module, _inputs, output):
+            store.append(output)
+            raise _Stop
+
+        handle = self.embedder.features.get_submodule(self.cut).register_forward_hook(hook)
+        try:
+            self.embedder.features(self.embedder.normalize(x))
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        return store[0]
+
+    def forward(self, x):
+        fmap = self.feature_map(x)
+        return fmap.reshape(len(fmap), -1)
+
+
+class TopNetwork(nn.Module):
+    """Activations at the cut ``(B, C, h, w)`` -> the last stages -> pooling -> (metadata) -> head.
+
+    Holds the modules of ``net`` (a :class:`.modules.ClassifierNetwork`) by reference.
+    With ``features_only``, returns the pooled features (what ``net.embedder`` returns).
+    """
+
+    def __init__(self, net, names, features_only=False):
+        super().__init__()
+        features = net.embedder.features
+        self.stages = nn.ModuleList([features.get_submodule(name) for name in names])
+        self.pooling = net.embedder.pooling
+        self.metadata = net.metadata
+        self.dropout = net.dropout
+        self.head = net.head
+        self.features_only = features_only
+
+    def forward(self, x, metadata=None):
+        for stage in self.stages:
+            x = stage(x)
+        features = pool_map(x, self.pooling)
+        if self.features_only:
+            return features
+        if self.metadata is not None:
+            features = torch.cat([features, self.metadata(metadata.float())], dim=1)
+        return self.head(self.dropout(features))
+
+
+def split_network(net, trainable_blocks, image_size, *, check=True):
+    """``(trunk, top, shape)`` of a :class:`.modules.ClassifierNetwork` for ``trainable_blocks``.
+
+    ``shape`` is the shape ``(C, h, w)`` of one image's activations. With ``check``,
+    checks on one random image that the trunk then the top compute what the whole backbone computes
+    (true for backbones that run their stages in sequence), and says what to do if not.
+    """
+    features = net.embedder.features
+    stages = backbone_stages(features)
+    k = int(trainable_blocks)
+    if not 1 <= k < len(stages):
+        shown = ", ".join("+".join(group) for group in stages)
+        raise ValueError(
+            f"trainable_blocks={k}, but the backbone has {len(stages)} stages ({shown}): pass "
+            f"an int from 1 (the last stage) to {len(stages) - 1}, or trainable_blocks=None "
+            "to train the whole network from the images."
+        )
+    cut = stages[-k - 1][-1]
+    names = [name for group in stages[-k:] for name in group]
+    trunk = Trunk(net.embedder, cut)
+    top = TopNetwork(net, names, features_only=True)
+    if not check:
+        with torch.no_grad():
+            shape = trunk.feature_map(torch.zeros(1, 3, image_size, image_size)).shape[1:]
+        return trunk, top, tuple(shape)
+    was_training = net.training
+    net.eval()
+    x = torch.randint(0, 256, (1, 3, image_size, image_size), dtype=torch.uint8)
+    with torch.no_grad():
+        whole = net.embedder(x)
+        acts = trunk.feature_map(x)
+        staged = top(acts)
+    net.train(was_training)
+    if whole.shape != staged.shape or not torch.allclose(whole, staged, rtol=1e-3, atol=1e-4):
+        raise ValueError(
+            f"trainable_blocks={k} needs a backbone that runs its stages one after the other; "
+            f"this one does more between {cut!r} and its output than its stages {names} (the "
+            "two ways of computing its features differ). Use freeze= instead (it trains from "
+            "the images), or a named backbone."
+        )
+    return trunk, top, tuple(acts.shape[1:])
+
+
+def view_activations(items, trunk, views, *, cached, image_size, batch_size, device,
+                     num_workers=None, verbose=0):  # fmt: skip
+    """Trunk activations of ``items`` for each view: float32 ``(n_views, n, C*h*w)``.
+
+    ``cached(items, encode, view)`` returns ``encode(todo)``'s rows for the items not cached
+    yet under the view's key, with the rest from the cache (the estimator's embedding cache).
+    """
+    from .inference import embed
+
+    out = []
+    for view in views:
+
+        def encode(todo, view=view):
+            return embed(
+                ViewOf(trunk, view), todo, image_size, batch_size=batch_size, device=device,
+                num_workers=num_workers, verbose=verbose, desc=f"activations ({view})",
+            )  # fmt: skip
+
+        out.append(cached(items, encode, view))
+    return np.stack(out)
+
+
+class ActivationDataset(Dataset):
+    """Cached activations ``(n_views, n, D)`` as ``(C, h, w)`` tensors, one view per access.
+
+    With ``random_view`` each access draws a view (torch's random stream: seed it);
+    otherwise view 0. Items follow :class:`.data.ImageDataset`: the input, or a dict with
+    the input under ``"x"`` and ``"metadata"``; then the target if ``y`` is given.
+    """
+
+    def __init__(self, acts, shape, *, y=None, metadata=None, random_view=False):
+        self.acts = acts
+        self.shape = tuple(shape)
+        self.y = y
+        self.metadata = metadata
+        self.random_view = random_view
+
+    def __len__(self):
+        return self.acts.shape[1]
+
+    def __getitem__(self, i):
+        v = int(torch.randint(0, len(self.acts), ()).item()) if self.random_view else 0
+        x = torch.from_numpy(self.acts[v, i]).view(self.shape)
+        if self.metadata is not None:
+            x = {"x": x, "metadata": torch.from_numpy(self.metadata[i])}
+        if self.y is None:
+            return x
+        return x, self.y[i]
+
+
+def run_top(top, acts, shape, *, device, batch_size=256, metadata=None):
+    """``top`` over the activations of each view; float32 ``(n_views, n, d)``."""
+    from .inference import run_batches
+
+    out = []
+    for v in range(len(acts)):
+        data = ActivationDataset(acts[v : v + 1], shape, metadata=metadata)
+        loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+        out.append(run_batches(top, loader, device, chunk=batch_size, channels_last=False))
+    return np.stack(out)
