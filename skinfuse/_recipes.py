@@ -6,15 +6,9 @@ __all__ = ["RECIPES", "make_recipe"]
 
 
 def _mlp(random_state):
-    from sklearn.neural_network import MLPClassifier
+    from .pipeline import make_mlp
 
-    return MLPClassifier(
-        hidden_layer_sizes=(512,),
-        alpha=1e-2,
-        early_stopping=True,
-        max_iter=300,
-        random_state=random_state,
-    )
+    return make_mlp("best", random_state)
 
 
 def _frozen(backbones, random_state, cache_dir, verbose):

@@ -24,7 +24,7 @@ from skinfuse.encoders import FrozenCNNEncoder, cache_info
 from skinfuse.imbalance import AdaptiveSMOTE, PriorCorrectedClassifier
 from skinfuse.pipeline import make_fusion_pipeline
 
-TINY = dict(backbone="tiny_cnn", weights=None, image_size=32, batch_size=64)
+TINY = dict(backbone="tiny_cnn", weights=None, image_size=32, batch_size=64, pooling="avg")
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,9 @@ def _cv():
 
 
 def test_steps_and_parameter_paths():
-    model = make_fusion_pipeline(FrozenCNNEncoder(**TINY), select_k=10, classifier="logreg")
+    model = make_fusion_pipeline(
+        FrozenCNNEncoder(**TINY), select_k=10, classifier="logreg", preset="seed"
+    )
     assert [n for n, _ in model.steps] == ["features", "scale", "select", "sampler", "classifier"]
     params = model.get_params()
     for key in (
@@ -56,6 +58,30 @@ def test_steps_and_parameter_paths():
     assert isinstance(model.named_steps["sampler"], AdaptiveSMOTE)
     off = make_fusion_pipeline(FrozenCNNEncoder(**TINY), sampler=None, scale=False)
     assert off.named_steps["sampler"] == "passthrough" and off.named_steps["scale"] == "passthrough"
+
+
+def test_presets_best_by_default_and_the_seed_recipe_one_argument_away():
+    best = make_fusion_pipeline(FrozenCNNEncoder(**TINY))
+    assert best.named_steps["sampler"] == "passthrough"
+    mlp = best.named_steps["classifier"]
+    assert (mlp.hidden_layer_sizes, mlp.alpha, mlp.early_stopping) == ((512,), 1e-2, True)
+    seed = make_fusion_pipeline(FrozenCNNEncoder(**TINY), preset="seed")
+    assert isinstance(seed.named_steps["sampler"], AdaptiveSMOTE)
+    mlp = seed.named_steps["classifier"]
+    assert (mlp.hidden_layer_sizes, mlp.alpha) == ((256,), 1e-3)
+    # an explicit argument wins over the preset
+    assert make_fusion_pipeline(FrozenCNNEncoder(**TINY), sampler="smote").named_steps[
+        "sampler"
+    ] != "passthrough"
+    assert make_fusion_pipeline(FrozenCNNEncoder(**TINY), preset="seed", sampler=None).named_steps[
+        "sampler"
+    ] == "passthrough"
+
+
+def test_default_frozen_encoder_is_the_two_backbone_multi_scale_recipe():
+    enc = FrozenCNNEncoder()
+    assert enc.backbone == ("efficientnet_lite0", "efficientnet_lite2")
+    assert enc.pooling == "auto" and enc._pooling() == "multi" and enc.image_size is None
 
 
 def test_fusion_beats_each_modality_alone(six_classes):

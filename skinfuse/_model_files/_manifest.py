@@ -29,7 +29,10 @@ def _describe(model, torch_estimators) -> dict:
             return None
         return np.asarray(value).tolist()
 
-    sizes = sorted({int(est.image_size) for est in torch_estimators})
+    sizes = sorted(
+        {int(est._size() if hasattr(est, "_size") else est.image_size) for est in torch_estimators
+         if not isinstance(getattr(est, "backbone", None), (tuple, list))}
+    )  # fmt: skip
     return {
         "model_class": _type_name(type(model)),
         "classes": listed("classes_"),

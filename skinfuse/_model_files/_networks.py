@@ -63,6 +63,8 @@ def _check_rebuildable(est) -> None:
             "Use one of them, or joblib.dump at your own risk (opening a pickle runs code)."
         )
     backbone = getattr(est, "backbone", None)
+    if isinstance(backbone, (tuple, list)) and all(isinstance(b, str) for b in backbone):
+        return  # several named backbones: each is rebuilt by its own encoder in encoders_
     if backbone is not None and not isinstance(backbone, str):
         raise TypeError(
             f"skinfuse.save cannot store {type(est).__name__} with a custom backbone "
@@ -163,7 +165,11 @@ def _stash(est, key, tensors, histories, restore) -> dict:
         elif isinstance(value, ImageEmbedder):
             if attr != "embedder_":
                 raise TypeError(f"unexpected network {type(est).__name__}.{attr}")
-            part = {"kind": "embedder", "backbone": est.backbone, "pooling": est.pooling}
+            part = {
+                "kind": "embedder",
+                "backbone": est.backbone,
+                "pooling": est._pooling() if hasattr(est, "_pooling") else est.pooling,
+            }
             tensors.update(_tensors_of(value, f"{key}/{attr}/"))
         elif isinstance(value, History):
             if isinstance(net, NeuralNet) and net.history is value:

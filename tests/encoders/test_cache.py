@@ -18,7 +18,7 @@ from torch import nn
 
 from skinfuse.encoders import FrozenCNNEncoder, _cache, cache_info, clear_cache
 
-TINY = dict(backbone="tiny_cnn", weights=None, image_size=16, batch_size=4)
+TINY = dict(backbone="tiny_cnn", weights=None, image_size=16, batch_size=4, pooling="avg")
 #: seconds the concurrency test runs; SKINFUSE_CACHE_STRESS_S=20 for a longer run
 STRESS_S = float(os.environ.get("SKINFUSE_CACHE_STRESS_S", "3"))
 

@@ -16,7 +16,7 @@ from sklearn.preprocessing import StandardScaler
 
 from skinfuse.encoders import FrozenCNNEncoder, cache_info
 
-TINY = dict(backbone="tiny_cnn", weights=None, image_size=32, batch_size=16)
+TINY = dict(backbone="tiny_cnn", weights=None, image_size=32, batch_size=16, pooling="avg")
 
 
 def _images(n=6, size=20, seed=0):

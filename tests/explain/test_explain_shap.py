@@ -6,7 +6,7 @@ from skinfuse.encoders import FrozenCNNEncoder, cache_info
 from skinfuse.explain import explain_metadata, modality_importance
 from skinfuse.pipeline import make_fusion_pipeline
 
-TINY = dict(backbone="tiny_cnn", weights=None, image_size=32, batch_size=64)
+TINY = dict(backbone="tiny_cnn", weights=None, image_size=32, batch_size=64, pooling="avg")
 COLUMNS = ["image", "age", "sex", "localization"]
 
 # shap's own colour maps warn on import (matplotlib deprecation, not ours)
