@@ -70,12 +70,16 @@ def test_presets_best_by_default_and_the_seed_recipe_one_argument_away():
     mlp = seed.named_steps["classifier"]
     assert (mlp.hidden_layer_sizes, mlp.alpha) == ((256,), 1e-3)
     # an explicit argument wins over the preset
-    assert make_fusion_pipeline(FrozenCNNEncoder(**TINY), sampler="smote").named_steps[
-        "sampler"
-    ] != "passthrough"
-    assert make_fusion_pipeline(FrozenCNNEncoder(**TINY), preset="seed", sampler=None).named_steps[
-        "sampler"
-    ] == "passthrough"
+    assert (
+        make_fusion_pipeline(FrozenCNNEncoder(**TINY), sampler="smote").named_steps["sampler"]
+        != "passthrough"
+    )
+    assert (
+        make_fusion_pipeline(FrozenCNNEncoder(**TINY), preset="seed", sampler=None).named_steps[
+            "sampler"
+        ]
+        == "passthrough"
+    )
 
 
 def test_default_frozen_encoder_is_the_two_backbone_multi_scale_recipe():
