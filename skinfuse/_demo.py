@@ -18,7 +18,9 @@ def _models(image_size, random_state, verbose):
     from .pipeline import make_fusion_pipeline
 
     def encoder():
-        return FrozenCNNEncoder(image_size=image_size, verbose=verbose)
+        return FrozenCNNEncoder(
+            "efficientnet_lite0", image_size=image_size, pooling="avg", verbose=verbose
+        )
 
     common = dict(
         classifier="logreg", class_weight="balanced", sampler=None, random_state=random_state

@@ -9,6 +9,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
 from ._columns import IMAGE_COLUMN, METADATA_COLUMNS
+from ._late_fusion import LateFusionClassifier
 from ._nn import params
 from ._nn.device import (
     TorchEstimatorMixin,
@@ -29,7 +30,7 @@ from .encoders._base import activation_cache, validate_images
 from .encoders._cache import check_cache_dir
 from .images import as_image_list, check_image_files
 
-__all__ = ["FusionNetClassifier"]
+__all__ = ["FusionNetClassifier", "LateFusionClassifier"]
 
 
 class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMixin, BaseEstimator):
