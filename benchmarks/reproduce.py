@@ -360,6 +360,24 @@ def main(argv=None):
     )
 
 
+def no_tta(name, model):
+    """A ``[tta=1]`` row for a fitted model with test-time augmentation: the same fitted
+    model predicting from the image alone (its TTA ablation, at no training cost)."""
+    params = model.get_params()
+    keys = [k for k in params if k == "tta" or k.endswith("__tta")]
+    if not keys or all(params[k] == 1 for k in keys):
+        return {}
+
+    def predict_proba(X_test):
+        model.set_params(**{k: 1 for k in keys})
+        try:
+            return model.predict_proba(X_test)
+        finally:
+            model.set_params(**{k: params[k] for k in keys})
+
+    return {f"{name} [tta=1]": (predict_proba, model.classes_)}
+
+
 def fit_row(model, X, y, groups, calibration):
     """Fit one row's model; return ``name -> {row name: (predict_proba, classes)}``.
 
@@ -371,7 +389,7 @@ def fit_row(model, X, y, groups, calibration):
         warnings.simplefilter("ignore", category=UserWarning)
         if calibration == "none" or isinstance(model, DummyClassifier):
             model.fit(X, y)
-            return lambda name: {name: (model.predict_proba, model.classes_)}
+            return lambda name: {name: (model.predict_proba, model.classes_), **no_tta(name, model)}
         # grouped inner folds as precomputed splits: scikit-learn 1.9's ensemble=False path
         # does not route groups to the splitter
         inner = StratifiedGroupKFold(n_splits=3, shuffle=True, random_state=0)

@@ -12,21 +12,17 @@ def _mlp(random_state):
 
 
 def _frozen(backbones, random_state, cache_dir, verbose):
-    from sklearn.pipeline import FeatureUnion
-
     from .encoders import FrozenCNNEncoder
     from .pipeline import make_fusion_pipeline
 
-    encoders = [
-        FrozenCNNEncoder(
-            name, image_size=size, pooling="multi", cache_dir=cache_dir, verbose=verbose
-        )
-        for name, size in backbones
-    ]
-    if len(encoders) == 1:
-        encoder = encoders[0]
-    else:
-        encoder = FeatureUnion([(name, enc) for (name, _), enc in zip(backbones, encoders)])
+    names = tuple(name for name, _ in backbones)
+    encoder = FrozenCNNEncoder(
+        names[0] if len(names) == 1 else names,
+        image_size=None,  # each backbone's native size
+        pooling="multi",
+        cache_dir=cache_dir,
+        verbose=verbose,
+    )
     return make_fusion_pipeline(
         encoder, classifier=_mlp(random_state), sampler=None, random_state=random_state
     )

@@ -13,7 +13,7 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
     namespace: dict = {}
     for block in blocks:
         exec(compile(block, str(README), "exec"), namespace)
-    assert namespace["heatmaps"].shape == (8, 224, 224)
+    assert namespace["heatmaps"].shape == (8, 260, 260)  # Lite0 + Lite2: the larger size
     assert namespace["scores"]["test_score"].mean() > 0.2
     assert namespace["shap_values"].values.shape[:2] == (20, 4)
     assert list(namespace["importance"].feature_names)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -15,6 +17,22 @@ def autocast(device):
     """bf16 autocast on CUDA, a no-op elsewhere."""
     device_type = str(device).split(":")[0]
     return torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda")
+
+
+@contextlib.contextmanager
+def eval_mode(module):
+    """``module`` in eval mode inside the block; every submodule gets its own mode back.
+
+    (``module.train(was_training)`` would set every submodule to one mode: a wrapper built
+    around a fitted network, in training mode by default, would leave the network training.)
+    """
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def _chunks(batch, chunk, channels_last):
@@ -44,8 +62,6 @@ def run_batches(module, loader, device, *, chunk=None, channels_last=True, verbo
     """
     device = torch.device(device)
     chunk = chunk or (CPU_CHUNK if device.type == "cpu" else None)
-    was_training = module.training
-    module.eval()
     # converted outside inference mode, so the parameters stay ordinary tensors
     if channels_last:
         with torch.no_grad():
@@ -55,6 +71,8 @@ def run_batches(module, loader, device, *, chunk=None, channels_last=True, verbo
 
         loader = tqdm(loader, desc=desc, unit="batch")
     out = []
+    modes = [(m, m.training) for m in module.modules()]  # each restored (see eval_mode)
+    module.eval()
     try:
         for batch in unwrap_worker_errors(loader):
             if isinstance(batch, dict):
@@ -71,7 +89,8 @@ def run_batches(module, loader, device, *, chunk=None, channels_last=True, verbo
         if channels_last:
             with torch.no_grad():
                 module.to(memory_format=torch.contiguous_format)
-        module.train(was_training)
+        for m, training in modes:
+            m.training = training
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(out).astype(np.float32, copy=False)

@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .backbones import backbone_stages, pool_map
+from .inference import eval_mode
 from .views import ViewOf
 
 
@@ -108,18 +109,16 @@ def split_network(net, trainable_blocks, image_size, *, check=True):
     names = [name for group in stages[-k:] for name in group]
     trunk = Trunk(net.embedder, cut)
     top = TopNetwork(net, names, features_only=True)
-    if not check:
-        with torch.no_grad():
-            shape = trunk.feature_map(torch.zeros(1, 3, image_size, image_size)).shape[1:]
-        return trunk, top, tuple(shape)
-    was_training = net.training
-    net.eval()
-    x = torch.randint(0, 256, (1, 3, image_size, image_size), dtype=torch.uint8)
-    with torch.no_grad():
+    device = next(net.parameters()).device
+    with eval_mode(net), torch.no_grad():
+        if not check:
+            zeros = torch.zeros(1, 3, image_size, image_size, device=device)
+            return trunk, top, tuple(trunk.feature_map(zeros).shape[1:])
+        x = torch.randint(0, 256, (1, 3, image_size, image_size), dtype=torch.uint8)
+        x = x.to(device)
         whole = net.embedder(x)
         acts = trunk.feature_map(x)
         staged = top(acts)
-    net.train(was_training)
     if whole.shape != staged.shape or not torch.allclose(whole, staged, rtol=1e-3, atol=1e-4):
         raise ValueError(
             f"trainable_blocks={k} needs a backbone that runs its stages one after the other; "

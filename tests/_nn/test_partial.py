@@ -160,3 +160,20 @@ def test_partially_fine_tuned_encoder_cross_fits_from_cached_activations(lesions
     assert cache_info()["encoded"] == 2 * len(X) + 2 * len(X)
     np.testing.assert_allclose(enc.transform(X), enc.transform(X))
     assert enc.predict_proba(X).shape == (len(X), 4)
+
+
+def test_predicting_leaves_the_fitted_network_untouched(partial_fit, lesions):
+    """Regression: a wrapper in training mode (a view, the trunk) once put the fitted network
+    back in training mode after a prediction, so the next one updated its batch-norm
+    statistics."""
+    net, _ = partial_fit
+    X = lesions.data
+    state = {k: v.clone() for k, v in net.module_.state_dict().items()}
+    try:
+        first = net.set_params(tta=2).predict_proba(X)
+        assert not any(m.training for m in net.module_.modules())
+        np.testing.assert_array_equal(net.predict_proba(X), first)
+    finally:
+        net.set_params(tta=1)
+    for k, v in net.module_.state_dict().items():
+        assert torch.equal(v, state[k]), k
