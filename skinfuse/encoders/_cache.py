@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from .._nn.names import NO_DISK
+from .._utils._malloc import restore_mmap_threshold
 
 try:  # cross-process lock around encoding (POSIX); elsewhere each process encodes on its own
     import fcntl
@@ -476,6 +477,7 @@ def encode_cached(
         Images encoded per call of ``encode``; with ``cache_dir`` each chunk is saved as
         it finishes, and encoded under the folder's lock after looking on disk once more.
     """
+    restore_mmap_threshold()  # in a Dask worker, encoding ~1.6x faster (see _utils/_malloc.py)
     sink = _SINK.get()
     if sink is not None:
         return sink.write(items, encode, config_key)
