@@ -97,7 +97,9 @@ def embed_images(
         ``n_images`` (images given), ``encoded`` (images that went through the network),
         ``skipped`` (images of chunks found on disk), ``n_chunks``, ``folders`` (the
         shards' folders: ``cache_dir/<configuration>``), ``seconds`` and
-        ``images_per_second`` (images given per second of this call).
+        ``images_per_second`` (images given per second of this call), and
+        ``worker_seconds`` (time spent in the chunks, all workers together: ``encoded /
+        worker_seconds`` is the rate of one worker, scheduling and transfers left out).
 
     Notes
     -----
@@ -146,7 +148,9 @@ def embed_images(
         client.run(check_cache_dir, cache_dir)  # the workers' view of it
         results = _run_on(client, encoder, chunks, cache_dir, torch_threads)
         where = f"{len(client.nthreads())} workers"
-    summary = Bunch(n_images=len(items), encoded=0, skipped=0, n_chunks=len(chunks))
+    summary = Bunch(
+        n_images=len(items), encoded=0, skipped=0, n_chunks=len(chunks), worker_seconds=0.0
+    )
     folders = set()
     from tqdm.auto import tqdm
 
@@ -156,6 +160,7 @@ def embed_images(
         for done in results:
             summary.encoded += done["encoded"]
             summary.skipped += done["skipped"]
+            summary.worker_seconds += done["seconds"]
             folders.update(done["folders"])
             bar.update(done["images"])
             bar.set_postfix(encoded=summary.encoded, skipped=summary.skipped, refresh=False)
@@ -209,6 +214,7 @@ def _embed_chunk(items, encoder, cache_dir, torch_threads):
 
         if torch.get_num_threads() != torch_threads:
             torch.set_num_threads(torch_threads)
+    start = time.perf_counter()
     check_image_files(items, on_error="raise")
     with writing_shards(cache_dir) as writer:
         _for_this_process(encoder)._embed(items)
@@ -217,6 +223,7 @@ def _embed_chunk(items, encoder, cache_dir, torch_threads):
         "encoded": writer.encoded,
         "skipped": writer.skipped,
         "folders": sorted(writer.folders),
+        "seconds": time.perf_counter() - start,
     }
 
 
