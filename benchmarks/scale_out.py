@@ -234,7 +234,10 @@ def _parse(argv):
     parser.add_argument("--throughput-images", type=int, default=1000)
     parser.add_argument("--memory-sizes", type=int, nargs="+", default=[2000, 8000])
     parser.add_argument(
-        "--synthetic", type=int, default=0, help="also measure memory on N synthetic images"
+        "--synthetic",
+        type=int,
+        default=None,
+        help="also measure memory on N synthetic images (default 20000; --quick: none)",
     )
     parser.add_argument("--synthetic-size", type=int, default=256, help="their side (px)")
     parser.add_argument("--grid-images", type=int, default=1000)
@@ -247,7 +250,9 @@ def _parse(argv):
     args = parser.parse_args(argv)
     if args.quick or args.smoke:
         args.throughput_images, args.memory_sizes, args.grid_images = 64, [48, 96], 120
-        args.folds, args.synthetic = 3, min(args.synthetic, 200)
+        args.folds, args.synthetic = 3, min(args.synthetic or 0, 200)
+    elif args.synthetic is None:
+        args.synthetic = 20000
     if args.smoke:
         args.backbone, args.image_size, args.synthetic_size = "tiny_cnn", 32, 32
     return args

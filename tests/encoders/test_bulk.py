@@ -45,6 +45,7 @@ def test_chunks_go_to_disk_and_any_encoder_of_the_configuration_reads_them(tmp_p
     encoder = FrozenCNNEncoder(**TINY)
     done = embed_images(encoder, paths, cache_dir=cache_dir, chunk_size=8, verbose=0)
     assert (done.n_images, done.encoded, done.skipped, done.n_chunks) == (30, 30, 0, 4)
+    assert 0 < done.worker_seconds <= done.seconds
     assert len(_shards(cache_dir)) == 4
     assert done.folders == [str(_shards(cache_dir)[0].parent)]
     assert not hasattr(encoder, "config_key_")  # a clone was fitted, not the caller's

@@ -159,3 +159,12 @@ def test_embed_images_survives_a_worker_killed_midway(fresh, tmp_path):
     assert cache_info()["encoded"] == 0
     expected = FrozenCNNEncoder(module, weights=None, image_size=16, cache=False).fit(paths)
     np.testing.assert_allclose(out, expected.transform(paths), rtol=0, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_each_worker_picks_its_own_device(fresh, tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (40, 12, 12, 3), dtype=np.uint8)
+    encoder = FrozenCNNEncoder(**TINY).fit(images)
+    encoder.device_ = "cpu"  # as if fitted where there is no GPU
+    done = embed_images(encoder, images, cache_dir=tmp_path, client=fresh, chunk_size=10, verbose=0)
+    assert [os.path.basename(f).rpartition("-")[2] for f in done.folders] == ["bf16"]
