@@ -191,33 +191,44 @@ def _fitted(encoder):
     return clone(encoder).fit(np.zeros((1, 8, 8, 3), dtype=np.uint8))
 
 
-def _for_this_process(encoder):
+def _prepared(encoder):
     """A copy of the fitted ``encoder`` (sharing its modules) that shows no progress bar and,
-    where its ``device`` is ``"auto"``, runs on this process's device. Made once per process."""
+    where its ``device`` is ``"auto"``, runs on this process's device."""
+    mine = object.__new__(type(encoder))
+    mine.__dict__.update(encoder.__dict__)
+    mine.__dict__.pop("_device_copies", None)  # its own copies on its own device
+    if hasattr(mine, "verbose"):
+        mine.verbose = 0
+    if getattr(encoder, "device", None) in (None, "auto"):
+        mine.device_ = resolve_device("auto")
+    return mine
+
+
+def _for_this_process(encoder):
+    """:func:`_prepared`, once per worker process for the encoder that one call scattered
+    (each call scatters its own, so a refitted encoder is never served stale)."""
     mine = _THIS_PROCESS.get(encoder)
     if mine is None:
-        mine = object.__new__(type(encoder))
-        mine.__dict__.update(encoder.__dict__)
-        mine.__dict__.pop("_device_copies", None)  # its own copies on its own device
-        if hasattr(mine, "verbose"):
-            mine.verbose = 0
-        if getattr(encoder, "device", None) in (None, "auto"):
-            mine.device_ = resolve_device("auto")
-        _THIS_PROCESS[encoder] = mine
+        mine = _THIS_PROCESS[encoder] = _prepared(encoder)
     return mine
 
 
 def _embed_chunk(items, encoder, cache_dir, torch_threads):
-    """Embed one chunk into one shard, or find its shard on disk; return the counters."""
+    """On a worker: embed one chunk into one shard, or find its shard on disk."""
     if torch_threads is not None:
         import torch
 
         if torch.get_num_threads() != torch_threads:
             torch.set_num_threads(torch_threads)
+    return _embed_prepared(items, _for_this_process(encoder), cache_dir)
+
+
+def _embed_prepared(items, encoder, cache_dir):
+    """Embed one chunk with a :func:`_prepared` encoder; return the counters."""
     start = time.perf_counter()
     check_image_files(items, on_error="raise")
     with writing_shards(cache_dir) as writer:
-        _for_this_process(encoder)._embed(items)
+        encoder._embed(items)
     return {
         "images": writer.images,
         "encoded": writer.encoded,
@@ -231,9 +242,12 @@ def _run_here(encoder, chunks, cache_dir, torch_threads):
     import torch
 
     threads = torch.get_num_threads()
+    if torch_threads is not None:
+        torch.set_num_threads(torch_threads)
+    mine = _prepared(encoder)  # afresh for each call: the encoder may have been refitted
     try:
         for chunk in chunks:
-            yield _embed_chunk(chunk, encoder, cache_dir, torch_threads)
+            yield _embed_prepared(chunk, mine, cache_dir)
     finally:
         torch.set_num_threads(threads)
 

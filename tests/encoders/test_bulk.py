@@ -166,3 +166,12 @@ def test_bad_input_is_refused_with_a_clear_error(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(ValueError, match="is a file, not a folder"):
         embed_images(FrozenCNNEncoder(**TINY), paths, cache_dir=tmp_path / "file", verbose=0)
+
+
+def test_a_refitted_encoder_is_not_served_stale(tmp_path):
+    paths = _paths(tmp_path / "images", n=6)
+    encoder = FrozenCNNEncoder(**TINY).fit(paths)
+    first = embed_images(encoder, paths, cache_dir=tmp_path / "c", verbose=0)
+    encoder.set_params(image_size=12).fit(paths)  # another configuration, same object
+    second = embed_images(encoder, paths, cache_dir=tmp_path / "c", verbose=0)
+    assert second.encoded == 6 and second.folders != first.folders
