@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import time
-import weakref
 from numbers import Integral
 
 from sklearn.base import clone
@@ -23,15 +22,13 @@ from ._cache import check_cache_dir, writing_shards
 #: images per chunk (one task, one shard) by default
 CHUNK_SIZE = 1024
 
-_THIS_PROCESS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
 
 @validate_params(
     {
         "encoder": [BaseImageEncoder],
         "images": ["array-like"],
         "cache_dir": [str, os.PathLike],
-        "client": [None, HasMethods(["scatter", "map"])],
+        "client": [None, HasMethods(["submit", "map"])],
         "chunk_size": [Interval(Integral, 1, None, closed="left")],
         "torch_threads": [Interval(Integral, 1, None, closed="left"), None],
         "verbose": ["verbose"],
@@ -67,7 +64,7 @@ def embed_images(
     encoder : FrozenCNNEncoder, FineTunedCNNEncoder or ConvAutoencoderEncoder
         A fitted encoder, or an unfitted :class:`FrozenCNNEncoder` (whose ``fit`` learns
         nothing: a clone is fitted here and ``encoder`` is left as it is). With a client,
-        it is copied once to every worker. Where its ``device`` is ``"auto"``, each worker
+        it goes to the cluster once (not with every chunk). Where its ``device`` is ``"auto"``, each worker
         uses its own device (a GPU where it sees one: one worker per GPU, with
         ``CUDA_VISIBLE_DEVICES`` set per worker). Embeddings made on a GPU are kept apart
         from CPU ones (bf16), as the encoder itself does.
@@ -145,8 +142,10 @@ def embed_images(
         results = _run_here(encoder, chunks, cache_dir, torch_threads)
         where = "this process"
     else:
+        from ._dask import run_on
+
         client.run(check_cache_dir, cache_dir)  # the workers' view of it
-        results = _run_on(client, encoder, chunks, cache_dir, torch_threads)
+        results = run_on(client, encoder, chunks, cache_dir, torch_threads)
         where = f"{len(client.nthreads())} workers"
     summary = Bunch(
         n_images=len(items), encoded=0, skipped=0, n_chunks=len(chunks), worker_seconds=0.0
@@ -193,7 +192,7 @@ def _fitted(encoder):
 
 def _prepared(encoder):
     """A copy of the fitted ``encoder`` (sharing its modules) that shows no progress bar and,
-    where its ``device`` is ``"auto"``, runs on this process's device."""
+    where its ``device`` is ``"auto"``, runs on this process's device (a Dask worker's GPU)."""
     mine = object.__new__(type(encoder))
     mine.__dict__.update(encoder.__dict__)
     mine.__dict__.pop("_device_copies", None)  # its own copies on its own device
@@ -204,27 +203,9 @@ def _prepared(encoder):
     return mine
 
 
-def _for_this_process(encoder):
-    """:func:`_prepared`, once per worker process for the encoder that one call scattered
-    (each call scatters its own, so a refitted encoder is never served stale)."""
-    mine = _THIS_PROCESS.get(encoder)
-    if mine is None:
-        mine = _THIS_PROCESS[encoder] = _prepared(encoder)
-    return mine
-
-
-def _embed_chunk(items, encoder, cache_dir, torch_threads):
-    """On a worker: embed one chunk into one shard, or find its shard on disk."""
-    if torch_threads is not None:
-        import torch
-
-        if torch.get_num_threads() != torch_threads:
-            torch.set_num_threads(torch_threads)
-    return _embed_prepared(items, _for_this_process(encoder), cache_dir)
-
-
-def _embed_prepared(items, encoder, cache_dir):
-    """Embed one chunk with a :func:`_prepared` encoder; return the counters."""
+def embed_chunk(items, encoder, cache_dir):
+    """Embed one chunk with a :func:`_prepared` encoder into one shard (or find its shard on
+    disk); return the counters."""
     start = time.perf_counter()
     check_image_files(items, on_error="raise")
     with writing_shards(cache_dir) as writer:
@@ -247,40 +228,6 @@ def _run_here(encoder, chunks, cache_dir, torch_threads):
     mine = _prepared(encoder)  # afresh for each call: the encoder may have been refitted
     try:
         for chunk in chunks:
-            yield _embed_prepared(chunk, mine, cache_dir)
+            yield embed_chunk(chunk, mine, cache_dir)
     finally:
         torch.set_num_threads(threads)
-
-
-def _run_on(client, encoder, chunks, cache_dir, torch_threads):
-    """Counters of each chunk as it finishes on the cluster (in any order).
-
-    The encoder is copied once to every worker (not once per task). Each finished chunk's
-    future is released at once, so a worker that dies later costs no finished chunk; a
-    chunk whose worker dies is retried by the scheduler (``distributed.scheduler.
-    allowed-failures`` times). On an error or an interruption the other chunks are
-    cancelled.
-    """
-    from distributed import as_completed
-
-    remote = client.scatter(encoder, broadcast=True, hash=False)
-    running = set(
-        client.map(
-            _embed_chunk,
-            chunks,
-            encoder=remote,
-            cache_dir=cache_dir,
-            torch_threads=torch_threads,
-            pure=False,
-        )
-    )
-    try:
-        for future in as_completed(list(running)):
-            running.discard(future)
-            result = future.result()  # a chunk's error is raised here
-            del future  # released: its result is here, nothing to recompute if a worker dies
-            yield result
-    finally:
-        if running:
-            client.cancel(list(running))
-        client.cancel([remote])

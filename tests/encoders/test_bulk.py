@@ -123,12 +123,11 @@ def test_each_process_picks_its_own_device_where_device_is_auto():
     images = np.zeros((2, 8, 8, 3), dtype=np.uint8)
     auto = FrozenCNNEncoder(**TINY).fit(images)
     auto.device_ = "cuda"  # as if fitted on a machine with a GPU, shipped to one without
-    mine = _bulk._for_this_process(auto)
+    mine = _bulk._prepared(auto)
     assert mine.device_ == "cpu" and auto.device_ == "cuda"
     assert mine.embedder_ is auto.embedder_  # the weights are shared, not copied
-    assert _bulk._for_this_process(auto) is mine  # once per process
     fixed = FrozenCNNEncoder(**TINY, device="cpu").fit(images)
-    assert _bulk._for_this_process(fixed).device_ == "cpu"
+    assert _bulk._prepared(fixed).device_ == "cpu"
 
 
 def _hidden_module():

@@ -115,43 +115,52 @@ def test_cross_validate_and_permutation_importance_score_as_one_process(fresh, l
 
 # -- bulk embedding with a worker killed midway ---------------------------------------------------
 class DiesAtBlankImage(nn.Module):
-    """A tiny backbone whose process dies, once (``marker``), at the first blank image it sees
-    in a Dask worker (a daemonic process); elsewhere an ordinary convolution."""
+    """A tiny backbone that, in a Dask worker (a daemonic process), notes how many images
+    each call gets (a file per process under ``log``) and kills its process, once
+    (``log/died``), at the first blank image; elsewhere an ordinary convolution."""
 
-    def __init__(self, marker):
+    def __init__(self, log):
         super().__init__()
         self.conv = nn.Conv2d(3, 8, 3)
-        self.marker = marker
+        self.log = log
 
     def forward(self, x):
+        if not multiprocessing.current_process().daemon:
+            return self.conv(x)
         per_channel = x.flatten(2)
-        blank = (per_channel.amax(2) == per_channel.amin(2)).all(1)
-        if blank.any() and multiprocessing.current_process().daemon:
+        if (per_channel.amax(2) == per_channel.amin(2)).all(1).any():
             try:
-                os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                os.close(os.open(os.path.join(self.log, "died"), os.O_CREAT | os.O_EXCL))
             except FileExistsError:  # died once already
                 pass
             else:
                 time.sleep(1.0)  # chunks finished elsewhere reach the client first
                 os._exit(1)
+        with open(os.path.join(self.log, f"{os.getpid()}.txt"), "a") as f:
+            f.write(f"{len(x)}\n")
         return self.conv(x)
 
 
 def test_embed_images_survives_a_worker_killed_midway(fresh, tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (240, 12, 12, 3), dtype=np.uint8)
-    images[130] = 7  # blank: kills its worker in chunk 7 of 12
+    images[130] = 7  # blank: kills its worker in the second batch of chunk 7 of 12
     (tmp_path / "images").mkdir()
     paths = [str(tmp_path / "images" / f"{i}.png") for i in range(len(images))]
     for path, image in zip(paths, images):
         Image.fromarray(image).save(path)
+    (tmp_path / "log").mkdir()
     torch.manual_seed(0)
-    module = DiesAtBlankImage(str(tmp_path / "died"))
+    module = DiesAtBlankImage(str(tmp_path / "log"))
     encoder = FrozenCNNEncoder(module, weights=None, image_size=16, batch_size=8).fit(paths)
     cache_dir = tmp_path / "cache"
     done = embed_images(encoder, paths, cache_dir=cache_dir, client=fresh, chunk_size=20, verbose=0)
-    assert (tmp_path / "died").exists()  # a worker did die
-    assert (done.encoded, done.skipped, done.n_chunks) == (240, 0, 12)  # no chunk twice
+    assert (tmp_path / "log" / "died").exists()  # a worker did die
+    # every image went through the network once, and the dead worker's first batch of
+    # chunk 7 once more: its chunk was redone, no finished chunk was
+    counts = [int(n) for f in (tmp_path / "log").glob("*.txt") for n in f.read_text().split()]
+    assert sum(counts) == 240 + 8
+    assert (done.encoded + done.skipped, done.n_chunks) == (240, 12)
     assert len(list(cache_dir.rglob("*.v2.npz"))) == 12
     clear_cache()
     reader = FrozenCNNEncoder(module, weights=None, image_size=16, batch_size=8)
