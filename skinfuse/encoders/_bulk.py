@@ -64,10 +64,11 @@ def embed_images(
     encoder : FrozenCNNEncoder, FineTunedCNNEncoder or ConvAutoencoderEncoder
         A fitted encoder, or an unfitted :class:`FrozenCNNEncoder` (whose ``fit`` learns
         nothing: a clone is fitted here and ``encoder`` is left as it is). With a client,
-        it goes to the cluster once (not with every chunk). Where its ``device`` is ``"auto"``, each worker
-        uses its own device (a GPU where it sees one: one worker per GPU, with
-        ``CUDA_VISIBLE_DEVICES`` set per worker). Embeddings made on a GPU are kept apart
-        from CPU ones (bf16), as the encoder itself does.
+        it goes to each worker once (a worker plugin), not with every chunk. Where its
+        ``device`` is ``"auto"``, each worker uses its own device (a GPU where it sees
+        one: one worker per GPU, with ``CUDA_VISIBLE_DEVICES`` set per worker).
+        Embeddings made on a GPU are kept apart from CPU ones (bf16), as the encoder
+        itself does.
     images : column of images
         File paths (list, array, Series or one-column DataFrame) or image arrays. Paths
         must be readable by the workers; they are checked there, chunk by chunk.
