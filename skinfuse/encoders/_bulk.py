@@ -211,10 +211,10 @@ def embed_chunk(items, encoder, cache_dir):
     check_image_files(items, on_error="raise")
     with writing_shards(cache_dir) as writer:
         encoder._embed(items)
-    return {
-        "images": writer.images,
-        "encoded": writer.encoded,
-        "skipped": writer.skipped,
+    return {  # per image of the chunk, whatever the number of shards it needs (views)
+        "images": len(items),
+        "encoded": writer.unique if writer.encoded else 0,
+        "skipped": 0 if writer.encoded else len(items),
         "folders": sorted(writer.folders),
         "seconds": time.perf_counter() - start,
     }

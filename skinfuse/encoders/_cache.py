@@ -391,15 +391,26 @@ class ShardWriter:
 
     Each call becomes one shard named by the content of its images (a hash of their keys),
     so a call whose shard is on disk and whole is skipped (a rerun resumes; a call redone
-    after a worker died writes the same file again) and nothing is kept in memory.
-    Counters: ``images`` (asked for), ``encoded`` (went through the network) and
-    ``skipped`` (their shard was on disk); ``folders``: where shards went.
+    after a worker died writes the same file again) and nothing is kept in memory. An
+    encoder may call several times for one chunk (one call per configuration key, e.g.
+    per test-time view); each file is read once per writer. Counters: ``calls``,
+    ``encoded`` (images through the network, all calls together), ``unique`` (distinct
+    images of the last call); ``folders``: where shards went.
     """
 
     def __init__(self, cache_dir):
         self.cache_dir = cache_dir
-        self.images = self.encoded = self.skipped = 0
+        self.calls = self.encoded = self.unique = 0
         self.folders: set[str] = set()
+        self._file_keys: dict[str, str] = {}  # this writer's files only: bounded by a chunk
+
+    def _key(self, item) -> str:
+        if not isinstance(item, str):
+            return image_key(item, memo=False)
+        key = self._file_keys.get(item)
+        if key is None:
+            key = self._file_keys[item] = image_key(item, memo=False)
+        return key
 
     def write(self, items, encode, config_key: str) -> np.ndarray:
         folder = _usable_folder(config_key, self.cache_dir)
@@ -410,14 +421,13 @@ class ShardWriter:
             )
         first: dict[str, int] = {}
         for i, item in enumerate(items):
-            first.setdefault(image_key(item, memo=False), i)
+            first.setdefault(self._key(item), i)
         digest = hashlib.blake2b("\n".join(sorted(first)).encode(), digest_size=16)
         shard = folder / f"{digest.hexdigest()}.v2.npz"
-        self.images += len(items)
+        self.calls += 1
+        self.unique = len(first)
         self.folders.add(str(folder))
-        if _whole(shard):
-            self.skipped += len(items)
-        else:
+        if not _whole(shard):
             new = encode([items[i] for i in first.values()])
             _STATS["encoded"] += len(first)
             _save_disk(folder, list(first), new, name=shard.name, strict=True)

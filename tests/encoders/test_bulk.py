@@ -174,3 +174,31 @@ def test_a_refitted_encoder_is_not_served_stale(tmp_path):
     encoder.set_params(image_size=12).fit(paths)  # another configuration, same object
     second = embed_images(encoder, paths, cache_dir=tmp_path / "c", verbose=0)
     assert second.encoded == 6 and second.folders != first.folders
+
+
+class _TwoCalls(FrozenCNNEncoder):
+    """Encodes each chunk through two cache calls of two configurations, as an encoder with
+    test-time views does (one configuration key per view)."""
+
+    def _embed(self, items, *, pixels=None):
+        out = super()._embed(items)
+        key = self.config_key_
+        self.config_key_ = f"{key}-flipped"
+        try:
+            return out + super()._embed(items)
+        finally:
+            self.config_key_ = key
+
+
+def test_an_encoder_with_several_cache_calls_counts_each_image_once(tmp_path, monkeypatch):
+    paths = _paths(tmp_path / "images", n=10)
+    reads = []
+    real = _cache._file_digest
+    monkeypatch.setattr(_cache, "_file_digest", lambda p: reads.append(p) or real(p))
+    encoder = _TwoCalls(**TINY).fit(paths)
+    reads.clear()
+    done = embed_images(encoder, paths, cache_dir=tmp_path / "c", chunk_size=4, verbose=0)
+    assert (done.encoded, done.skipped, len(done.folders)) == (10, 0, 2)
+    assert len(_shards(tmp_path / "c")) == 6 and len(reads) == 10  # each file read once
+    again = embed_images(encoder, paths, cache_dir=tmp_path / "c", chunk_size=4, verbose=0)
+    assert (again.encoded, again.skipped) == (0, 10)
