@@ -113,7 +113,7 @@ def embed_images(
     >>> import numpy as np
     >>> from skinfuse.encoders import FrozenCNNEncoder, embed_images
     >>> images = np.random.default_rng(0).integers(0, 255, (10, 32, 32, 3), dtype=np.uint8)
-    >>> encoder = FrozenCNNEncoder("tiny_cnn", weights=None, image_size=32)
+    >>> encoder = FrozenCNNEncoder("tiny_cnn", weights=None, image_size=32, pooling="avg")
     >>> cache_dir = tempfile.mkdtemp()
     >>> done = embed_images(encoder, images, cache_dir=cache_dir, chunk_size=4, verbose=0)
     >>> done.n_chunks, done.encoded
