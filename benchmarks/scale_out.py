@@ -2,8 +2,8 @@
 
     python benchmarks/scale_out.py [--data PATH] [--workers 1 2] [--synthetic N] [--quick]
 
-Three parts, all with FrozenCNNEncoder("efficientnet_lite0") on the CPU (``--backbone``,
-``--image-size``), each cluster a fresh ``LocalCluster(n_workers=k, threads_per_worker=1)``
+Three parts, all with FrozenCNNEncoder("efficientnet_lite0", pooling="avg") on the CPU
+(``--backbone``, ``--image-size``, ``--pooling``), each cluster a fresh ``LocalCluster(n_workers=k, threads_per_worker=1)``
 of worker processes (torch runs one thread per worker):
 
 1. Embedding rate (images/s) of ``--throughput-images`` HAM10000 images: the single-process
@@ -78,8 +78,9 @@ def _encoder(args, **kwargs):
 
     weights = None if args.backbone == "tiny_cnn" else "DEFAULT"
     return FrozenCNNEncoder(
-        args.backbone, weights=weights, image_size=args.image_size, batch_size=32, **kwargs
-    )
+        args.backbone, weights=weights, image_size=args.image_size, pooling=args.pooling,
+        batch_size=32, **kwargs,
+    )  # fmt: skip
 
 
 def _chunk_size(args, n_images, n_workers):
@@ -229,6 +230,7 @@ def _parse(argv):
     parser.add_argument("--data", default=DEFAULT_DATA, help="HAM10000 folder (%(default)s)")
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--pooling", default="avg", help="FrozenCNNEncoder's (%(default)s)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--threads", type=int, default=2, help="torch threads, single process")
     parser.add_argument("--throughput-images", type=int, default=1000)
@@ -351,7 +353,8 @@ def _summarise(args, source, rates, per_worker, memory, grids):
     if len(peaks) >= 2:
         checks["peak MB per worker, largest minus smallest size (target ~0)"] = peaks[-1] - peaks[0]
     lines = [
-        f"Embedding rate ({args.backbone}, {args.image_size} px, CPU, {os.cpu_count()} cores; "
+        f"Embedding rate ({args.backbone}, {args.image_size} px, {args.pooling} pooling, CPU, "
+        f"{os.cpu_count()} cores; "
         f"{source})",
         "",
         "| encoder | images/s | x 1 worker | images/s per worker, in its chunks |",
