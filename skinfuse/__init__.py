@@ -67,7 +67,7 @@ def show_versions() -> dict:
     }
     for pkg in (
         "numpy", "pandas", "scikit-learn", "imbalanced-learn", "torch", "torchvision",
-        "timm", "skorch", "shap", "pillow", "matplotlib", "grad-cam",
+        "timm", "skorch", "shap", "pillow", "matplotlib", "grad-cam", "distributed",
     ):  # fmt: skip
         try:
             info[pkg] = version(pkg)

@@ -2,6 +2,7 @@
 
 from .._nn.names import BACKBONES
 from ._autoencoder import ConvAutoencoderEncoder
+from ._bulk import embed_images
 from ._cache import cache_info, clear_cache
 from ._finetuned import FineTunedCNNEncoder
 from ._frozen import FrozenCNNEncoder
@@ -13,4 +14,5 @@ __all__ = [
     "FrozenCNNEncoder",
     "cache_info",
     "clear_cache",
+    "embed_images",
 ]

@@ -429,3 +429,73 @@ def test_an_unusable_cache_dir_is_ignored_when_cache_is_false(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     enc = FrozenCNNEncoder(**TINY, cache=False, cache_dir=str(tmp_path / "file"))
     assert enc.fit(_images(2)).transform(_images(2)).shape == (2, 64)
+
+
+# -- reading back only what is asked for; memory across configurations ---------------------------
+def test_only_the_shards_holding_the_images_asked_for_are_read(tmp_path, monkeypatch):
+    from skinfuse.encoders import _base
+
+    monkeypatch.setattr(_base, "CHUNK_IMAGES", 8)
+    images = _images(24)
+    cache_dir = tmp_path / "cache"
+    full = FrozenCNNEncoder(**TINY, cache_dir=str(cache_dir)).fit(images).transform(images)
+    assert len(_shards(cache_dir)) == 3
+    clear_cache()
+    reads = []
+    real = _cache._read_shard
+    monkeypatch.setattr(_cache, "_read_shard", lambda s: reads.append(s.name) or real(s))
+    enc = FrozenCNNEncoder(**TINY, cache_dir=str(cache_dir)).fit(images)
+    np.testing.assert_array_equal(enc.transform(images[[1, 5]]), full[[1, 5]])
+    assert cache_info()["images"] == 2 and cache_info()["encoded"] == 0
+    assert len(reads) == 1  # the first chunk's shard; the others' keys only
+    np.testing.assert_array_equal(enc.transform(images[[1, 20]]), full[[1, 20]])
+    assert cache_info()["images"] == 3 and len(reads) == 2
+
+
+def test_configurations_on_disk_leave_memory_beyond_the_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(_cache, "MEMORY_LIMIT_BYTES", 0)
+    images = _images(4)
+    on_disk = dict(TINY, cache_dir=str(tmp_path / "cache"))
+    a = FrozenCNNEncoder(**on_disk).fit(images)
+    b = FrozenCNNEncoder(**{**on_disk, "image_size": 12}).fit(images)
+    first = a.transform(images)
+    b.transform(images)
+    assert cache_info()["configs"] == 1 and cache_info()["images"] == 4  # a's were dropped
+    np.testing.assert_array_equal(a.transform(images), first)  # read back, not encoded
+    assert cache_info()["encoded"] == 8 and cache_info()["configs"] == 1
+    memory_only = FrozenCNNEncoder(**{**TINY, "image_size": 20}).fit(images)
+    memory_only.transform(images)
+    b.transform(images)
+    assert cache_info()["configs"] == 2  # memory-only embeddings are never dropped
+    memory_only.transform(images)
+    assert cache_info()["encoded"] == 12
+
+
+_ENCODER_PROCESS = """
+import sys, time
+import numpy as np
+from skinfuse.encoders import _cache
+
+cache_dir, start = sys.argv[1], float(sys.argv[2])
+
+def encode(items):  # slow, so that both processes want the same chunk at once
+    time.sleep(0.2)
+    return np.stack([it.reshape(-1)[:8].astype(np.float32) for it in items])
+
+items = list(np.random.default_rng(0).integers(0, 256, (40, 4, 4, 3), dtype=np.uint8))
+time.sleep(max(0.0, start - time.time()))
+out = _cache.encode_cached(items, encode, config_key="shared", cache_dir=cache_dir, chunk_size=8)
+assert np.array_equal(out, np.stack([it.reshape(-1)[:8].astype(np.float32) for it in items]))
+print(_cache.cache_info()["encoded"])
+"""
+
+
+def test_processes_sharing_a_cache_dir_encode_each_image_once(tmp_path):
+    start = time.time() + 3  # both started (imports done) before either encodes
+    procs = [_run_python(_ENCODER_PROCESS, tmp_path / "cache", start) for _ in range(2)]
+    encoded = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        encoded.append(int(out.strip().splitlines()[-1]))
+    assert sum(encoded) == 40, encoded
