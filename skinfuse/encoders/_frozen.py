@@ -103,7 +103,7 @@ class FrozenCNNEncoder(BaseImageEncoder):
     >>> import numpy as np
     >>> from skinfuse.encoders import FrozenCNNEncoder
     >>> images = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
-    >>> enc = FrozenCNNEncoder("tiny_cnn", weights=None, image_size=32).fit(images)
+    >>> enc = FrozenCNNEncoder("tiny_cnn", weights=None, image_size=32, pooling="avg").fit(images)
     >>> enc.transform(images).shape
     (4, 64)
     """

@@ -309,7 +309,7 @@ def slow_savez(file, *args, **kwargs):  # the third shard: half written, then ki
 
 np.savez = slow_savez
 images = np.random.default_rng(0).integers(0, 256, (40, 12, 12, 3), dtype=np.uint8)
-FrozenCNNEncoder(backbone="tiny_cnn", weights=None, image_size=16, batch_size=4,
+FrozenCNNEncoder(backbone="tiny_cnn", weights=None, image_size=16, batch_size=4, pooling="avg",
                  cache_dir=sys.argv[1]).fit(images).transform(images)
 """
 
