@@ -54,11 +54,9 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 from sklearn.model_selection import StratifiedGroupKFold
-from sklearn.pipeline import make_union
 from sklearn.utils.class_weight import compute_class_weight
 
 from skinfuse import show_versions
-from skinfuse._nn.names import LITE as _LITE
 from skinfuse._recipes import _mlp as frozen_recipe_head
 from skinfuse.datasets import load_ham10000, make_synthetic_lesions
 from skinfuse.encoders import ConvAutoencoderEncoder, FrozenCNNEncoder
@@ -96,18 +94,13 @@ def scores(y_true, y_pred, proba, classes):
 
 
 def frozen_encoder(args):
-    """One FrozenCNNEncoder per backbone (EfficientNet-Lites at their native size), side by side."""
-    settings = dict(
-        pooling=args.pooling, cache_dir=args.cache_dir, device=args.device, tta=args.tta,
-        verbose=int(args.verbose),
+    """One FrozenCNNEncoder over the backbones (each at its native size unless --image-size):
+    with the default arguments, ``FrozenCNNEncoder()`` itself."""
+    backbones = args.backbones[0] if len(args.backbones) == 1 else tuple(args.backbones)
+    return FrozenCNNEncoder(
+        backbones, image_size=args.image_size, pooling=args.pooling, cache_dir=args.cache_dir,
+        device=args.device, tta=args.tta, verbose=int(args.verbose),
     )  # fmt: skip
-    encoders = [
-        FrozenCNNEncoder(
-            name, image_size=args.image_size or _LITE.get(name, (0, 0, 224))[2], **settings
-        )
-        for name in args.backbones
-    ]
-    return encoders[0] if len(encoders) == 1 else make_union(*encoders)
 
 
 def head(args):
@@ -176,7 +169,9 @@ def rows_for(approach, args, X_train, y_train):
         kind = "fine-tuned CNN" if args.trainable_blocks is None else (
             f"partially fine-tuned CNN (last {args.trainable_blocks} stages)"
         )  # fmt: skip
-        rows = {f"{kind} + metadata (FusionNet)": FusionNetClassifier(**net)}
+        rows = {}
+        if not args.image_only:
+            rows[f"{kind} + metadata (FusionNet)"] = FusionNetClassifier(**net)
         if not args.no_image_only:
             rows[f"{kind}, image only"] = FusionNetClassifier(**net, metadata=None)
         return rows
@@ -251,6 +246,10 @@ def main(argv=None):
     p.add_argument(
         "--no-image-only", action="store_true",
         help="skip the frozen image-only ablation row (saves time, e.g. with --calibration)",
+    )  # fmt: skip
+    p.add_argument(
+        "--image-only", action="store_true",
+        help="fine-tuned rows: only the image-only ablation (e.g. to add it to a finished run)",
     )  # fmt: skip
     p.add_argument(
         "--bootstrap", type=int, default=1000, help="lesion resamples of the clinical intervals"
@@ -521,7 +520,10 @@ def save(results, confusion, oof, classes, y, context, args, out, stopped, final
 
             disp = ConfusionMatrixDisplay(confusion[best], display_labels=classes)
             disp.plot(cmap="Blues", colorbar=False)
-            disp.ax_.set_title(f"{best}: summed over folds")
+            import textwrap
+
+            title = textwrap.fill(f"{best}: summed over folds", width=48)
+            disp.ax_.set_title(title, fontsize=10)
             disp.figure_.tight_layout()
             disp.figure_.savefig(out / "confusion_best.png", dpi=100)
         except ImportError:  # pragma: no cover

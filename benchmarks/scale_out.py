@@ -11,7 +11,7 @@ of worker processes (torch runs one thread per worker):
    worker, and with ``--threads`` torch threads and its default loader workers; then
    ``embed_images`` on clusters of each ``--workers`` count, each warmed up first (torch
    imported, weights loaded) and writing to an empty cache folder. Same images, same run.
-2. Peak memory (ru_maxrss) of each worker while ``embed_images`` embeds ``--memory-sizes``
+2. Peak memory (VmHWM) of each worker while ``embed_images`` embeds ``--memory-sizes``
    HAM10000 images (and ``--synthetic N`` synthetic ones), a fresh 2-worker cluster per
    size so no peak carries over; also the cache's bytes per image.
 3. A grid search (5 lesion-grouped folds x 6 candidates + refit, the grid of
@@ -45,7 +45,18 @@ DEFAULT_DATA = os.environ.get("SKINFUSE_DATA", "../shared/data/ham10000")
 
 # -- measured inside the workers -----------------------------------------------------------------
 def _peak_rss_mb() -> float:
-    """This process's peak resident memory since it started (MB)."""
+    """This process's peak resident memory since it started (MB): ``VmHWM`` on Linux.
+
+    Not ``ru_maxrss``: Linux carries the parent's peak into it across fork and exec, so a
+    worker spawned by a driver holding 4 GB reported 4 GB before doing anything.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -317,7 +317,7 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
     def _view_logits(self, X):
         """Logits of each of the ``tta`` views, float64 ``(n_views, n, n_classes)``."""
         from ._nn.inference import embed
-        from ._nn.partial import run_top, split_network, view_activations
+        from ._nn.partial import run_top, split_network, trunk_key, view_activations
         from ._nn.views import ViewOf, check_views, views_for
 
         check_is_fitted(self, "net_")
@@ -331,7 +331,7 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
             trunk, top, shape = split_network(module, self.trainable_blocks, size, check=False)
             top.features_only = False
             acts = view_activations(
-                items, trunk, views, cached=activation_cache(self, module.trunk_key, device),
+                items, trunk, views, cached=activation_cache(self, trunk_key(trunk, self.backbone), device),
                 image_size=size, batch_size=int(self.batch_size), device=device,
                 num_workers=self.num_workers,
             )  # fmt: skip

@@ -33,10 +33,20 @@ class _Stop(Exception):
 class Trunk(nn.Module):
     """Normalised images -> the backbone's output at module ``cut``, flattened ``(B, C*h*w)``."""
 
-    def __init__(self, embedder, cut):
+    def __init__(self, embedder, cut, names=()):
         super().__init__()
         self.embedder = embedder
         self.cut = cut
+        self.names = tuple(names)
+
+    def frozen_state(self) -> dict:
+        """The tensors the activations depend on: the trunk's stages and the normalisation."""
+        features = self.embedder.features
+        state = {"mean": self.embedder.mean, "std": self.embedder.std}
+        for name in self.names:
+            for key, value in features.get_submodule(name).state_dict().items():
+                state[f"{name}.{key}"] = value
+        return state
 
     def feature_map(self, x):
         """The activations at the cut, ``(B, C, h, w)``."""
@@ -107,7 +117,7 @@ def split_network(net, trainable_blocks, image_size, *, check=True):
         )
     cut = stages[-k - 1][-1]
     names = [name for group in stages[-k:] for name in group]
-    trunk = Trunk(net.embedder, cut)
+    trunk = Trunk(net.embedder, cut, [name for group in stages[:-k] for name in group])
     top = TopNetwork(net, names, features_only=True)
     device = next(net.parameters()).device
     with eval_mode(net), torch.no_grad():
@@ -189,3 +199,15 @@ def run_top(top, acts, shape, *, device, batch_size=256, metadata=None):
         loader = DataLoader(data, batch_size=batch_size, shuffle=False)
         out.append(run_batches(top, loader, device, chunk=batch_size, channels_last=False))
     return np.stack(out)
+
+
+def trunk_key(trunk, backbone) -> str:
+    """The cache key of a trunk's activations: its weights and input normalisation, the cut,
+    and the code of a user's ``backbone`` module. It depends on the frozen part only, so it is
+    the same before and after training, and for every network with the same frozen part."""
+    from .hashing import hash_config, hash_module, with_disk_flag
+
+    code = "" if isinstance(backbone, str) else hash_module(backbone)
+    return with_disk_flag(code, hash_config(
+        "trunk-v1", code, trunk.cut, trunk.names, state_dict=trunk.frozen_state(),
+    ))  # fmt: skip

@@ -327,19 +327,6 @@ def train_classifier(items, y_idx, classes, *, params, device, seed, metadata=No
     )
 
 
-def trunk_key(net, params, cut) -> str:
-    """The cache key of the activations at ``cut``: backbone weights (and code), size, cut."""
-    from .hashing import hash_config, hash_module, with_disk_flag
-
-    backbone = params["backbone"]
-    code = "" if isinstance(backbone, str) else hash_module(backbone)
-    name = backbone if isinstance(backbone, str) else type(backbone).__name__
-    return with_disk_flag(code, hash_config(
-        "trunk-v1", name, code, int(params["image_size"]), cut,
-        state_dict=net.embedder.state_dict(),
-    ))  # fmt: skip
-
-
 def train_partial(items, y_idx, classes, *, params, device, seed, activation_cache,
                   metadata=None, **module_kwargs):  # fmt: skip
     """Train the last ``params["trainable_blocks"]`` stages and the head on cached activations.
@@ -347,12 +334,12 @@ def train_partial(items, y_idx, classes, *, params, device, seed, activation_cac
     The trunk's activations of every image are computed once for each of the first
     ``cached_views`` views (one view without ``augment``), through ``activation_cache``;
     each epoch draws one view per training image. Returns the skorch net whose
-    ``module_`` is the whole :class:`.modules.ClassifierNetwork` (its trunk frozen),
-    with the trunk's cache key as ``module_.trunk_key``.
+    ``module_`` is the whole :class:`.modules.ClassifierNetwork` (its trunk frozen) and
+    whose ``module`` / ``module__*`` settings rebuild it, as :func:`train_classifier`'s do.
     """
     from .backbones import backbone_stages
     from .modules import ClassifierNetwork
-    from .partial import ActivationDataset, split_network, view_activations
+    from .partial import ActivationDataset, split_network, trunk_key, view_activations
     from .views import views_for
 
     size = int(params["image_size"])
@@ -368,11 +355,11 @@ def train_partial(items, y_idx, classes, *, params, device, seed, activation_cac
     net.freeze(n_stages - k)
     trunk, top, shape = split_network(net, k, size)
     top.features_only = False
-    net.trunk_key = trunk_key(net, params, trunk.cut)
+    key = trunk_key(trunk, params["backbone"])
     net.to(device)
     views = views_for(params["cached_views"] if params["augment"] else 1)
     acts = view_activations(
-        items, trunk, views, cached=activation_cache(net.trunk_key), image_size=size,
+        items, trunk, views, cached=activation_cache(key), image_size=size,
         batch_size=int(params["batch_size"]), device=device, num_workers=params["num_workers"],
         verbose=int(params["verbose"]) > 1,
     )  # fmt: skip
@@ -392,4 +379,12 @@ def train_partial(items, y_idx, classes, *, params, device, seed, activation_cac
         class_weight=class_weights(params["class_weight"], classes, y_idx),
     )  # fmt: skip
     trained.module_ = net
+    # the net as train_classifier's would be: a class and its arguments (model files read them)
+    trained.module = ClassifierNetwork
+    module_args = dict(
+        backbone=params["backbone"], weights=params["weights"], pooling=params["pooling"],
+        n_classes=len(classes), image_size=size, freeze=n_stages - k, **module_kwargs,
+    )  # fmt: skip
+    for name, value in module_args.items():
+        setattr(trained, f"module__{name}", value)
     return trained

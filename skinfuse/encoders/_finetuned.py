@@ -476,7 +476,7 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
         """Embeddings of one view of ``images`` by the network ``module`` (not cached); with
         ``trainable_blocks``, from the cached activations of its frozen stages."""
         from .._nn.inference import embed
-        from .._nn.partial import run_top, split_network, view_activations
+        from .._nn.partial import run_top, split_network, trunk_key, view_activations
         from .._nn.views import ViewOf
         from ._base import activation_cache
 
@@ -489,7 +489,7 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
         trunk, top, shape = split_network(module, self.trainable_blocks, int(self.image_size),
                                           check=False)  # fmt: skip
         acts = view_activations(
-            images, trunk, [view], cached=activation_cache(self, module.trunk_key, device),
+            images, trunk, [view], cached=activation_cache(self, trunk_key(trunk, self.backbone), device),
             image_size=int(self.image_size), batch_size=int(self.batch_size), device=device,
             num_workers=self.num_workers, verbose=self.verbose > 1,
         )  # fmt: skip

@@ -177,3 +177,39 @@ def test_predicting_leaves_the_fitted_network_untouched(partial_fit, lesions):
         net.set_params(tta=1)
     for k, v in net.module_.state_dict().items():
         assert torch.equal(v, state[k]), k
+
+
+def test_partial_model_saves_as_a_safe_model_file_and_predicts_the_same(partial_fit, lesions,
+                                                                        tmp_path):  # fmt: skip
+    import skinfuse
+    from skinfuse._nn.partial import split_network, trunk_key
+
+    net, _ = partial_fit
+    path = tmp_path / "partial.skinfuse"
+    skinfuse.save(net, path)
+    loaded = skinfuse.load(path)
+    X = lesions.data
+    np.testing.assert_allclose(loaded.predict_proba(X), net.predict_proba(X), atol=1e-6)
+    assert loaded.module_.frozen == net.module_.frozen
+    # the activations' cache key depends on the frozen part only: the same after loading
+    keys = [
+        trunk_key(split_network(m.module_, 1, 32, check=False)[0], m.backbone)
+        for m in (net, loaded)
+    ]
+    assert keys[0] == keys[1]
+
+
+def test_trunk_key_is_the_same_before_and_after_training(lesions):
+    from skinfuse._nn.partial import split_network, trunk_key
+
+    torch.manual_seed(0)
+    before = ClassifierNetwork("tiny_cnn", weights=None, n_classes=4, image_size=32)
+    torch.manual_seed(0)
+    net = ClassifierNetwork("tiny_cnn", weights=None, n_classes=4, image_size=32)
+    with torch.no_grad():
+        net.embedder.features[2][0].weight.add_(1.0)  # the trainable last stage changes
+    key = [trunk_key(split_network(m, 1, 32, check=False)[0], "tiny_cnn") for m in (before, net)]
+    assert key[0] == key[1]
+    with torch.no_grad():
+        net.embedder.features[0][0].weight.add_(1.0)  # a frozen stage changes: a new key
+    assert trunk_key(split_network(net, 1, 32, check=False)[0], "tiny_cnn") != key[0]
