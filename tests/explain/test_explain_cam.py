@@ -4,12 +4,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import SIZE, PairCNNClassifier, lesion_focus, pair_of, randomized
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 
+from conftest import SIZE, PairCNNClassifier, lesion_focus, pair_of, randomized
 from skinfuse.encoders import FrozenCNNEncoder, cache_info
 from skinfuse.explain import grad_cam
 from skinfuse.explain._sources import PipelineSource, image_batch
