@@ -30,7 +30,7 @@ GRID = {"select__k": [128, 256], "classifier__C": [0.1, 1.0, 10.0]}
 
 def make_model(image_size):
     return make_fusion_pipeline(
-        FrozenCNNEncoder(image_size=image_size, verbose=1),
+        FrozenCNNEncoder("efficientnet_lite0", image_size=image_size, pooling="avg", verbose=1),
         select_k=128,
         sampler=None,
         classifier="logreg",

