@@ -339,7 +339,7 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
         logits = []
         for view in views:
             logits.append(embed(
-                module if view == "identity" else ViewOf(module, view), items, size,
+                ViewOf(module, view), items, size,
                 batch_size=int(self.batch_size), device=device, num_workers=self.num_workers,
                 metadata=meta,
             ))  # fmt: skip

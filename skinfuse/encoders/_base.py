@@ -130,7 +130,7 @@ class BaseImageEncoder(
 
         module = self._module_on(self._embedding_module(), device, "embedder")
         return embed(
-            module if view == "identity" else ViewOf(module, view),
+            ViewOf(module, view),
             images,
             self._size(),
             batch_size=int(self.batch_size),
