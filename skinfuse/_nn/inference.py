@@ -42,6 +42,7 @@ def _chunks(batch, chunk, channels_last):
         images, extra = batch["x"], {k: v for k, v in batch.items() if k != "x"}
     else:
         images, extra = batch, {}
+    chunk = chunk or len(images)  # None: the whole batch at once
     for start in range(0, len(images), chunk):
         part = images[start : start + chunk]
         if channels_last:
@@ -71,29 +72,29 @@ def run_batches(module, loader, device, *, chunk=None, channels_last=True, verbo
 
         loader = tqdm(loader, desc=desc, unit="batch")
     out = []
-    modes = [(m, m.training) for m in module.modules()]  # each restored (see eval_mode)
-    module.eval()
     try:
-        for batch in unwrap_worker_errors(loader):
-            if isinstance(batch, dict):
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                size = len(batch["x"])
-            else:
-                batch = torch.as_tensor(batch).to(device, non_blocking=True)
-                size = len(batch)
-            for images, extra in _chunks(batch, chunk or size, channels_last):
-                with torch.inference_mode(), autocast(device):
-                    result = module(images, **extra)
-                out.append(result.float().cpu().numpy())
+        with eval_mode(module):  # each submodule gets its own mode back
+            for batch in _batches(loader, device):
+                for images, extra in _chunks(batch, chunk, channels_last):
+                    with torch.inference_mode(), autocast(device):
+                        result = module(images, **extra)
+                    out.append(result.float().cpu().numpy())
     finally:
         if channels_last:
             with torch.no_grad():
                 module.to(memory_format=torch.contiguous_format)
-        for m, training in modes:
-            m.training = training
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(out).astype(np.float32, copy=False)
+
+
+def _batches(loader, device):
+    """The loader's batches on ``device``: a tensor, or a dict with the images under "x"."""
+    for batch in unwrap_worker_errors(loader):
+        if isinstance(batch, dict):
+            yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        else:
+            yield torch.as_tensor(batch).to(device, non_blocking=True)
 
 
 def embed(module, images, image_size, *, batch_size, device, num_workers=None, metadata=None,
