@@ -80,6 +80,33 @@ def test_one_inference_loop_for_images_and_images_with_metadata(images):
     np.testing.assert_allclose(whole, out, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("batches", ["loader", "list"])
+def test_run_batches_keeps_no_result_of_a_forward_pass(images, batches):
+    # Results kept pass by pass fragmented glibc's heap between the activations (a Dask
+    # worker's peak memory grew with its chunk size): each is copied into one array.
+    import weakref
+
+    outputs, kept = [], []
+
+    class Recording(nn.Module):
+        def forward(self, x):
+            # the previous pass's result may still be in run_batches' variables
+            kept.append(sum(ref() is not None for ref in outputs[:-1]))
+            out = x.float().mean(dim=(2, 3)).numpy().copy()
+            outputs.append(weakref.ref(out))  # alive while a tensor shares its memory
+            return torch.from_numpy(out)
+
+    data = ImageDataset(images, 16)
+    source = make_loader(data, batch_size=4)
+    if batches == "list":
+        source = [torch.stack([data[i] for i in range(s, min(s + 4, 10))]) for s in (0, 4, 8)]
+    out = run_batches(Recording(), source, "cpu", chunk=2)
+    expected = np.stack(images).astype(np.float32).mean(axis=(1, 2))
+    assert out.shape == (10, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    assert kept == [0] * 5  # 5 passes (batches of 4, 4, 2 in chunks of 2)
+
+
 def test_train_network_is_seeded_and_leaves_the_global_stream_alone(images):
     data = ImageDataset(images, 16, y=np.arange(10) % 2)
     config = TrainingConfig(device="cpu", max_epochs=2, lr=1e-2, batch_size=4, num_workers=0)
