@@ -116,8 +116,8 @@ def _n_rows(loader):
             return len(loader.sampler)
         except TypeError:  # an iterable dataset
             return None
-    if isinstance(loader, (list, tuple)):
-        return sum(len(batch) for batch in loader)
+    if isinstance(loader, (list, tuple)):  # batches: tensors, arrays or {"x": images, ...}
+        return sum(len(batch["x"] if isinstance(batch, dict) else batch) for batch in loader)
     return None
 
 
