@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.dummy import DummyClassifier
+from sklearn.ensemble import VotingClassifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
@@ -54,7 +55,6 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 from sklearn.model_selection import StratifiedGroupKFold
-from sklearn.utils.class_weight import compute_class_weight
 
 from skinfuse import show_versions
 from skinfuse._recipes import _mlp as frozen_recipe_head
@@ -112,19 +112,21 @@ def head(args):
     return args.classifier  # "rf": make_fusion_pipeline's random forest
 
 
-def finetune_class_weight(args, y_train):
-    """Loss weights of the fine-tuned rows, from the training fold's labels only.
+def finetune_class_weight(args):
+    """Loss weights of the fine-tuned rows, computed by the network from its training labels.
 
     ``balanced``: n / (k n_c), as scikit-learn; ``sqrt``: its square root, a milder
     re-weighting that costs the majority class less accuracy; ``none``: all 1.
     """
-    if args.finetune_class_weight == "none":
-        return None
-    if args.finetune_class_weight == "balanced":
-        return "balanced"
-    labels = np.unique(np.asarray(y_train))
-    balanced = compute_class_weight("balanced", classes=labels, y=np.asarray(y_train))
-    return {label: float(w) for label, w in zip(labels, np.sqrt(balanced))}
+    return None if args.finetune_class_weight == "none" else args.finetune_class_weight
+
+
+def networks(params, seeds):
+    """One FusionNetClassifier, or a soft-voting ensemble of one per seed."""
+    if len(seeds) == 1:
+        return FusionNetClassifier(**params, random_state=seeds[0])
+    members = [(f"seed{s}", FusionNetClassifier(**params, random_state=s)) for s in seeds]
+    return VotingClassifier(members, voting="soft")
 
 
 def rows_for(approach, args, X_train, y_train):
@@ -160,20 +162,22 @@ def rows_for(approach, args, X_train, y_train):
         net = dict(
             backbone=args.finetune_backbone, image_size=args.finetune_image_size,
             max_epochs=args.finetune_epochs, batch_size=args.finetune_batch_size,
-            lr=args.finetune_lr, class_weight=finetune_class_weight(args, y_train),
+            lr=args.finetune_lr, class_weight=finetune_class_weight(args),
             label_smoothing=args.label_smoothing, trainable_blocks=args.trainable_blocks,
             cached_views=args.cached_views, tta=args.tta, cache_dir=args.cache_dir,
-            num_workers=args.num_workers, device=args.device, random_state=0,
-            verbose=int(args.verbose),
+            num_workers=args.num_workers, device=args.device, verbose=int(args.verbose),
         )  # fmt: skip
         kind = "fine-tuned CNN" if args.trainable_blocks is None else (
             f"partially fine-tuned CNN (last {args.trainable_blocks} stages)"
         )  # fmt: skip
+        seeds = args.finetune_seeds
+        if seeds != [0]:
+            kind += f" [seed {'+'.join(map(str, seeds))}]"
         rows = {}
         if not args.image_only:
-            rows[f"{kind} + metadata (FusionNet)"] = FusionNetClassifier(**net)
+            rows[f"{kind} + metadata (FusionNet)"] = networks(net, seeds)
         if not args.no_image_only:
-            rows[f"{kind}, image only"] = FusionNetClassifier(**net, metadata=None)
+            rows[f"{kind}, image only"] = networks({**net, "metadata": None}, seeds)
         return rows
     raise ValueError(f"unknown approach {approach!r}; choose from {APPROACHES}")
 
@@ -230,6 +234,11 @@ def main(argv=None):
         "--cached-views", type=int, default=4, help="views cached for --trainable-blocks"
     )
     p.add_argument("--tta", type=int, default=1, help="test-time views (1, 2, 4 or 8)")
+    p.add_argument(
+        "--finetune-seeds", type=int, nargs="+", default=[0],
+        help="random_state of the fine-tuned networks; several: one soft-voting "
+        "VotingClassifier of one network per seed",
+    )  # fmt: skip
     p.add_argument(
         "--folds", type=int, nargs="+", default=None,
         help="run only these folds (1-based), e.g. to finish a run cut short",

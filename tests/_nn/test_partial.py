@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 from torch import nn
 
 from skinfuse._nn.modules import ClassifierNetwork
@@ -130,6 +131,23 @@ def test_partial_fit_is_reproducible_and_tta_averages_views(lesions):
     single = torch.softmax(torch.from_numpy(logits), dim=2).numpy()
     np.testing.assert_allclose(single[0], views[0], atol=1e-12)
     np.testing.assert_allclose(a.predict_proba(X), single.mean(axis=0), atol=1e-12)
+
+
+def test_soft_voting_of_seeds_is_the_mean_of_the_members(lesions):
+    """The seed ensemble of docs/results.md: VotingClassifier fits each network on its own
+    (integer-encoded labels, class weights computed by the network) and averages them, so
+    benchmarks/soft_voting.py's mean of saved out-of-fold probabilities is what it scores."""
+    from sklearn.ensemble import VotingClassifier
+
+    X, y = lesions.data, np.asarray(lesions.target).astype(str)
+    params = dict(TINY, max_epochs=2, trainable_blocks=1, class_weight="sqrt",
+                  validation_fraction=0)  # fmt: skip
+    members = [FusionNetClassifier(**{**params, "random_state": s}) for s in (0, 1)]
+    vote = VotingClassifier([("a", members[0]), ("b", members[1])], voting="soft").fit(X, y)
+    alone = [clone(m).fit(X, y).predict_proba(X) for m in members]
+    assert not np.allclose(alone[0], alone[1])  # the seeds differ
+    np.testing.assert_allclose(vote.predict_proba(X), np.mean(alone, axis=0), atol=1e-6)
+    assert set(vote.predict(X)) <= set(y)
 
 
 def test_label_smoothing_reaches_the_loss(lesions):
