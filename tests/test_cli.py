@@ -7,10 +7,13 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone, is_classifier
+from sklearn.ensemble import VotingClassifier
 
 import skinfuse
 from skinfuse import _commands
 from skinfuse.__main__ import main
+from skinfuse._recipes import RECIPES, make_recipe
 from skinfuse.datasets import make_synthetic_lesions
 
 COLUMNS = ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"]
@@ -268,3 +271,19 @@ def test_a_model_that_cannot_be_saved_is_refused_before_the_fit(ham, tmp_path, c
     assert main(args) == 2
     _one_line_error(capsys.readouterr().err, "skinfuse train: error:", "pathlib")
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_builds_an_unfitted_estimator_that_clones(name):
+    model = make_recipe(name, random_state=3)
+    assert is_classifier(model)
+    assert clone(model).get_params().keys() == model.get_params().keys()
+
+
+def test_partial_ensemble_recipe_is_two_partial_networks_with_their_own_seeds():
+    vote = make_recipe("partial-ensemble", random_state=3)
+    assert isinstance(vote, VotingClassifier) and vote.voting == "soft"
+    (_, a), (_, b) = vote.estimators
+    partial = make_recipe("partial", random_state=3).get_params()
+    assert a.get_params() == partial
+    assert b.get_params() == {**partial, "random_state": 4}

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import skops.io as sio
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.ensemble import VotingClassifier
 
 import skinfuse
 from skinfuse.encoders import (
@@ -63,6 +64,15 @@ def _models():
         "fusionnet_image_only": (
             FusionNetClassifier("tiny_cnn", metadata=None, max_epochs=1, validation_fraction=0,
                                 random_state=0, **TINY),
+            "predict_proba",
+        ),
+        "partial_seed_ensemble": (  # the 'partial-ensemble' recipe's shape
+            VotingClassifier(
+                [(f"seed{s}", FusionNetClassifier("tiny_cnn", trainable_blocks=1, max_epochs=1,
+                                                  validation_fraction=0, random_state=s, **TINY))
+                 for s in (0, 1)],
+                voting="soft",
+            ),
             "predict_proba",
         ),
         "frozen_alone": (FrozenCNNEncoder("tiny_cnn", pooling="avgmax", **TINY), "transform"),

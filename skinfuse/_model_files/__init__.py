@@ -59,6 +59,7 @@ TRUSTED_TYPES = (
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
     "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
     "sklearn.tree._tree.Tree",
+    "sklearn.utils._bunch.Bunch",  # VotingClassifier.named_estimators_ (a dict of its steps)
 )
 
 #: Packages whose versions the manifest records.
