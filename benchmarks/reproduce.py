@@ -369,19 +369,24 @@ def main(argv=None):
 
 
 def no_tta(name, model):
-    """A ``[tta=1]`` row for a fitted model with test-time augmentation: the same fitted
-    model predicting from the image alone (its TTA ablation, at no training cost)."""
-    params = model.get_params()
-    keys = [k for k in params if k == "tta" or k.endswith("__tta")]
-    if not keys or all(params[k] == 1 for k in keys):
+    """A ``[tta=1]`` row for a fitted network with test-time augmentation: the same fitted
+    network predicting from the image alone (its TTA ablation, at no training cost).
+
+    Only for a model with its own ``tta`` (``FusionNetClassifier``): in a fitted pipeline or
+    ensemble, ``set_params`` reaches the unfitted steps, not the fitted clones that predict,
+    and a frozen encoder's classifier was trained on the views' mean embedding anyway (its
+    ablation is a second run with ``--tta 1``).
+    """
+    tta = model.get_params().get("tta", 1)
+    if tta == 1:
         return {}
 
     def predict_proba(X_test):
-        model.set_params(**{k: 1 for k in keys})
+        model.set_params(tta=1)
         try:
             return model.predict_proba(X_test)
         finally:
-            model.set_params(**{k: params[k] for k in keys})
+            model.set_params(tta=tta)
 
     return {f"{name} [tta=1]": (predict_proba, model.classes_)}
 

@@ -80,11 +80,38 @@ def test_reproduce_folds_merge_and_time_budget(tmp_path):
     assert "time budget" in (tmp_path / "cut" / "table.md").read_text()
 
 
-def test_finetune_class_weight_sqrt():
+def test_finetune_class_weight_is_computed_by_the_network():
+    """The network computes the weights from its own training labels (sqrt: the root of
+    balanced, tests/_nn/test_partial.py), so a VotingClassifier's integer labels work too."""
     reproduce = _load("reproduce")
     args = reproduce.argparse.Namespace(finetune_class_weight="sqrt")
-    y = np.array(["nv"] * 90 + ["mel"] * 10)
-    w = reproduce.finetune_class_weight(args, y)
-    assert w == pytest.approx({"mel": (100 / 20) ** 0.5, "nv": (100 / 180) ** 0.5})
+    assert reproduce.finetune_class_weight(args) == "sqrt"
     args.finetune_class_weight = "none"
-    assert reproduce.finetune_class_weight(args, y) is None
+    assert reproduce.finetune_class_weight(args) is None
+
+
+def test_tta1_row_only_for_a_network_with_its_own_tta():
+    """A fitted pipeline predicts with fitted clones that set_params does not reach: no
+    [tta=1] row for it (it would silently repeat the tta=4 row)."""
+    from sklearn.base import BaseEstimator, ClassifierMixin
+
+    from skinfuse.encoders import FrozenCNNEncoder
+    from skinfuse.pipeline import make_fusion_pipeline
+
+    reproduce = _load("reproduce")
+    pipeline = make_fusion_pipeline(FrozenCNNEncoder("tiny_cnn", weights=None, tta=4))
+    assert reproduce.no_tta("frozen", pipeline) == {}
+
+    class Net(ClassifierMixin, BaseEstimator):
+        def __init__(self, tta=4):
+            self.tta = tta
+
+        def predict_proba(self, X):
+            return np.full((len(X), 2), self.tta, dtype=float)
+
+    net = Net()
+    net.classes_ = np.array([0, 1])
+    ((name, (predict_proba, classes)),) = reproduce.no_tta("net", net).items()
+    assert name == "net [tta=1]" and list(classes) == [0, 1]
+    assert (predict_proba(np.zeros(3)) == 1).all() and net.tta == 4
+    assert reproduce.no_tta("net", Net(tta=1)) == {}
