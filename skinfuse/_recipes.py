@@ -120,12 +120,13 @@ RECIPES = {
     ),
     "partial": (
         "FusionNetClassifier fine-tuning the last two stages of EfficientNet-Lite0 on cached "
-        "activations (4 views, TTA): the best CPU recipe, about 40 minutes on 2 cores",
+        "activations (4 views, TTA): about 40 minutes for 5 folds on 2 cores",
         _partial,
     ),
     "partial-ensemble": (
         "soft vote (VotingClassifier) of two 'partial' networks with different seeds, "
-        "sharing the cached activations: higher accuracy, about 70 minutes on 2 cores",
+        "sharing the cached activations: the best CPU recipe, about 70 minutes for 5 folds "
+        "on 2 cores",
         _partial_ensemble,
     ),
     "finetuned": (
