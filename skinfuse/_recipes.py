@@ -82,7 +82,7 @@ def _partial_ensemble(random_state, cache_dir, verbose):
     from sklearn.ensemble import VotingClassifier
 
     seeds = (None, None) if random_state is None else (random_state, random_state + 1)
-    members = [(f"seed{s}", _partial(s, cache_dir, verbose)) for s in seeds]
+    members = [(f"net{i}", _partial(s, cache_dir, verbose)) for i, s in enumerate(seeds)]
     return VotingClassifier(members, voting="soft")
 
 

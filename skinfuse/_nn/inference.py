@@ -67,8 +67,7 @@ def run_batches(module, loader, device, *, chunk=None, channels_last=True, verbo
     with Dask's ``MALLOC_TRIM_THRESHOLD_`` and skinfuse's 32 MB mmap threshold
     (:mod:`skinfuse._utils._malloc`) the activations come from glibc's heap, and each small
     result kept between two passes split the holes they left, so the heap (and a Dask
-    worker's peak memory) grew by up to ~90 kB per image of a 1,024-image chunk
-    (EfficientNet-Lite0, 224 px, one torch thread).
+    worker's peak memory) grew with the size of the chunk (docs/scaling.md).
     """
     device = torch.device(device)
     total = _n_rows(loader)
