@@ -41,6 +41,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import sklearn
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import VotingClassifier
@@ -240,6 +241,11 @@ def main(argv=None):
         "VotingClassifier of one network per seed",
     )  # fmt: skip
     p.add_argument(
+        "--grouped-validation", action="store_true",
+        help="fine-tuned rows: the early-stopping split holds out whole lesions (fit's "
+        "groups, routed by scikit-learn's metadata routing); off: an image-level split",
+    )  # fmt: skip
+    p.add_argument(
         "--folds", type=int, nargs="+", default=None,
         help="run only these folds (1-based), e.g. to finish a run cut short",
     )  # fmt: skip
@@ -351,7 +357,10 @@ def main(argv=None):
             shared_fit = time.perf_counter() - t0
             for name, model in models.items():
                 t1 = time.perf_counter()
-                fitted = fit_row(model, X_tr, y_tr, g_tr, args.calibration)
+                fitted = fit_row(
+                    model, X_tr, y_tr, g_tr, args.calibration,
+                    route_groups=approach == "finetuned" and args.grouped_validation,
+                )  # fmt: skip
                 fit_s = time.perf_counter() - t1 + shared_fit
                 for row_name, (predict_proba, row_classes) in fitted(name).items():
                     t1 = time.perf_counter()
@@ -391,17 +400,21 @@ def no_tta(name, model):
     return {f"{name} [tta=1]": (predict_proba, model.classes_)}
 
 
-def fit_row(model, X, y, groups, calibration):
+def fit_row(model, X, y, groups, calibration, *, route_groups=False):
     """Fit one row's model; return ``name -> {row name: (predict_proba, classes)}``.
 
     With ``calibration``, the model is fitted inside ``CalibratedClassifierCV`` (inner
     folds grouped by lesion, ``ensemble=False``): its final estimator, fitted on all of
     ``X``, is the uncalibrated row, and the calibrated classifier is the ``[calibration]`` row.
+    With ``route_groups``, the lesion groups also go to the networks' ``fit`` (through
+    scikit-learn's metadata routing, so a VotingClassifier's members and the calibrated
+    inner fits get them too): their early-stopping splits hold out whole lesions.
     """
-    with warnings.catch_warnings():
+    routed = {"groups": np.asarray(groups)} if route_groups else {}
+    with warnings.catch_warnings(), sklearn.config_context(enable_metadata_routing=route_groups):
         warnings.simplefilter("ignore", category=UserWarning)
         if calibration == "none" or isinstance(model, DummyClassifier):
-            model.fit(X, y)
+            model.fit(X, y, **routed)
             return lambda name: {name: (model.predict_proba, model.classes_), **no_tta(name, model)}
         # grouped inner folds as precomputed splits: scikit-learn 1.9's ensemble=False path
         # does not route groups to the splitter
@@ -409,7 +422,7 @@ def fit_row(model, X, y, groups, calibration):
         calibrated = CalibratedClassifierCV(
             model, method=calibration, cv=list(inner.split(X, y, groups)), ensemble=False
         )
-        calibrated.fit(X, np.asarray(y))  # 1.9.1 reads y[0] (a Series label: KeyError)
+        calibrated.fit(X, np.asarray(y), **routed)  # 1.9.1 reads y[0] (a Series: KeyError)
     # the network fitted on all of X (its classes are encoded as 0..K-1)
     base = calibrated.calibrated_classifiers_[0].estimator
     return lambda name: {

@@ -74,8 +74,15 @@ class LateFusionClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.metadata_model = metadata_model
         self.metadata_weight = metadata_weight
 
+    def _metadata_model(self):
+        from .pipeline import make_fusion_pipeline
+
+        if isinstance(self.metadata_model, str):
+            return make_fusion_pipeline(None, classifier="logreg")
+        return self.metadata_model
+
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X, y):
+    def fit(self, X, y, **fit_params):
         """Fit both models on ``(X, y)``.
 
         Parameters
@@ -83,25 +90,48 @@ class LateFusionClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         X : DataFrame
             The image column and the metadata columns.
         y : array-like of shape (n_samples,)
+        **fit_params : dict
+            Only with scikit-learn's metadata routing enabled: routed to the two models'
+            ``fit`` as they request them (e.g. ``groups``, which a
+            :class:`~skinfuse.fusion.FusionNetClassifier` requests for its early stopping).
 
         Returns
         -------
         self : LateFusionClassifier
         """
-        from .pipeline import make_fusion_pipeline
+        from sklearn.utils.metadata_routing import _raise_for_params, process_routing
 
+        _raise_for_params(fit_params, self, "fit")
         self.classes_, y_idx = check_labels(self, X, y)
         y = np.asarray(y)
         self.class_prior_ = np.bincount(y_idx, minlength=len(self.classes_)) / len(y_idx)
-        metadata_model = self.metadata_model
-        if isinstance(metadata_model, str):
-            metadata_model = make_fusion_pipeline(None, classifier="logreg")
-        self.image_model_ = clone(self.image_model).fit(X, y)
-        self.metadata_model_ = clone(metadata_model).fit(X, y)
+        if fit_params:
+            routed = process_routing(self, "fit", **fit_params)
+            image_params, metadata_params = routed.image_model.fit, routed.metadata_model.fit
+        else:
+            image_params = metadata_params = {}
+        self.image_model_ = clone(self.image_model).fit(X, y, **image_params)
+        self.metadata_model_ = clone(self._metadata_model()).fit(X, y, **metadata_params)
         if hasattr(X, "columns"):
             self.feature_names_in_ = np.asarray(X.columns, dtype=object)
             self.n_features_in_ = len(X.columns)
         return self
+
+    def get_metadata_routing(self):
+        """How ``fit``'s metadata reach the two models (scikit-learn's metadata routing).
+
+        Returns
+        -------
+        routing : MetadataRouter
+        """
+        from sklearn.utils.metadata_routing import MetadataRouter, MethodMapping
+
+        mapping = MethodMapping().add(caller="fit", callee="fit")
+        return (
+            MetadataRouter(owner=type(self).__name__)
+            .add(image_model=self.image_model, method_mapping=mapping)
+            .add(metadata_model=self._metadata_model(), method_mapping=mapping)
+        )
 
     def _aligned(self, model, X):
         proba = np.asarray(model.predict_proba(X), dtype=np.float64)

@@ -81,7 +81,8 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
     augment : bool or callable, default=True
         Random resized crop, flips, 90° rotations and colour jitter on training images.
     validation_fraction : float, default=0.1
-        Stratified hold-out for early stopping; 0 trains on everything, without it.
+        Stratified hold-out for early stopping (whole groups when ``fit`` gets
+        ``groups``); 0 trains on everything, without it.
     patience : int or None, default=5
         Early-stopping patience (epochs).
     label_smoothing : float, default=0.0
@@ -256,8 +257,12 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
         return np.asarray(self.metadata_.transform(X), dtype=np.float32)
 
     # -- fit -----------------------------------------------------------------------------
+    # groups are requested by default: with metadata routing on, cross_validate(...,
+    # params={"groups": lesion_ids}) groups both the folds and the early-stopping split
+    __metadata_request__fit = {"groups": True}
+
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, groups=None):
         """Train the network end to end.
 
         Parameters
@@ -266,16 +271,22 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
             ``image_column`` plus the metadata columns.
         y : array-like of shape (n_samples,)
             Labels.
+        groups : array-like of shape (n_samples,), default=None
+            Group of each image (HAM10000: its ``lesion_id``). When given, the
+            early-stopping split (``validation_fraction``) holds out whole groups, so the
+            epoch kept never scored an image of a training lesion. Requested by default
+            under scikit-learn's metadata routing (``set_fit_request``).
 
         Returns
         -------
         self : FusionNetClassifier
         """
-        from ._nn.training import finish_training, train_classifier
+        from ._nn.training import check_groups, finish_training, train_classifier
         from .metadata import make_metadata_preprocessor
 
         items, X = self._columns(X, reset=True)
         self.classes_, y_idx = check_labels(self, items, y)
+        groups = check_groups(groups, len(items))
         self.device_ = resolve_device(self.device)
         self._forget_device_copies()
         seed = seed_from_random_state(self.random_state)
@@ -296,7 +307,7 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
             check_cache_dir(self.cache_dir)
         net = train_classifier(
             items, y_idx, self.classes_, params=self.get_params(deep=False),
-            device=self.device_, seed=seed, metadata=meta, n_metadata=meta.shape[1],
+            device=self.device_, seed=seed, metadata=meta, groups=groups, n_metadata=meta.shape[1],
             metadata_hidden=self.metadata_hidden, dropout=self.dropout,
             activation_cache=lambda key: activation_cache(self, key, self.device_),
         )  # fmt: skip

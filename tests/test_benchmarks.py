@@ -115,3 +115,39 @@ def test_tta1_row_only_for_a_network_with_its_own_tta():
     assert name == "net [tta=1]" and list(classes) == [0, 1]
     assert (predict_proba(np.zeros(3)) == 1).all() and net.tta == 4
     assert reproduce.no_tta("net", Net(tta=1)) == {}
+
+
+def test_grouped_validation_routes_the_lesions_to_every_network(tmp_path, monkeypatch):
+    """--grouped-validation: a seed ensemble's members and the calibrated inner fits all
+    split their early-stopping images by lesion."""
+    from sklearn.ensemble import VotingClassifier
+
+    from skinfuse._nn import training
+    from skinfuse.datasets import make_synthetic_lesions
+    from skinfuse.fusion import FusionNetClassifier
+
+    seen = []
+
+    def spy(n, y_idx, fraction, seed, groups=None):
+        train, valid = real(n, y_idx, fraction, seed, groups)
+        seen.append(groups is not None and not set(groups[train]) & set(groups[valid]))
+        return train, valid
+
+    real = training.validation_split
+    monkeypatch.setattr(training, "validation_split", spy)
+    lesions = make_synthetic_lesions(90, image_size=32, n_classes=2, random_state=0,
+                                     data_dir=tmp_path)  # fmt: skip
+    net = dict(backbone="tiny_cnn", weights=None, image_size=32, max_epochs=1,
+               num_workers=0, validation_fraction=0.2)  # fmt: skip
+    model = VotingClassifier(
+        [(f"net{s}", FusionNetClassifier(**net, random_state=s)) for s in (0, 1)], voting="soft"
+    )
+    reproduce = _load("reproduce")
+    X, y, groups = lesions.data, lesions.target.astype(str), lesions.groups
+    fitted = reproduce.fit_row(model, X, y, groups, "temperature", route_groups=True)
+    # 3 grouped inner calibration folds, then the final fit on all of X: 2 members each
+    assert seen == [True] * 8
+    assert set(fitted("ens")) == {"ens", "ens [temperature]"}
+    seen.clear()
+    reproduce.fit_row(FusionNetClassifier(**net), X, y, groups, "none")
+    assert seen == [False]  # without the flag: the image-level split, as before

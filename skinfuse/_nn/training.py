@@ -144,6 +144,55 @@ def stratified_split(n, y_idx, validation_fraction, seed):
     )
 
 
+def validation_split(n, y_idx, validation_fraction, seed, groups=None):
+    """Training and validation indices for early stopping; (all, None) without validation.
+
+    Without ``groups``: :func:`stratified_split`. With ``groups`` (one label per image, e.g.
+    its lesion), no group has images on both sides: one fold of scikit-learn's
+    ``StratifiedGroupKFold(k)``, ``k = round(1 / validation_fraction)`` (so the held-out
+    share is the nearest ``1 / k``: 0.1 -> 10 %, 0.15 -> 1/7; above one half, the training
+    side is the fold). Stratified as far as whole groups allow.
+    """
+    if not validation_fraction or groups is None:
+        return stratified_split(n, y_idx, validation_fraction, seed)
+    import warnings
+
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    groups = np.asarray(groups)
+    f = float(validation_fraction)
+    swap = f > 0.5
+    k = max(2, round(1 / (1 - f if swap else f)))
+    n_groups = len(np.unique(groups))
+    if n_groups < k:
+        raise ValueError(
+            f"validation_fraction={validation_fraction} with groups holds out 1/{k} of the "
+            f"groups, but the {n} training images have only {n_groups} distinct groups. "
+            "Pass a larger validation_fraction, more groups, validation_fraction=0 to train "
+            "without validation, or no groups for an image-level split."
+        )
+    cv = StratifiedGroupKFold(k, shuffle=True, random_state=seed % 2**32)
+    with warnings.catch_warnings():  # a class rarer than k: fine for a validation set
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        train, valid = next(cv.split(np.zeros((n, 1)), y_idx, groups))
+    return (valid, train) if swap else (train, valid)
+
+
+def check_groups(groups, n):
+    """``groups`` as a 1-D array of ``n`` labels, or None; a clear error otherwise."""
+    if groups is None:
+        return None
+    from sklearn.utils import column_or_1d
+
+    groups = column_or_1d(groups, warn=True)
+    if len(groups) != n:
+        raise ValueError(
+            f"groups has {len(groups)} labels but X has {n} images; pass one group label "
+            "(e.g. the lesion_id) per image."
+        )
+    return groups
+
+
 def _loader_settings(config, train_data, valid_data) -> dict:
     settings = {}
     pin = str(config.device).startswith("cuda")
@@ -275,11 +324,12 @@ def finish_training(net):
 
 
 def train_classifier(items, y_idx, classes, *, params, device, seed, metadata=None,
-                     activation_cache=None, **module_kwargs):  # fmt: skip
+                     activation_cache=None, groups=None, **module_kwargs):  # fmt: skip
     """Train a :class:`.modules.ClassifierNetwork` on images (and metadata rows).
 
     What the fine-tuned encoder and the fusion network share: a stratified validation
-    split (``validation_fraction``), augmentation of the training images (``augment``),
+    split (``validation_fraction``; no group on both sides when ``groups`` are given:
+    :func:`validation_split`), augmentation of the training images (``augment``),
     class-weighted cross-entropy (``class_weight``), the backbone settings (``backbone``,
     ``weights``, ``pooling``, ``image_size``, ``freeze``) and a :class:`TrainingConfig`, all
     read from the estimator's parameters ``params``. ``module_kwargs`` go to the network
@@ -295,10 +345,10 @@ def train_classifier(items, y_idx, classes, *, params, device, seed, metadata=No
     if params.get("trainable_blocks") is not None:
         return train_partial(
             items, y_idx, classes, params=params, device=device, seed=seed, metadata=metadata,
-            activation_cache=activation_cache, **module_kwargs,
+            activation_cache=activation_cache, groups=groups, **module_kwargs,
         )  # fmt: skip
     size = int(params["image_size"])
-    train, valid = stratified_split(len(items), y_idx, params["validation_fraction"], seed)
+    train, valid = validation_split(len(items), y_idx, params["validation_fraction"], seed, groups)
 
     def dataset(rows, transform=None):
         rows_metadata = None if metadata is None else metadata[rows]
@@ -328,7 +378,7 @@ def train_classifier(items, y_idx, classes, *, params, device, seed, metadata=No
 
 
 def train_partial(items, y_idx, classes, *, params, device, seed, activation_cache,
-                  metadata=None, **module_kwargs):  # fmt: skip
+                  metadata=None, groups=None, **module_kwargs):  # fmt: skip
     """Train the last ``params["trainable_blocks"]`` stages and the head on cached activations.
 
     The trunk's activations of every image are computed once for each of the first
@@ -363,7 +413,7 @@ def train_partial(items, y_idx, classes, *, params, device, seed, activation_cac
         batch_size=int(params["batch_size"]), device=device, num_workers=params["num_workers"],
         verbose=int(params["verbose"]) > 1,
     )  # fmt: skip
-    train, valid = stratified_split(len(items), y_idx, params["validation_fraction"], seed)
+    train, valid = validation_split(len(items), y_idx, params["validation_fraction"], seed, groups)
 
     def dataset(rows, random_view):
         return ActivationDataset(

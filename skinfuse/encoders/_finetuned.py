@@ -95,9 +95,10 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
         ``compute_class_weight``), so that rare diagnoses count. A dict maps
         labels to weights (missing labels weigh 1). ``None``: all 1.
     validation_fraction : float, default=0.1
-        Share of the training images held out (stratified by class) to
-        compute ``valid_loss`` and ``valid_acc`` after every epoch, for early
-        stopping. ``0`` trains on all images for ``max_epochs`` epochs.
+        Share of the training images held out (stratified by class; whole
+        groups when ``fit`` gets ``groups``) to compute ``valid_loss`` and
+        ``valid_acc`` after every epoch, for early stopping. ``0`` trains on
+        all images for ``max_epochs`` epochs.
     patience : int or None, default=5
         Stop when ``valid_loss`` has not improved for this many epochs, and
         restore the weights of the best epoch. ``None`` (or
@@ -307,8 +308,12 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
         return tags
 
     # -- fitting -------------------------------------------------------------------------
+    # groups are requested by default: under metadata routing, a pipeline's or
+    # cross_validate's params={"groups": lesion_ids} reach the early-stopping split
+    __metadata_request__fit = {"groups": True}
+
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, groups=None):
         """Fine-tune the backbone and a linear head on the images and their labels.
 
         Parameters
@@ -318,18 +323,22 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
         y : array-like of shape (n_images,)
             Labels (any hashable values, e.g. diagnosis codes); at least 2
             classes.
+        groups : array-like of shape (n_images,), default=None
+            Group of each image (HAM10000: its ``lesion_id``): the early-stopping
+            split holds out whole groups. Requested by default under scikit-learn's
+            metadata routing.
 
         Returns
         -------
         self : FineTunedCNNEncoder
             The fitted encoder.
         """
-        items, y_idx, seed = self._prepare(X, y)
-        self._fit_final(items, y_idx, seed)
+        items, y_idx, seed, groups = self._prepare(X, y, groups)
+        self._fit_final(items, y_idx, seed, groups)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit_transform(self, X, y=None):
+    def fit_transform(self, X, y=None, groups=None):
         """Fit, and return out-of-fold embeddings of ``X`` (cross-fitting).
 
         The final network is fine-tuned on all of ``X`` (for ``transform``
@@ -345,6 +354,10 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
             Paths (1-D, Series, one-column DataFrame) or image arrays.
         y : array-like of shape (n_images,)
             Labels; every class needs at least ``cross_fit`` images.
+        groups : array-like of shape (n_images,), default=None
+            Group of each image (its lesion): the cross-fitting folds
+            (``StratifiedGroupKFold``) and every early-stopping split hold out whole
+            groups, so no image is embedded by a network that trained on its lesion.
 
         Returns
         -------
@@ -352,16 +365,16 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
             Out-of-fold embeddings (with ``cross_fit``), else the final
             network's.
         """
-        from sklearn.model_selection import StratifiedKFold
+        from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
         if self.cross_fit is True:
             raise ValueError(
                 "cross_fit=True is ambiguous; pass the number of folds (an int >= 2, e.g. 3) "
                 "or None/False for fit(X, y).transform(X) (leaky embeddings)."
             )
-        items, y_idx, seed = self._prepare(X, y)
+        items, y_idx, seed, groups = self._prepare(X, y, groups)
         if not self.cross_fit:
-            self._fit_final(items, y_idx, seed)
+            self._fit_final(items, y_idx, seed, groups)
             return self._embed(items)
         k = int(self.cross_fit)
         counts = np.bincount(y_idx, minlength=len(self.classes_))
@@ -375,14 +388,27 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
             )
         if self.verbose:
             print(f"cross-fitting: final network ({len(items)} training images)")
-        self._fit_final(items, y_idx, seed)
+        self._fit_final(items, y_idx, seed, groups)
         final = self._embed(items)  # also what transform(X) returns later (cached)
         out = np.empty_like(final)
-        folds = StratifiedKFold(k, shuffle=True, random_state=seed % 2**32)
-        for fold, (train, held_out) in enumerate(folds.split(final, y_idx)):
+        if groups is None:
+            splits = StratifiedKFold(k, shuffle=True, random_state=seed % 2**32).split(final, y_idx)
+        else:
+            n_groups = len(np.unique(groups))
+            if n_groups < k:
+                raise ValueError(
+                    f"cross_fit={k} with groups needs at least {k} distinct groups, but the "
+                    f"images have {n_groups}. Pass a smaller cross_fit or more groups."
+                )
+            folds = StratifiedGroupKFold(k, shuffle=True, random_state=seed % 2**32)
+            splits = folds.split(final, y_idx, groups)
+        for fold, (train, held_out) in enumerate(splits):
             if self.verbose:
                 print(f"cross-fitting: fold {fold + 1}/{k} ({len(train)} training images)")
-            net = self._train([items[i] for i in train], y_idx[train], seed)
+            net = self._train(
+                [items[i] for i in train], y_idx[train], seed,
+                None if groups is None else groups[train],
+            )  # fmt: skip
             todo = held_out if not self.align_folds else np.concatenate([held_out, train])
             emb = self._encode_views(net.module_, [items[i] for i in todo])
             del net
@@ -392,19 +418,22 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
                 out[held_out] = emb
         return out
 
-    def _prepare(self, X, y):
-        """Validate ``X`` and ``y``; set ``classes_``, ``device_``; draw the seed."""
+    def _prepare(self, X, y, groups):
+        """Validate ``X``, ``y`` and ``groups``; set ``classes_``, ``device_``; draw the seed."""
+        from .._nn.training import check_groups
+
         items = self._validate_images(X, reset=True)
         self.classes_, y_idx = check_labels(self, items, y)
+        groups = check_groups(groups, len(items))
         self.device_ = resolve_device(self.device)
         self._forget_device_copies()
-        return items, y_idx, seed_from_random_state(self.random_state)
+        return items, y_idx, seed_from_random_state(self.random_state), groups
 
-    def _fit_final(self, items, y_idx, seed):
+    def _fit_final(self, items, y_idx, seed, groups=None):
         from .._nn.hashing import hash_config, hash_module, with_disk_flag
         from .._nn.training import finish_training
 
-        net = self._train(items, y_idx, seed)
+        net = self._train(items, y_idx, seed, groups)
         history, criterion = finish_training(net), net.criterion_
         module = net.module_
         self.net_ = net
@@ -431,14 +460,14 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
             ),
         )
 
-    def _train(self, items, y_idx, seed):
+    def _train(self, items, y_idx, seed, groups=None):
         """Fine-tune one network on ``items``; return the skorch net (module on ``device_``)."""
         from .._nn.training import train_classifier
         from ._base import activation_cache
 
         return train_classifier(
             items, y_idx, self.classes_, params=self.get_params(deep=False),
-            device=self.device_, seed=seed,
+            device=self.device_, seed=seed, groups=groups,
             activation_cache=lambda key: activation_cache(self, key, self.device_),
         )  # fmt: skip
 
