@@ -93,6 +93,15 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
         trained, on activations of the frozen stages computed once per image and view.
     cached_views : int, default=4
         With ``trainable_blocks``: fixed views (flips, rotations) cached for training.
+    image_store : {"auto", "memory", "disk"} or None, default="auto"
+        Where the training images live during ``fit`` (full fine-tuning; with
+        ``trainable_blocks`` activations are cached instead). ``"memory"``: each image
+        is decoded and resized once per fit into one ``uint8`` array, served in whole
+        batches (on the GPU when it fits there) and augmented batch-wise on the device;
+        ``"disk"``: the same array memory-mapped in the temporary directory; ``None``:
+        DataLoader workers decode every image again in every epoch and augment it on
+        the CPU. ``"auto"``: ``"memory"`` on CUDA (``"disk"`` past 8 GiB), ``None``
+        elsewhere and with a callable ``augment``.
     tta : int, default=1
         Test-time augmentation: ``predict_proba`` averages the probabilities of the
         first ``tta`` fixed views (1: none; 2: and the mirror image; 4: the flips and
@@ -179,6 +188,7 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
         label_smoothing=0.0,
         trainable_blocks=None,
         cached_views=4,
+        image_store="auto",
         tta=1,
         num_workers=None,
         device="auto",
@@ -209,6 +219,7 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
         self.label_smoothing = label_smoothing
         self.trainable_blocks = trainable_blocks
         self.cached_views = cached_views
+        self.image_store = image_store
         self.tta = tta
         self.num_workers = num_workers
         self.device = device

@@ -151,3 +151,11 @@ def test_grouped_validation_routes_the_lesions_to_every_network(tmp_path, monkey
     seen.clear()
     reproduce.fit_row(FusionNetClassifier(**net), X, y, groups, "none")
     assert seen == [False]  # without the flag: the image-level split, as before
+
+
+def test_train_throughput_smoke(tmp_path):
+    result = _load("train_throughput").main(["--smoke", "--out", str(tmp_path)])
+    rates = result["images_per_second"]
+    assert len(rates) == 3 and all(r > 0 for r in rates.values())
+    assert result["summary"]["store_vs_loop"] > 0
+    assert (tmp_path / "train_throughput_smoke.json").exists()

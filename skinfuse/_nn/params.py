@@ -39,6 +39,7 @@ FINE_TUNING = {
     "label_smoothing": [Interval(Real, 0, 1, closed="left")],
     "trainable_blocks": [Interval(Integral, 1, None, closed="left"), None],
     "cached_views": [Interval(Integral, 1, 8, closed="both")],
+    "image_store": [StrOptions({"auto", "memory", "disk"}), None],
 }
 
 #: Test-time augmentation: the number of fixed views (flips, rotations) averaged.

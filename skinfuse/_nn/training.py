@@ -9,6 +9,7 @@ and channels-last on CUDA. The fine-tuned encoder, the fusion network (task
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, fields
 
@@ -25,6 +26,7 @@ from .data import default_num_workers, plain_worker_errors
 from .device import torch_seed
 from .inference import autocast
 from .modules import as_unit_float
+from .store import resolve_store
 
 
 @dataclass(frozen=True)
@@ -71,9 +73,24 @@ def optimizer_class(optimizer):
 
 
 class _DeviceInference:
-    """skorch ``infer`` over uint8 image batches: channels-last and bf16 autocast on CUDA."""
+    """skorch ``infer`` over uint8 image batches: channels-last and bf16 autocast on CUDA.
+
+    ``batch_transform`` (a callable, e.g. :class:`.augment.BatchAugment`; not a module,
+    which skorch would refuse as an attribute) augments the images
+    of each training batch on the device, before the forward pass (not in evaluation).
+    """
+
+    def __init__(self, *args, batch_transform=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batch_transform = batch_transform
 
     def infer(self, x, **fit_params):
+        if self.batch_transform is not None and self.module_.training:
+            x = to_tensor(x, device=self.device)
+            if isinstance(x, dict):
+                x = {**x, "x": self.batch_transform(x["x"])}
+            else:
+                x = self.batch_transform(x)
         if str(self.device).startswith("cuda"):
             x = to_tensor(x, device=self.device)
             if isinstance(x, dict):  # the fusion network: images under "x", plus metadata
@@ -206,7 +223,8 @@ def _loader_settings(config, train_data, valid_data) -> dict:
 
 
 def train_network(module, module_kwargs, train_data, *, config, seed, task="classification",
-                  valid_data=None, n_classes=None, class_weight=None, on_initialized=None):  # fmt: skip
+                  valid_data=None, n_classes=None, class_weight=None, on_initialized=None,
+                  iterator=None, batch_transform=None):  # fmt: skip
     """Train ``module(**module_kwargs)`` on a dataset; return the skorch net (on ``config.device``).
 
     Parameters
@@ -230,6 +248,11 @@ def train_network(module, module_kwargs, train_data, *, config, seed, task="clas
         Weights of the cross-entropy loss.
     on_initialized : callable or None
         Called with the initialised net before training (e.g. to set an output bias).
+    iterator : class or None
+        skorch's ``iterator_train`` and ``iterator_valid`` (default: PyTorch's DataLoader);
+        :class:`.store.StoreLoader` for a :class:`.store.StoreDataset`.
+    batch_transform : callable or None
+        Applied to the images of each training batch, on the device.
     """
     callbacks = []
     if config.lr_schedule == "cosine":
@@ -258,6 +281,10 @@ def train_network(module, module_kwargs, train_data, *, config, seed, task="clas
     optimizer, optimizer_kwargs = optimizer_class(config.optimizer)
     batch_size = int(config.batch_size)
     n_train = len(train_data)
+    if iterator is not None:
+        task_kwargs = {**task_kwargs, "iterator_train": iterator, "iterator_valid": iterator}
+    if batch_transform is not None:
+        task_kwargs = {**task_kwargs, "batch_transform": batch_transform}
     with torch_seed(seed, config.device):
         net = net_class(
             module=module,
@@ -285,9 +312,21 @@ def train_network(module, module_kwargs, train_data, *, config, seed, task="clas
             on_initialized(net)
         if str(config.device).startswith("cuda"):
             net.module_.to(memory_format=torch.channels_last)
-        with plain_worker_errors():  # an unreadable image: its message, not a worker traceback
-            net.partial_fit(train_data, train_data.y)
+        with plain_worker_errors(), cudnn_autotune(config.device):
+            net.partial_fit(train_data, train_data.y)  # unreadable image: its message
     return net
+
+
+@contextlib.contextmanager
+def cudnn_autotune(device):
+    """cuDNN picks the fastest convolution algorithms inside the block on CUDA (training
+    batches have fixed sizes); the global setting comes back after."""
+    was = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = was or str(device).startswith("cuda")
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = was
 
 
 def net_to_cpu(net):
@@ -309,15 +348,20 @@ def net_to_cpu(net):
 def finish_training(net):
     """Trim a trained skorch net for prediction, in place, on the CPU; return its history.
 
-    Drops the optimizer, callbacks and training-loader settings (the shuffling generator,
-    workers); keeps the history and the loss (with its class weights).
+    Drops the optimizer, callbacks, training-loader settings (the shuffling generator,
+    workers), a decoded-image store's loaders and the batch augmentation; keeps the history
+    and the loss (with its class weights).
     """
+    from torch.utils.data import DataLoader
+
     history, criterion = net.history, net.criterion_
     net.history = type(history)()  # trim_for_prediction clears the history in place
     net.trim_for_prediction()
     net.history, net.criterion, net.criterion_ = history, type(criterion), criterion
     for key in [k for k in vars(net) if k.startswith("iterator_train__")]:
         delattr(net, key)
+    net.iterator_valid = DataLoader  # trim_for_prediction dropped iterator_train
+    net.batch_transform = None
     net_to_cpu(net)
     net.module_.eval()
     return history
@@ -349,6 +393,23 @@ def train_classifier(items, y_idx, classes, *, params, device, seed, metadata=No
         )  # fmt: skip
     size = int(params["image_size"])
     train, valid = validation_split(len(items), y_idx, params["validation_fraction"], seed, groups)
+    module_args = dict(
+        backbone=params["backbone"],
+        weights=params["weights"],
+        pooling=params["pooling"],
+        n_classes=len(classes),
+        image_size=size,
+        freeze=params["freeze"],
+        **module_kwargs,
+    )
+    store = resolve_store(
+        params.get("image_store", "auto"), device, params["augment"], len(items), size
+    )
+    if store is not None:
+        return _train_from_store(
+            items, y_idx, classes, store, train, valid, module_args, params=params,
+            device=device, seed=seed, metadata=metadata,
+        )  # fmt: skip
 
     def dataset(rows, transform=None):
         rows_metadata = None if metadata is None else metadata[rows]
@@ -359,15 +420,7 @@ def train_classifier(items, y_idx, classes, *, params, device, seed, metadata=No
 
     return train_network(
         ClassifierNetwork,
-        dict(
-            backbone=params["backbone"],
-            weights=params["weights"],
-            pooling=params["pooling"],
-            n_classes=len(classes),
-            image_size=size,
-            freeze=params["freeze"],
-            **module_kwargs,
-        ),
+        module_args,
         dataset(train, augmentation(params["augment"], size)),
         valid_data=None if valid is None else dataset(valid),
         config=TrainingConfig.from_params(params, device=device),
@@ -375,6 +428,36 @@ def train_classifier(items, y_idx, classes, *, params, device, seed, metadata=No
         n_classes=len(classes),
         class_weight=class_weights(params["class_weight"], classes, y_idx),
     )
+
+
+def _train_from_store(items, y_idx, classes, store, train, valid, module_args, *, params,
+                      device, seed, metadata):  # fmt: skip
+    """:func:`train_classifier` on images decoded once (``store``: "memory" or "disk"),
+    served in whole batches (on the device when they fit) and augmented there."""
+    from .augment import BatchAugment, PerImage
+    from .modules import ClassifierNetwork
+    from .store import StoreDataset, StoreLoader, decoded_store, on_device_if_it_fits
+
+    augment = params["augment"]
+    transform = BatchAugment() if augment is True else PerImage(augment) if augment else None
+    with decoded_store(
+        items, int(module_args["image_size"]), store, batch_size=int(params["batch_size"]),
+        num_workers=params["num_workers"], verbose=int(params["verbose"]) > 1,
+    ) as pixels:  # fmt: skip
+        pixels = on_device_if_it_fits(pixels, device)
+
+        def dataset(rows):
+            rows_metadata = None if metadata is None else metadata[rows]
+            return StoreDataset(pixels, rows, y=y_idx[rows], metadata=rows_metadata)
+
+        return train_network(
+            ClassifierNetwork, module_args, dataset(train),
+            valid_data=None if valid is None else dataset(valid),
+            config=TrainingConfig.from_params(params, device=device, num_workers=0),
+            seed=seed, n_classes=len(classes),
+            class_weight=class_weights(params["class_weight"], classes, y_idx),
+            iterator=StoreLoader, batch_transform=transform,
+        )  # fmt: skip
 
 
 def train_partial(items, y_idx, classes, *, params, device, seed, activation_cache,

@@ -122,6 +122,15 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
         With ``trainable_blocks``: how many fixed views of each image (the
         first of: identity, horizontal flip, vertical flip, half turn, quarter
         turns, transposes) have their activations cached for training.
+    image_store : {"auto", "memory", "disk"} or None, default="auto"
+        Where the training images live during ``fit`` (full fine-tuning; with
+        ``trainable_blocks`` activations are cached instead). ``"memory"``: each image
+        is decoded and resized once per fit into one ``uint8`` array, served in whole
+        batches (on the GPU when it fits there) and augmented batch-wise on the device;
+        ``"disk"``: the same array memory-mapped in the temporary directory; ``None``:
+        DataLoader workers decode every image again in every epoch and augment it on
+        the CPU. ``"auto"``: ``"memory"`` on CUDA (``"disk"`` past 8 GiB), ``None``
+        elsewhere and with a callable ``augment``.
     tta : int, default=1
         Test-time augmentation: ``transform`` returns the mean embedding of the
         first ``tta`` views (same order as ``cached_views``; 1: none, 2: and the
@@ -264,6 +273,7 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
         label_smoothing=0.0,
         trainable_blocks=None,
         cached_views=4,
+        image_store="auto",
         tta=1,
         cross_fit=3,
         align_folds=True,
@@ -291,6 +301,7 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
         self.label_smoothing = label_smoothing
         self.trainable_blocks = trainable_blocks
         self.cached_views = cached_views
+        self.image_store = image_store
         self.tta = tta
         self.cross_fit = cross_fit
         self.align_folds = align_folds
