@@ -87,6 +87,9 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
         Early-stopping patience (epochs).
     label_smoothing : float, default=0.0
         Label smoothing of the cross-entropy loss.
+    warmup_epochs : float, default=0
+        Linear learning-rate warm-up over this many epochs (stepped every batch, from
+        ``lr / steps`` up to ``lr``), then the cosine decay over the remaining epochs.
     trainable_blocks : int or None, default=None
         Partial fine-tuning from cached activations, as in ``FineTunedCNNEncoder``:
         only the last ``k`` backbone stages, the metadata branch and the head are
@@ -186,6 +189,7 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
         validation_fraction=0.1,
         patience=5,
         label_smoothing=0.0,
+        warmup_epochs=0,
         trainable_blocks=None,
         cached_views=4,
         image_store="auto",
@@ -217,6 +221,7 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.label_smoothing = label_smoothing
+        self.warmup_epochs = warmup_epochs
         self.trainable_blocks = trainable_blocks
         self.cached_views = cached_views
         self.image_store = image_store

@@ -180,3 +180,20 @@ def test_image_only_takes_a_column_of_images(data):
     np.testing.assert_allclose(same.predict_proba(paths), proba, rtol=1e-5, atol=1e-6)
     with pytest.raises(TypeError, match="DataFrame"):
         FusionNetClassifier(**TINY).fit(paths, y)  # metadata needs its columns
+
+
+def test_warmup_then_cosine_learning_rate(data):
+    from skinfuse._nn.training import WarmupCosine
+
+    lesions, train, _ = data
+    X, y = lesions.data.iloc[train[:64]], lesions.target.iloc[train[:64]]
+    net = FusionNetClassifier(**{**TINY, "batch_size": 16, "warmup_epochs": 1, "lr": 0.01}).fit(
+        X, y
+    )
+    lrs = [b["event_lr"] for epoch in net.history_ for b in epoch["batches"]]
+    assert len(lrs) == 12  # 3 epochs of 4 batches, stepped per batch
+    # batch 1 trains at lr/4, the warm-up reaches lr at batch 4, then the cosine decays it
+    assert lrs[:4] == pytest.approx([0.0025, 0.005, 0.0075, 0.01])
+    assert all(a > b for a, b in zip(lrs[3:], lrs[4:])) and lrs[-1] < 0.001
+    schedule = WarmupCosine(4, 12)
+    assert schedule(3) == 1.0 and schedule(4) < 1.0 and schedule(12) == pytest.approx(0.0)

@@ -37,6 +37,7 @@ FINE_TUNING = {
     "validation_fraction": [Interval(Real, 0, 1, closed="left")],
     "patience": [Interval(Integral, 1, None, closed="left"), None],
     "label_smoothing": [Interval(Real, 0, 1, closed="left")],
+    "warmup_epochs": [Interval(Real, 0, None, closed="left")],
     "trainable_blocks": [Interval(Integral, 1, None, closed="left"), None],
     "cached_views": [Interval(Integral, 1, 8, closed="both")],
     "image_store": [StrOptions({"auto", "memory", "disk"}), None],

@@ -52,6 +52,8 @@ class TrainingConfig:
     lr_schedule: str | None = "cosine"
     #: cross-entropy label smoothing (classification)
     label_smoothing: float = 0.0
+    #: linear warm-up (in epochs, stepped per batch) before the cosine schedule
+    warmup_epochs: float = 0.0
 
     @classmethod
     def from_params(cls, params: dict, **values) -> TrainingConfig:
@@ -70,6 +72,22 @@ def optimizer_class(optimizer):
     if optimizer == "sgd":
         return torch.optim.SGD, {"momentum": 0.9}
     return optimizer, {}
+
+
+class WarmupCosine:
+    """Learning-rate factor at optimizer step ``t``: linear warm-up over ``warmup`` steps
+    (``(t + 1) / warmup``, 1 at step ``warmup - 1``), then a cosine decay that would reach 0
+    one step after the last (``total - 1``) (for ``LambdaLR``)."""
+
+    def __init__(self, warmup: int, total: int):
+        self.warmup = int(warmup)
+        self.total = int(total)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        done = (step + 1 - self.warmup) / max(1, self.total + 1 - self.warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
 
 
 class _DeviceInference:
@@ -254,8 +272,22 @@ def train_network(module, module_kwargs, train_data, *, config, seed, task="clas
     batch_transform : callable or None
         Applied to the images of each training batch, on the device.
     """
+    batch_size = int(config.batch_size)
+    n_train = len(train_data)
+    # a last batch of 1 image breaks batch norm on a 1x1 feature map
+    drop_last = n_train > batch_size and n_train % batch_size == 1
     callbacks = []
-    if config.lr_schedule == "cosine":
+    if config.lr_schedule == "cosine" and config.warmup_epochs:
+        per_epoch = n_train // batch_size if drop_last else math.ceil(n_train / batch_size)
+        schedule = WarmupCosine(
+            round(config.warmup_epochs * per_epoch), int(config.max_epochs) * per_epoch
+        )
+        callbacks.append((
+            "lr_scheduler",
+            LRScheduler(policy=torch.optim.lr_scheduler.LambdaLR, lr_lambda=schedule,
+                        step_every="batch"),
+        ))  # fmt: skip
+    elif config.lr_schedule == "cosine":
         callbacks.append(
             ("lr_scheduler", LRScheduler(policy="CosineAnnealingLR", T_max=config.max_epochs))
         )
@@ -279,8 +311,6 @@ def train_network(module, module_kwargs, train_data, *, config, seed, task="clas
     else:
         net_class, criterion, task_kwargs = ReconstructionNet, torch.nn.MSELoss, {}
     optimizer, optimizer_kwargs = optimizer_class(config.optimizer)
-    batch_size = int(config.batch_size)
-    n_train = len(train_data)
     if iterator is not None:
         task_kwargs = {**task_kwargs, "iterator_train": iterator, "iterator_valid": iterator}
     if batch_transform is not None:
@@ -301,8 +331,7 @@ def train_network(module, module_kwargs, train_data, *, config, seed, task="clas
             callbacks=callbacks,
             iterator_train__shuffle=True,
             iterator_train__generator=torch.Generator().manual_seed(seed),
-            # a last batch of 1 image breaks batch norm on a 1x1 feature map
-            iterator_train__drop_last=n_train > batch_size and n_train % batch_size == 1,
+            iterator_train__drop_last=drop_last,
             **_loader_settings(config, train_data, valid_data),
             device=config.device,
             verbose=int(config.verbose),

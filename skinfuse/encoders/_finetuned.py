@@ -105,6 +105,9 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
         ``validation_fraction=0``) trains for ``max_epochs`` epochs.
     label_smoothing : float, default=0.0
         Label smoothing of the cross-entropy loss (e.g. ``0.1``).
+    warmup_epochs : float, default=0
+        Linear learning-rate warm-up over this many epochs (stepped every batch, from
+        ``lr / steps`` up to ``lr``), then the cosine decay over the remaining epochs.
     trainable_blocks : int or None, default=None
         Partial fine-tuning from cached activations. ``None``: train from the
         images (what ``freeze`` leaves trainable). An int ``k``: train only the
@@ -271,6 +274,7 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
         validation_fraction=0.1,
         patience=5,
         label_smoothing=0.0,
+        warmup_epochs=0,
         trainable_blocks=None,
         cached_views=4,
         image_store="auto",
@@ -299,6 +303,7 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.label_smoothing = label_smoothing
+        self.warmup_epochs = warmup_epochs
         self.trainable_blocks = trainable_blocks
         self.cached_views = cached_views
         self.image_store = image_store
