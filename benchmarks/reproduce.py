@@ -59,6 +59,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from skinfuse import show_versions
 from skinfuse._recipes import _mlp as frozen_recipe_head
+from skinfuse._recipes import make_recipe
 from skinfuse.datasets import load_ham10000, make_synthetic_lesions
 from skinfuse.encoders import ConvAutoencoderEncoder, FrozenCNNEncoder
 from skinfuse.fusion import FusionNetClassifier
@@ -122,6 +123,22 @@ def finetune_class_weight(args):
     return None if args.finetune_class_weight == "none" else args.finetune_class_weight
 
 
+def recipe_params(args):
+    """The parameters of a single-network recipe (``--finetune-recipe``), with this run's
+    device, workers, cache and verbosity; ``--finetune-seeds`` sets the seeds."""
+    model = make_recipe(args.finetune_recipe, cache_dir=args.cache_dir)
+    if not isinstance(model, FusionNetClassifier):
+        raise ValueError(
+            f"--finetune-recipe {args.finetune_recipe!r} is not a single FusionNetClassifier; "
+            "pass a single-network recipe and its seeds with --finetune-seeds (several: a "
+            "soft-voting ensemble)"
+        )
+    params = model.get_params(deep=False)
+    params.pop("random_state")
+    return {**params, "device": args.device, "num_workers": args.num_workers,
+            "verbose": int(args.verbose)}  # fmt: skip
+
+
 def networks(params, seeds):
     """One FusionNetClassifier, or a soft-voting ensemble of one per seed."""
     if len(seeds) == 1:
@@ -171,6 +188,8 @@ def rows_for(approach, args, X_train, y_train):
         kind = "fine-tuned CNN" if args.trainable_blocks is None else (
             f"partially fine-tuned CNN (last {args.trainable_blocks} stages)"
         )  # fmt: skip
+        if args.finetune_recipe:
+            net, kind = recipe_params(args), f"fine-tuned CNN (recipe {args.finetune_recipe})"
         seeds = args.finetune_seeds
         if seeds != [0]:
             kind += f" [seed {'+'.join(map(str, seeds))}]"
@@ -215,6 +234,11 @@ def main(argv=None):
         help="CAE embedding: the bottleneck, or it + pooled encoder blocks",
     )  # fmt: skip
     p.add_argument("--cae-epochs", type=int, default=20)
+    p.add_argument(
+        "--finetune-recipe", default=None,
+        help="fine-tuned rows: a single-network recipe of `skinfuse train` (e.g. gpu); "
+        "replaces the --finetune-* and network settings",
+    )  # fmt: skip
     p.add_argument("--finetune-backbone", default="efficientnet_lite0")
     p.add_argument("--finetune-image-size", type=int, default=224)
     p.add_argument("--finetune-epochs", type=int, default=10)

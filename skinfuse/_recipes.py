@@ -86,6 +86,35 @@ def _partial_ensemble(random_state, cache_dir, verbose):
     return VotingClassifier(members, voting="soft")
 
 
+def _gpu(random_state, cache_dir, verbose):
+    from .fusion import FusionNetClassifier
+
+    # settings fixed before any GPU run (docs/results.md says how they were chosen)
+    return FusionNetClassifier(
+        "efficientnet_lite2",
+        image_size=260,
+        class_weight="balanced",
+        label_smoothing=0.1,
+        max_epochs=30,
+        lr=5e-4,
+        warmup_epochs=1,
+        batch_size=64,
+        validation_fraction=0.0,
+        tta=4,
+        cache_dir=cache_dir,
+        random_state=random_state,
+        verbose=verbose,
+    )
+
+
+def _gpu_ensemble(random_state, cache_dir, verbose):
+    from sklearn.ensemble import VotingClassifier
+
+    seeds = (None, None) if random_state is None else (random_state, random_state + 1)
+    members = [(f"net{i}", _gpu(s, cache_dir, verbose)) for i, s in enumerate(seeds)]
+    return VotingClassifier(members, voting="soft")
+
+
 def _tiny(random_state, cache_dir, verbose):
     from sklearn.neural_network import MLPClassifier
 
@@ -133,6 +162,15 @@ RECIPES = {
         "FusionNetClassifier: EfficientNet-Lite0 fine-tuned jointly with a metadata branch "
         "(GPU advised)",
         _finetuned,
+    ),
+    "gpu": (
+        "FusionNetClassifier fine-tuning all of EfficientNet-Lite2 at 260 px (30 epochs, "
+        "warm-up + cosine, balanced class weights, label smoothing, TTA): needs a GPU",
+        _gpu,
+    ),
+    "gpu-ensemble": (
+        "soft vote (VotingClassifier) of two 'gpu' networks with different seeds",
+        _gpu_ensemble,
     ),
     "tiny": (
         "untrained tiny CNN at 32 px + metadata: seconds, for tests only",

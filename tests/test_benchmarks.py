@@ -159,3 +159,18 @@ def test_train_throughput_smoke(tmp_path):
     assert len(rates) == 3 and all(r > 0 for r in rates.values())
     assert result["summary"]["store_vs_loop"] > 0
     assert (tmp_path / "train_throughput_smoke.json").exists()
+
+
+def test_finetune_recipe_gives_the_recipes_network_settings():
+    reproduce = _load("reproduce")
+    args = reproduce.argparse.Namespace(
+        finetune_recipe="gpu", cache_dir=None, device="cpu", num_workers=0, verbose=0
+    )
+    params = reproduce.recipe_params(args)
+    assert params["backbone"] == "efficientnet_lite2" and params["image_size"] == 260
+    assert params["warmup_epochs"] == 1 and params["tta"] == 4 and "random_state" not in params
+    ensemble = reproduce.networks(params, [0, 1])
+    assert [m.random_state for _, m in ensemble.estimators] == [0, 1]
+    args.finetune_recipe = "gpu-ensemble"
+    with pytest.raises(ValueError, match="not a single FusionNetClassifier"):
+        reproduce.recipe_params(args)
