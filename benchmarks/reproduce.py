@@ -190,6 +190,10 @@ def rows_for(approach, args, X_train, y_train):
         )  # fmt: skip
         if args.finetune_recipe:
             net, kind = recipe_params(args), f"fine-tuned CNN (recipe {args.finetune_recipe})"
+        if args.finetune_weights:
+            net["weights"] = args.finetune_weights
+        if args.finetune_recipe and getattr(args, "smoke", False):  # the smoke run's size
+            net.update(image_size=args.finetune_image_size, max_epochs=args.finetune_epochs)
         seeds = args.finetune_seeds
         if seeds != [0]:
             kind += f" [seed {'+'.join(map(str, seeds))}]"
@@ -238,6 +242,11 @@ def main(argv=None):
         "--finetune-recipe", default=None,
         help="fine-tuned rows: a single-network recipe of `skinfuse train` (e.g. gpu); "
         "replaces the --finetune-* and network settings",
+    )  # fmt: skip
+    p.add_argument(
+        "--finetune-weights", default=None,
+        help="fine-tuned rows: a checkpoint path instead of the backbone's default weights "
+        "(e.g. where the weights package is not installed)",
     )  # fmt: skip
     p.add_argument("--finetune-backbone", default="efficientnet_lite0")
     p.add_argument("--finetune-image-size", type=int, default=224)
