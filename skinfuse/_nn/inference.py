@@ -115,6 +115,8 @@ def _n_rows(loader):
             return len(loader.sampler)
         except TypeError:  # an iterable dataset
             return None
+    if getattr(loader, "n_rows", None) is not None:  # decode.DeviceDecodedBatches
+        return loader.n_rows
     if isinstance(loader, (list, tuple)):  # batches: tensors, arrays or {"x": images, ...}
         return sum(len(batch["x"] if isinstance(batch, dict) else batch) for batch in loader)
     return None
@@ -130,12 +132,21 @@ def _batches(loader, device):
 
 
 def embed(module, images, image_size, *, batch_size, device, num_workers=None, metadata=None,
-          verbose=0, desc="encoding"):  # fmt: skip
+          decode="pil", verbose=0, desc="encoding"):  # fmt: skip
     """Run ``module`` over images (paths, arrays or a decoded uint8 tensor) in batches.
 
     With ``metadata`` rows, the module is called as ``module(images, metadata=rows)``.
-    Returns a float32 ndarray ``(n, d)``.
+    ``decode="device"``: JPEG files are decoded and resized on ``device``, in batches
+    (:mod:`skinfuse._nn.decode`), the rest with PIL; ``"pil"``: every image with PIL, in the
+    loader's workers. Returns a float32 ndarray ``(n, d)``.
     """
+    if decode == "device" and metadata is None and not torch.is_tensor(images):
+        from .decode import DeviceDecodedBatches
+
+        loader = DeviceDecodedBatches(
+            images, image_size, batch_size=batch_size, device=device, num_workers=num_workers
+        )
+        return run_batches(module, loader, device, verbose=verbose, desc=desc)
     dataset = ImageDataset(images, image_size, metadata=metadata)
     loader = make_loader(dataset, batch_size=batch_size, num_workers=num_workers, device=device)
     return run_batches(module, loader, device, verbose=verbose, desc=desc)
