@@ -122,3 +122,29 @@ def test_fit_with_a_directory_as_image_names_it(Estimator, good, tmp_path):
     with pytest.raises(ValueError) as excinfo:
         _fit(Estimator(**SMALL[Estimator], num_workers=2), X, y)
     _check_one_line(excinfo, path, what)
+
+
+def _truncated_jpeg(tmp_path):
+    path = tmp_path / "bad_truncated.jpg"
+    image = np.random.default_rng(0).integers(0, 256, (10, 10, 3), dtype=np.uint8)
+    Image.fromarray(image).save(path, quality=90)
+    path.write_bytes(path.read_bytes()[:-40])
+    return str(path), "cannot decode image file"
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("kind", ["bomb", "corrupt", "directory", "truncated"])
+def test_device_decoding_names_an_unreadable_image_as_pillow_does(kind, num_workers, good,
+                                                                   tmp_path):  # fmt: skip
+    """FrozenCNNEncoder(decode="device") reads JPEG files itself: an unreadable one still
+    gets the PIL path's one-line message."""
+    X, _ = good
+    jpeg = tmp_path / "good.jpg"
+    Image.open(X[0]).save(jpeg, quality=90)
+    path, what = _truncated_jpeg(tmp_path) if kind == "truncated" else _bad(tmp_path, kind)
+    X = np.append(X, [str(jpeg), path])
+    estimator = FrozenCNNEncoder(**SMALL[FrozenCNNEncoder], decode="device",
+                                 num_workers=num_workers)  # fmt: skip
+    with pytest.raises(ValueError) as excinfo:
+        estimator.fit_transform(X)
+    _check_one_line(excinfo, path, what)

@@ -111,6 +111,8 @@ class BaseImageEncoder(
             return self._encode(images, view, device)
 
         key = f"{self.config_key_}-{precision(device)}"
+        if self._decoding(device) == "device":  # other pixels than PIL's: other embeddings
+            key = f"{key}-devdecode"
         if view != "identity":
             key = f"{key}-{view}"
         batch = int(self.batch_size)  # chunks of whole batches: the same batches as one call
@@ -122,6 +124,11 @@ class BaseImageEncoder(
     def _size(self) -> int:
         """The side of the square images the network sees."""
         return int(self.image_size)
+
+    def _decoding(self, device) -> str:
+        """How image files are decoded on ``device``: ``"pil"`` (in the loader's workers) or
+        ``"device"`` (JPEGs in batches on the device, :mod:`skinfuse._nn.decode`)."""
+        return "pil"
 
     def _encode(self, images, view, device):
         """Embeddings of ``images`` (a list of items or a uint8 tensor) seen in ``view``."""
@@ -136,6 +143,7 @@ class BaseImageEncoder(
             batch_size=int(self.batch_size),
             device=device,
             num_workers=self.num_workers,
+            decode=self._decoding(device),
             verbose=self.verbose,
             desc=f"encoding ({type(self).__name__}, {view})",
         )

@@ -64,8 +64,21 @@ class FrozenCNNEncoder(BaseImageEncoder):
         and the half turn; 8: the eight symmetries of the square), each view
         encoded once and cached.
     num_workers : int or None, default=None
-        DataLoader workers decoding images; ``None`` picks 0 for a single batch,
+        DataLoader workers decoding images (reading the files with
+        device decoding); ``None`` picks 0 for a single batch,
         else up to 4 leaving one core to the network.
+    decode : {"auto", "pil", "device"}, default="auto"
+        Where JPEG files are decoded and resized. ``"pil"``: with Pillow, in the
+        DataLoader's workers. ``"device"``: the workers read the files, and
+        torchvision decodes each batch of JPEGs on the inference device (nvjpeg on
+        CUDA, libjpeg-turbo on the CPU, in the main process) and resizes it there
+        (bilinear, antialiased, Pillow's reduced-scale JPEG decoding mirrored);
+        image arrays, other formats, CMYK or truncated JPEGs and any JPEG the
+        decoder refuses still go through Pillow, whose errors name the file. The
+        pixels differ from Pillow's by a level or two at most places (the
+        embeddings by about bf16 rounding), so these embeddings are cached apart.
+        ``"auto"``: ``"device"`` on CUDA, where decoding would otherwise limit the
+        throughput, ``"pil"`` elsewhere.
     device : str, default="auto"
         ``"auto"`` uses CUDA, then MPS, then the CPU. Resolved in ``fit``
         (``device_``).
@@ -115,6 +128,7 @@ class FrozenCNNEncoder(BaseImageEncoder):
         "pooling": [StrOptions({"auto", "avg", "max", "avgmax", "multi"})],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         **params.TTA,
+        "decode": [StrOptions({"auto", "pil", "device"})],
         **params.RUNTIME,
         **params.CACHE,
     }
@@ -129,6 +143,7 @@ class FrozenCNNEncoder(BaseImageEncoder):
         batch_size=64,
         tta=1,
         num_workers=None,
+        decode="auto",
         device="auto",
         cache=True,
         cache_dir=None,
@@ -141,6 +156,7 @@ class FrozenCNNEncoder(BaseImageEncoder):
         self.batch_size = batch_size
         self.tta = tta
         self.num_workers = num_workers
+        self.decode = decode
         self.device = device
         self.cache = cache
         self.cache_dir = cache_dir
@@ -213,6 +229,15 @@ class FrozenCNNEncoder(BaseImageEncoder):
         self.n_features_out_ = sum(e.n_features_out_ for e in self.encoders_)
         self.config_key_ = hash_config("several", *(e.config_key_ for e in self.encoders_))
         return self
+
+    def _decoding(self, device) -> str:
+        from .._nn.decode import decodes_on_device
+
+        return "device" if decodes_on_device(self.decode, device) else "pil"
+
+    def __setstate__(self, state):
+        # pickled before ``decode`` existed: the default
+        super().__setstate__({"decode": "auto", **state})
 
     def _several(self) -> bool:
         return isinstance(self.backbone, (tuple, list))

@@ -202,3 +202,24 @@ def test_an_encoder_with_several_cache_calls_counts_each_image_once(tmp_path, mo
     assert len(_shards(tmp_path / "c")) == 6 and len(reads) == 10  # each file read once
     again = embed_images(encoder, paths, cache_dir=tmp_path / "c", chunk_size=4, verbose=0)
     assert (again.encoded, again.skipped) == (0, 10)
+
+
+def test_device_decoding_goes_into_shards_of_its_own(tmp_path):
+    folder = tmp_path / "images"
+    paths = [path.replace(".png", ".jpg") for path in _paths(folder, n=10)]
+    for path in paths:
+        Image.open(path.replace(".jpg", ".png")).save(path, quality=90)
+    expected = FrozenCNNEncoder(**TINY, decode="device", cache=False).fit(paths).transform(paths)
+    cache_dir = tmp_path / "cache"
+    device = FrozenCNNEncoder(**TINY, decode="device")
+    clear_cache()
+    done = embed_images(device, paths, cache_dir=cache_dir, chunk_size=4, verbose=0)
+    assert done.encoded == 10 and len(done.folders) == 1
+    assert done.folders[0].endswith("-devdecode")
+    clear_cache()
+    out = device.set_params(cache_dir=str(cache_dir)).fit(paths).transform(paths)
+    assert cache_info()["encoded"] == 0
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-5)
+    # Pillow's pixels are not in these shards
+    FrozenCNNEncoder(**TINY, cache_dir=str(cache_dir)).fit(paths).transform(paths)
+    assert cache_info()["encoded"] == 10

@@ -239,6 +239,7 @@ def test_torchvision_weights_without_internet_give_a_clear_error(monkeypatch, tm
     [
         ({"backbone": "resnet9000"}, "backbone"),
         ({"pooling": "median"}, "pooling"),
+        ({"decode": "gpu"}, "decode"),
         ({"image_size": 4}, "image_size"),
         ({"device": "cuda:7"} if not torch.cuda.is_available() else {"device": "nope"}, "device"),
     ],
@@ -310,3 +311,116 @@ def test_random_weights_are_the_same_in_every_process():
     )
     runs = {subprocess.check_output([sys.executable, "-c", code], text=True) for _ in range(2)}
     assert len(runs) == 1
+
+
+# -- decoding on the device ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def jpegs(tmp_path_factory):
+    """Sixteen 80-px synthetic lesions as JPEG files: at 32 px, Pillow decodes them at half
+    scale and resizes 40 -> 32, the geometry of HAM10000's 600 x 450 images at 224 px."""
+    from skinfuse.datasets import make_synthetic_lesions
+
+    bunch = make_synthetic_lesions(
+        n_samples=16, image_size=80, image_format="jpg",
+        data_dir=tmp_path_factory.mktemp("jpegs"), random_state=0,
+    )  # fmt: skip
+    return bunch.data["image_path"].tolist()
+
+
+def _bf16_change(enc, paths):
+    """How much bf16 autocast (what CUDA runs) changes ``enc``'s embeddings: mean, max."""
+    from skinfuse.images import load_images
+
+    pixels = torch.from_numpy(load_images(paths, size=enc._size())[0]).permute(0, 3, 1, 2)
+    with torch.inference_mode():
+        fp32 = enc.embedder_.eval()(pixels.contiguous()).numpy()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = enc.embedder_(pixels.contiguous()).float().numpy()
+    return np.abs(bf16 - fp32).mean(), np.abs(bf16 - fp32).max()
+
+
+def test_device_decoding_changes_embeddings_about_as_much_as_bf16(jpegs):
+    pil = FrozenCNNEncoder(**TINY, decode="pil").fit(jpegs)
+    expected = pil.transform(jpegs)
+    got = FrozenCNNEncoder(**TINY, decode="device").fit(jpegs).transform(jpegs)
+    diff = np.abs(got - expected)
+    bf16_mean, bf16_max = _bf16_change(pil, jpegs)
+    # measured: mean 1.6e-4 (bf16: 1.4e-4), max 1.0e-3 (bf16: 1.4e-3); embeddings ~0.05
+    assert diff.mean() < 2 * bf16_mean and diff.max() < 2 * bf16_max
+    assert diff.max() > 0  # torchvision decoded them, not Pillow
+
+
+def test_device_decoding_on_efficientnet_lite0_is_within_bf16(tmp_path, jpegs):
+    """ImageNet weights, 224 px from 600 x 450 JPEGs (HAM10000's size)."""
+    paths = []
+    for i, path in enumerate(jpegs[:6]):
+        paths.append(str(tmp_path / f"{i}.jpg"))
+        Image.open(path).resize((600, 450), Image.Resampling.BICUBIC).save(paths[-1], quality=90)
+    kw = dict(image_size=224, pooling="avg", batch_size=8)
+    pil = FrozenCNNEncoder("efficientnet_lite0", **kw, decode="pil").fit(paths)
+    expected = pil.transform(paths)
+    got = FrozenCNNEncoder("efficientnet_lite0", **kw, decode="device").fit(paths).transform(paths)
+    bf16_mean, _ = _bf16_change(pil, paths)
+    assert 0 < np.abs(got - expected).mean() < bf16_mean
+
+
+def test_decode_options_and_cache_keys(jpegs):
+    from skinfuse.encoders._cache import _MEMORY
+
+    X = jpegs[:6]
+    auto = FrozenCNNEncoder(**TINY).fit(X)
+    assert auto.decode == "auto"
+    expected = auto.transform(X)
+    # the CPU's keys are as they were before device decoding: old disk caches stay valid
+    assert set(_MEMORY) == {f"{auto.config_key_}-fp32"}
+    pil = FrozenCNNEncoder(**TINY, decode="pil").fit(X)
+    np.testing.assert_array_equal(pil.transform(X), expected)
+    assert cache_info()["encoded"] == 6  # "auto" on the CPU is "pil": same pixels, same key
+    device = FrozenCNNEncoder(**TINY, decode="device").fit(X)
+    assert device.config_key_ == auto.config_key_
+    device.transform(X)
+    assert cache_info()["encoded"] == 12  # other pixels: embedded and kept apart
+    assert set(_MEMORY) == {f"{auto.config_key_}-fp32", f"{auto.config_key_}-fp32-devdecode"}
+    assert not np.array_equal(device.transform(X), expected)
+    assert cache_info()["encoded"] == 12
+
+
+def test_decode_reaches_each_backbone(jpegs):
+    params = {k: v for k, v in TINY.items() if k != "backbone"}
+    several = FrozenCNNEncoder(("tiny_cnn", "tiny_cnn"), **params, decode="device").fit(jpegs)
+    assert [e.decode for e in several.encoders_] == ["device", "device"]
+    one = FrozenCNNEncoder(**TINY, decode="device").fit(jpegs).transform(jpegs)
+    np.testing.assert_array_equal(several.transform(jpegs), np.hstack([one, one]))
+
+
+def test_device_decoding_with_workers_and_other_formats(jpegs, tmp_path):
+    png = str(tmp_path / "x.png")
+    Image.fromarray(_images(1)[0]).save(png)
+    X = [*jpegs, png]
+    enc = FrozenCNNEncoder(**{**TINY, "batch_size": 4}, decode="device", cache=False).fit(X)
+    in_workers = enc.set_params(num_workers=2).transform(X)
+    np.testing.assert_array_equal(enc.set_params(num_workers=0).transform(X), in_workers)
+    # the PNG went through Pillow: its embedding is the PIL path's
+    pil = FrozenCNNEncoder(**TINY, decode="pil", cache=False).fit(X).transform([png])
+    np.testing.assert_allclose(in_workers[-1:], pil, rtol=1e-5, atol=1e-6)
+
+
+def test_encoders_pickled_before_decode_existed_load_with_auto(jpegs):
+    enc = FrozenCNNEncoder(**TINY).fit(jpegs[:2])
+    state = enc.__getstate__()
+    del state["decode"]
+    old = FrozenCNNEncoder.__new__(FrozenCNNEncoder)
+    old.__setstate__(state)
+    assert old.decode == "auto" and old.get_params()["decode"] == "auto"
+    np.testing.assert_array_equal(old.transform(jpegs[:2]), enc.transform(jpegs[:2]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_auto_decodes_on_cuda(jpegs):
+    from skinfuse.encoders._cache import _MEMORY
+
+    gpu = FrozenCNNEncoder(**TINY, device="cuda").fit(jpegs)
+    got = gpu.transform(jpegs)
+    assert set(_MEMORY) == {f"{gpu.config_key_}-bf16-devdecode"}
+    cpu = FrozenCNNEncoder(**TINY, device="cpu").fit(jpegs).transform(jpegs)
+    np.testing.assert_allclose(got, cpu, rtol=0.05, atol=0.02)
