@@ -144,6 +144,9 @@ def decode_batch(items, image_size, device):
             group = members[start : start + _RESIZE_GROUP]
             batch = torch.stack([decoded[position[i]] for i in group])
             resized = resize_like_pil(batch, size)
+            if all(records[i].orientation == 1 for i in group):  # one copy for the group
+                out[torch.tensor(group, device=device)] = resized
+                continue
             for i, image in zip(group, resized):
                 view = _ORIENTATION.get(records[i].orientation)
                 out[i] = image if view is None else apply_view(image, view)
