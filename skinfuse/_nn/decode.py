@@ -89,7 +89,7 @@ def _read_jpeg(path):
             data = f.read()
     except OSError:  # PIL's path says what is wrong
         return None
-    if not data.startswith(b"\xff\xd8\xff") or not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+    if not data.startswith(b"\xff\xd8\xff") or not data[-4096:].rstrip(b"\0").endswith(b"\xff\xd9"):
         return None  # not a JPEG, or truncated: PIL decides (and names the problem)
     try:
         with warnings.catch_warnings():
