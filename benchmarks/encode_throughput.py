@@ -87,6 +87,9 @@ def main(argv=None):
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument(
+        "--weights", default="DEFAULT", help="DEFAULT, or a checkpoint path (benchmarks/gpu)"
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--smoke", action="store_true", help="tiny synthetic run, for CI")
     parser.add_argument("--out", default="benchmarks/results", help="folder for the JSON")
@@ -106,8 +109,8 @@ def main(argv=None):
         paths = paths[: args.limit]
     n = len(paths)
     enc = FrozenCNNEncoder(
-        args.backbone, image_size=args.image_size, batch_size=args.batch_size, decode="pil",
-        device=args.device,
+        args.backbone, weights=args.weights, image_size=args.image_size,
+        batch_size=args.batch_size, decode="pil", device=args.device,
     ).fit(paths[:1])  # fmt: skip
     rows = {}
 

@@ -1,3 +1,4 @@
+import itertools
 import pickle
 
 import joblib
@@ -194,6 +195,6 @@ def test_warmup_then_cosine_learning_rate(data):
     assert len(lrs) == 12  # 3 epochs of 4 batches, stepped per batch
     # batch 1 trains at lr/4, the warm-up reaches lr at batch 4, then the cosine decays it
     assert lrs[:4] == pytest.approx([0.0025, 0.005, 0.0075, 0.01])
-    assert all(a > b for a, b in zip(lrs[3:], lrs[4:])) and lrs[-1] < 0.001
+    assert all(a > b for a, b in itertools.pairwise(lrs[3:])) and lrs[-1] < 0.001
     schedule = WarmupCosine(4, 12)
     assert schedule(3) == 1.0 and schedule(4) < 1.0 and schedule(12) == pytest.approx(0.0)
