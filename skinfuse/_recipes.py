@@ -78,12 +78,18 @@ def _partial(random_state, cache_dir, verbose):
     )
 
 
-def _partial_ensemble(random_state, cache_dir, verbose):
+def _seed_ensemble(recipe, random_state, cache_dir, verbose):
+    """Soft vote of two networks of ``recipe`` with seeds ``random_state`` and the next one
+    (members named by position: two ``random_state=None`` members need distinct names)."""
     from sklearn.ensemble import VotingClassifier
 
     seeds = (None, None) if random_state is None else (random_state, random_state + 1)
-    members = [(f"net{i}", _partial(s, cache_dir, verbose)) for i, s in enumerate(seeds)]
+    members = [(f"net{i}", recipe(s, cache_dir, verbose)) for i, s in enumerate(seeds)]
     return VotingClassifier(members, voting="soft")
+
+
+def _partial_ensemble(random_state, cache_dir, verbose):
+    return _seed_ensemble(_partial, random_state, cache_dir, verbose)
 
 
 def _gpu(random_state, cache_dir, verbose):
@@ -108,11 +114,7 @@ def _gpu(random_state, cache_dir, verbose):
 
 
 def _gpu_ensemble(random_state, cache_dir, verbose):
-    from sklearn.ensemble import VotingClassifier
-
-    seeds = (None, None) if random_state is None else (random_state, random_state + 1)
-    members = [(f"net{i}", _gpu(s, cache_dir, verbose)) for i, s in enumerate(seeds)]
-    return VotingClassifier(members, voting="soft")
+    return _seed_ensemble(_gpu, random_state, cache_dir, verbose)
 
 
 def _tiny(random_state, cache_dir, verbose):

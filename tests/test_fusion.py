@@ -198,3 +198,27 @@ def test_warmup_then_cosine_learning_rate(data):
     assert all(a > b for a, b in itertools.pairwise(lrs[3:])) and lrs[-1] < 0.001
     schedule = WarmupCosine(4, 12)
     assert schedule(3) == 1.0 and schedule(4) < 1.0 and schedule(12) == pytest.approx(0.0)
+
+
+def test_compile_trains_the_same_network_and_keeps_the_plain_module(data, monkeypatch):
+    """compile=True goes through skorch's torch.compile (here with dynamo's eager backend,
+    so the test does not wait for code generation); the fitted net holds the plain module."""
+    import torch
+
+    real, calls = torch.compile, []
+
+    def eager_compile(module, **kwargs):
+        calls.append(type(module).__name__)
+        return real(module, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    lesions, train, _ = data
+    X, y = lesions.data.iloc[train[:64]], lesions.target.iloc[train[:64]]
+    one_epoch = {**TINY, "max_epochs": 1}
+    plain = FusionNetClassifier(**one_epoch).fit(X, y)
+    compiled = FusionNetClassifier(**one_epoch, compile=True).fit(X, y)
+    assert "ClassifierNetwork" in calls
+    assert type(compiled.module_).__name__ == "ClassifierNetwork"
+    assert compiled.net_.compile is False and not hasattr(compiled.module_, "_orig_mod")
+    np.testing.assert_allclose(compiled.predict_proba(X), plain.predict_proba(X), atol=1e-5)
+    pickle.loads(pickle.dumps(compiled))

@@ -41,6 +41,7 @@ FINE_TUNING = {
     "trainable_blocks": [Interval(Integral, 1, None, closed="left"), None],
     "cached_views": [Interval(Integral, 1, 8, closed="both")],
     "image_store": [StrOptions({"auto", "memory", "disk"}), None],
+    "compile": ["boolean"],
 }
 
 #: Test-time augmentation: the number of fixed views (flips, rotations) averaged.

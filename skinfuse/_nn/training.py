@@ -54,6 +54,8 @@ class TrainingConfig:
     label_smoothing: float = 0.0
     #: linear warm-up (in epochs, stepped per batch) before the cosine schedule
     warmup_epochs: float = 0.0
+    #: train through torch.compile (skorch's compile=True); the plain modules are kept
+    compile: bool = False
 
     @classmethod
     def from_params(cls, params: dict, **values) -> TrainingConfig:
@@ -335,6 +337,7 @@ def train_network(module, module_kwargs, train_data, *, config, seed, task="clas
             **_loader_settings(config, train_data, valid_data),
             device=config.device,
             verbose=int(config.verbose),
+            compile=bool(config.compile),
         )
         net.initialize()
         if on_initialized is not None:
@@ -343,6 +346,10 @@ def train_network(module, module_kwargs, train_data, *, config, seed, task="clas
             net.module_.to(memory_format=torch.channels_last)
         with plain_worker_errors(), cudnn_autotune(config.device):
             net.partial_fit(train_data, train_data.y)  # unreadable image: its message
+    if config.compile:  # the compiled wrappers share the modules' parameters: unwrap them
+        net.module_ = getattr(net.module_, "_orig_mod", net.module_)
+        net.criterion_ = getattr(net.criterion_, "_orig_mod", net.criterion_)
+        net.compile = False
     return net
 
 
