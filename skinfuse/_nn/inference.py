@@ -52,7 +52,7 @@ def _chunks(batch, chunk, channels_last):
 
 
 def run_batches(module, loader, device, *, chunk=None, channels_last=True, verbose=0,
-                desc="inference"):  # fmt: skip
+                desc="inference", read_back_late=None):  # fmt: skip
     """Run ``module`` in eval mode over a loader's batches; return float32 ``(n, ...)``.
 
     Batches are input tensors or arrays (image batches), or dicts with the images under ``"x"``
@@ -68,6 +68,11 @@ def run_batches(module, loader, device, *, chunk=None, channels_last=True, verbo
     (:mod:`skinfuse._utils._malloc`) the activations come from glibc's heap, and each small
     result kept between two passes split the holes they left, so the heap (and a Dask
     worker's peak memory) grew with the size of the chunk (docs/scaling.md).
+
+    ``read_back_late`` (default: on a GPU) copies each pass's result to the host only after
+    the next pass is queued: the copy waits for its own pass alone, so the GPU computes the
+    next batch while the CPU fetches (or decodes) the one after; reading each result back
+    at once would leave the GPU idle during that time. Same results either way.
     """
     device = torch.device(device)
     total = _n_rows(loader)
@@ -80,21 +85,35 @@ def run_batches(module, loader, device, *, chunk=None, channels_last=True, verbo
         from tqdm.auto import tqdm
 
         loader = tqdm(loader, desc=desc, unit="batch")
-    parts, out, done = [], None, 0
+    if read_back_late is None:
+        read_back_late = device.type != "cpu"
+    parts, out, done, pending = [], None, 0, None
+
+    def read_back(result):
+        nonlocal out, done
+        rows = result.float().cpu().numpy()
+        if total is None:
+            parts.append(rows)
+            return
+        if out is None:
+            out = np.empty((total, *rows.shape[1:]), dtype=np.float32)
+        out[done : done + len(rows)] = rows
+        done += len(rows)
+
     try:
         with eval_mode(module):  # each submodule gets its own mode back
             for batch in _batches(loader, device):
                 for images, extra in _chunks(batch, chunk, channels_last):
                     with torch.inference_mode(), autocast(device):
                         result = module(images, **extra)
-                    rows = result.float().cpu().numpy()
-                    if total is None:
-                        parts.append(rows)
+                    if not read_back_late:
+                        read_back(result)
                         continue
-                    if out is None:
-                        out = np.empty((total, *rows.shape[1:]), dtype=np.float32)
-                    out[done : done + len(rows)] = rows
-                    done += len(rows)
+                    if pending is not None:
+                        read_back(pending)
+                    pending = result
+            if pending is not None:
+                read_back(pending)
     finally:
         if channels_last:
             with torch.no_grad():

@@ -77,13 +77,12 @@ def decoded_store(items, image_size, mode, *, batch_size, num_workers=None, verb
 
 def on_device_if_it_fits(pixels, device, *, share=0.5):
     """The store on ``device`` (CUDA) when it takes at most ``share`` of the free memory;
-    else as it is (batches then travel from pinned host memory)."""
+    else as it is, in host memory or memory-mapped (each batch is then copied to the device;
+    pinning the whole store would copy a memory-mapped one into RAM)."""
     if not str(device).startswith("cuda"):
         return pixels
     free, _ = torch.cuda.mem_get_info(torch.device(device))
-    if pixels.numel() <= share * free:
-        return pixels.to(device)
-    return pixels.pin_memory() if not pixels.is_pinned() else pixels
+    return pixels.to(device) if pixels.numel() <= share * free else pixels
 
 
 class StoreDataset(Dataset):
