@@ -4,7 +4,8 @@
 #   GPU_PART=throughput  train_throughput.py (Lite2 at 260 px) and encode_throughput.py
 #   GPU_PART=recipe      reproduce.py with the 'gpu' recipe, 5 lesion-grouped folds
 #                        (FOLDS="1 2" to run some; TIME_BUDGET minutes, default 8)
-#   GPU_PART=all         both (default)
+#   GPU_PART=tests       only the tests that skip without CUDA (also the first step of all)
+#   GPU_PART=all         tests, throughput, recipe (default)
 # SMOKE=1: a few images, to try the script on a CPU first.
 # The device tool returns at most 8 files: everything is written under /tmp/gpu_results and
 # packed into $OUT/results.tar after every step (a run cut short keeps what it measured).
@@ -34,6 +35,12 @@ fi
 python3 -c "import skinfuse; skinfuse.show_versions()" 2>&1 | tee "$RES/versions.txt"
 nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null | tee -a "$RES/versions.txt"
 save
+if [ "$PART" = all ] || [ "$PART" = tests ]; then  # the tests that skip without CUDA
+    python3 -m pytest -q -p no:cacheprovider -k "cuda or gpu or nvjpeg" tests/_nn \
+        tests/encoders/test_frozen.py tests/encoders/test_finetuned.py 2>&1 \
+        | tee "$RES/cuda_tests.txt"
+    save
+fi
 if [ "$PART" = all ] || [ "$PART" = throughput ]; then
     python3 benchmarks/train_throughput.py --data "$DATA" --backbone efficientnet_lite2 \
         --weights "$WEIGHTS" "${TT[@]}" --out "$RES" 2>&1 | tee "$RES/train_throughput.txt"

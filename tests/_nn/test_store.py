@@ -158,3 +158,22 @@ def test_fine_tuned_encoder_on_the_store_with_a_callable_augment(lesions):
     emb = encoder.fit(X, y).transform(X)
     assert emb.shape == (90, encoder.n_features_out_) and np.isfinite(emb).all()
     assert calls and calls[0] == (3, 32, 32)  # one image at a time, on the device
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_auto_store_lives_on_the_gpu_and_the_fitted_net_on_the_cpu(lesions, monkeypatch):
+    from skinfuse._nn import store
+
+    devices, real = [], store.StoreDataset.__init__
+
+    def spy(self, pixels, rows, **kwargs):
+        devices.append(pixels.device.type)
+        real(self, pixels, rows, **kwargs)
+
+    monkeypatch.setattr(store.StoreDataset, "__init__", spy)
+    X, y = lesions.data, lesions.target
+    net = FusionNetClassifier(**TINY, device="cuda", augment=True, validation_fraction=0.2,
+                              patience=2).fit(X, y)  # fmt: skip
+    assert devices == ["cuda", "cuda"]  # training and validation rows of one store
+    assert next(net.module_.parameters()).device.type == "cpu"
+    assert np.isfinite(net.predict_proba(X)).all()
