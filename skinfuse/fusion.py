@@ -247,6 +247,11 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
         tags.non_deterministic = False
         return tags
 
+    def __setstate__(self, state):
+        # pickled before these parameters existed: their defaults
+        new = {"warmup_epochs": 0, "image_store": "auto", "compile": False}
+        super().__setstate__({**new, **state})
+
     # -- input ---------------------------------------------------------------------------
     def _columns(self, X, *, reset):
         """Validate ``X``; return (list of images, DataFrame of metadata columns)."""

@@ -50,6 +50,18 @@ def test_validation_split_holds_out_whole_groups():
     assert _disjoint(groups, train, valid) and len(valid) == 225
 
 
+@pytest.mark.parametrize(
+    "fraction, held_out",
+    [(0.1, 30), (0.15, 42), (0.4, 99), (0.45, 150), (0.6, 201), (0.75, 225)],
+)  # fmt: skip
+def test_validation_split_holds_out_the_nearest_share(fraction, held_out):
+    """1/k nearest the fraction (0.4 -> 1/3, not 1/2; 0.6 -> 2/3): 300 images, 3 a lesion."""
+    groups = np.repeat(np.arange(100), 3)
+    y = np.repeat(np.arange(100) % 3, 3)
+    train, valid = validation_split(300, y, fraction, seed=0, groups=groups)
+    assert len(valid) == pytest.approx(held_out, abs=3) and _disjoint(groups, train, valid)
+
+
 def test_validation_split_without_groups_is_the_stratified_split():
     y = np.repeat([0, 1], 50)
     a = validation_split(100, y, 0.2, seed=3)
@@ -64,6 +76,8 @@ def test_too_few_groups_and_bad_groups_say_so():
         validation_split(20, y, 0.1, seed=0, groups=np.repeat(np.arange(4), 5))
     with pytest.raises(ValueError, match="groups has 3 labels but X has 20 images"):
         check_groups([1, 2, 3], 20)
+    with pytest.raises(ValueError, match=r"set_fit_request\(groups=False\)"):  # a sampler
+        check_groups(np.arange(30), 40)
 
 
 # -- the estimators ---------------------------------------------------------------------------
@@ -161,3 +175,25 @@ def test_late_fusion_routes_groups_to_its_image_network(lesions, splits):
     assert _disjoint(groups, train, valid)
     with pytest.raises(ValueError, match="enable_metadata_routing"):  # routing off: refused
         model.fit(X, y, groups=groups)
+
+
+def test_networks_pickled_before_the_new_parameters_load_with_their_defaults(lesions):
+    import pickle
+
+    net = FusionNetClassifier(**{**TINY, "max_epochs": 1}).fit(lesions.data, lesions.target)
+    state = net.__getstate__()
+    for name in ("warmup_epochs", "image_store", "compile"):
+        del state[name]
+    del state["net_"].__dict__["batch_transform"]
+    old = FusionNetClassifier.__new__(FusionNetClassifier)
+    old.__setstate__(state)
+    assert old.get_params()["image_store"] == "auto" and not old.compile
+    np.testing.assert_allclose(old.predict_proba(lesions.data), net.predict_proba(lesions.data))
+    encoder = FineTunedCNNEncoder(**{**TINY, "max_epochs": 1}).fit(
+        lesions.data["image_path"], lesions.target
+    )
+    state = pickle.loads(pickle.dumps(encoder)).__getstate__()
+    del state["warmup_epochs"]
+    old = FineTunedCNNEncoder.__new__(FineTunedCNNEncoder)
+    old.__setstate__(state)
+    assert old.warmup_epochs == 0

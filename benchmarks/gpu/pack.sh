@@ -25,5 +25,5 @@ PY
 rm -f .carry/whl/*.whl
 "$PY" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
-    -d .carry/whl skorch==1.4.0 imbalanced-learn==0.14.2 sklearn-compat scikit-learn==1.9.1
+    -d .carry/whl skorch==1.4.0 imbalanced-learn==0.14.2 sklearn-compat==0.1.6 scikit-learn==1.9.1
 du -sh .carry .carry/*

@@ -12,7 +12,11 @@
 set -uo pipefail
 OUT="${OUT:-/tmp/gpu_out}"; mkdir -p "$OUT"
 RES=/tmp/gpu_results; mkdir -p "$RES"
-save() { tar -C /tmp -cf "$OUT/results.tar" gpu_results; }
+# written aside, then renamed: a command killed at its time limit leaves a whole tar
+save() { tar -C /tmp -cf "$OUT/results.tmp" gpu_results && mv "$OUT/results.tmp" "$OUT/results.tar"; }
+( while sleep 20; do save; done ) &  # finished folds come back even from a killed run
+SAVER=$!
+export PYTHONPATH="$PWD"
 if ! python3 -c "import skorch, imblearn" 2>/dev/null; then  # the GPU image lacks them
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .carry/whl/*.whl || exit 1
@@ -37,7 +41,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null | tee -a "$RES
 save
 if [ "$PART" = all ] || [ "$PART" = tests ]; then  # the tests that skip without CUDA
     python3 -m pytest -q -p no:cacheprovider -k "cuda or gpu or nvjpeg" tests/_nn \
-        tests/encoders/test_frozen.py tests/encoders/test_finetuned.py 2>&1 \
+        tests/encoders tests/test_fusion.py 2>&1 \
         | tee "$RES/cuda_tests.txt"
     save
 fi
@@ -56,4 +60,5 @@ if [ "$PART" = all ] || [ "$PART" = recipe ]; then
         "${FOLD_ARGS[@]}" --time-budget "${TIME_BUDGET:-8}" --out "$RES/recipe" 2>&1 \
         | tee "$RES/recipe.txt"
 fi
+kill "$SAVER" 2>/dev/null; wait "$SAVER" 2>/dev/null  # no save racing the last one
 save

@@ -169,7 +169,7 @@ def _decode_jpegs(datas, device):
     if device.type == "cuda" and len(datas) > 1:
         try:
             return list(decode(datas))
-        except RuntimeError:
+        except (RuntimeError, TypeError):  # TypeError: torchvision < 0.19 decodes no lists
             pass  # one image spoils the batch: find it
     out = []
     for data in datas:

@@ -1,7 +1,7 @@
 """The decoded-image store: each training image decoded and resized once per fit.
 
 Without it, DataLoader workers decode every JPEG again in every epoch, and on a GPU the
-network waits for the CPU. With it (``image_store``), :func:`decode_store` decodes the
+network waits for the CPU. With it (``image_store``), :func:`decoded_store` decodes the
 images once into one ``uint8`` tensor ``(n, 3, S, S)`` (in memory, or in a memory-mapped
 file past a budget), :class:`StoreDataset` serves rows of it and :class:`StoreLoader`
 gathers whole batches by index (one indexing per batch, no collation, no workers). On

@@ -105,12 +105,13 @@ class _DeviceInference:
         self.batch_transform = batch_transform
 
     def infer(self, x, **fit_params):
-        if self.batch_transform is not None and self.module_.training:
+        transform = getattr(self, "batch_transform", None)  # nets pickled before it existed
+        if transform is not None and self.module_.training:
             x = to_tensor(x, device=self.device)
             if isinstance(x, dict):
-                x = {**x, "x": self.batch_transform(x["x"])}
+                x = {**x, "x": transform(x["x"])}
             else:
-                x = self.batch_transform(x)
+                x = transform(x)
         if str(self.device).startswith("cuda"):
             x = to_tensor(x, device=self.device)
             if isinstance(x, dict):  # the fusion network: images under "x", plus metadata
@@ -186,9 +187,9 @@ def validation_split(n, y_idx, validation_fraction, seed, groups=None):
 
     Without ``groups``: :func:`stratified_split`. With ``groups`` (one label per image, e.g.
     its lesion), no group has images on both sides: one fold of scikit-learn's
-    ``StratifiedGroupKFold(k)``, ``k = round(1 / validation_fraction)`` (so the held-out
-    share is the nearest ``1 / k``: 0.1 -> 10 %, 0.15 -> 1/7; above one half, the training
-    side is the fold). Stratified as far as whole groups allow.
+    ``StratifiedGroupKFold(k)``, ``k`` the integer whose ``1 / k`` is nearest to
+    ``validation_fraction`` (0.1 -> 10 %, 0.15 -> 1/7, 0.4 -> 1/3; above one half, the
+    training side is the fold: 0.6 -> 2/3). Stratified as far as whole groups allow.
     """
     if not validation_fraction or groups is None:
         return stratified_split(n, y_idx, validation_fraction, seed)
@@ -199,14 +200,17 @@ def validation_split(n, y_idx, validation_fraction, seed, groups=None):
     groups = np.asarray(groups)
     f = float(validation_fraction)
     swap = f > 0.5
-    k = max(2, round(1 / (1 - f if swap else f)))
+    share = 1 - f if swap else f  # the fold's share
+    k = min((max(2, math.floor(1 / share)), max(2, math.ceil(1 / share))),
+            key=lambda k: abs(1 / k - share))  # fmt: skip
     n_groups = len(np.unique(groups))
     if n_groups < k:
+        held = f"{k - 1}/{k}" if swap else f"1/{k}"
         raise ValueError(
-            f"validation_fraction={validation_fraction} with groups holds out 1/{k} of the "
+            f"validation_fraction={validation_fraction} with groups holds out {held} of the "
             f"groups, but the {n} training images have only {n_groups} distinct groups. "
-            "Pass a larger validation_fraction, more groups, validation_fraction=0 to train "
-            "without validation, or no groups for an image-level split."
+            f"Pass a validation_fraction nearer 0.5, more groups, validation_fraction=0 to "
+            "train without validation, or no groups for an image-level split."
         )
     cv = StratifiedGroupKFold(k, shuffle=True, random_state=seed % 2**32)
     with warnings.catch_warnings():  # a class rarer than k: fine for a validation set
@@ -225,7 +229,10 @@ def check_groups(groups, n):
     if len(groups) != n:
         raise ValueError(
             f"groups has {len(groups)} labels but X has {n} images; pass one group label "
-            "(e.g. the lesion_id) per image."
+            "(e.g. the lesion_id) per image. Inside a pipeline whose sampler (SMOTE, "
+            "over- or under-sampling) changes the rows before this step, metadata routing "
+            "hands it the groups of the original rows: opt this step out with "
+            "set_fit_request(groups=False)."
         )
     return groups
 

@@ -329,6 +329,11 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
         tags.classifier_tags.poor_score = True
         return tags
 
+    def __setstate__(self, state):
+        # pickled before these parameters existed: their defaults
+        new = {"warmup_epochs": 0, "image_store": "auto", "compile": False}
+        super().__setstate__({**new, **state})
+
     # -- fitting -------------------------------------------------------------------------
     # groups are requested by default: under metadata routing, a pipeline's or
     # cross_validate's params={"groups": lesion_ids} reach the early-stopping split
