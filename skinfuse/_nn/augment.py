@@ -42,6 +42,13 @@ class BatchAugment:
         self.scale = scale
         self.ratio = ratio
         self.jitter = jitter
+        self._lumas = {}
+
+    def _luma(self, device):
+        """The luma weights ``(1, 3, 1, 1)`` on ``device``, copied there once."""
+        if device not in self._lumas:
+            self._lumas[device] = torch.tensor(_LUMA, device=device).view(1, 3, 1, 1)
+        return self._lumas[device]
 
     def __call__(self, x):
         x = as_unit_float(x)
@@ -61,8 +68,10 @@ class BatchAugment:
         flip_x = torch.where(torch.rand(b, device=device) < 0.5, -1.0, 1.0)
         flip_y = torch.where(torch.rand(b, device=device) < 0.5, -1.0, 1.0)
         k = torch.randint(0, 4, (b,), device=device)
-        cos = torch.tensor([1.0, 0.0, -1.0, 0.0], device=device)[k]
-        sin = torch.tensor([0.0, 1.0, 0.0, -1.0], device=device)[k]
+        # cos and sin of k quarter turns, computed on the device (a small tensor made from a
+        # Python list would be a host-to-device copy, which waits for the GPU)
+        cos = (k == 0).float() - (k == 2).float()
+        sin = (k == 1).float() - (k == 3).float()
         theta = torch.zeros(b, 2, 3, device=device)
         theta[:, 0, 0] = w * flip_x * cos
         theta[:, 0, 1] = -w * flip_x * sin
@@ -75,7 +84,7 @@ class BatchAugment:
         # colour: brightness, contrast (towards the mean grey), saturation (towards grey)
         j = self.jitter
         if j:
-            luma = torch.tensor(_LUMA, device=device).view(1, 3, 1, 1)
+            luma = self._luma(device)
             x = (x * uniform(1 - j, 1 + j, 1, 1, 1)).clamp_(0, 1)
             mean = (x * luma).sum(1, keepdim=True).mean((2, 3), keepdim=True)
             x = torch.lerp(mean, x, uniform(1 - j, 1 + j, 1, 1, 1)).clamp_(0, 1)

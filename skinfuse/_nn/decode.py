@@ -145,7 +145,11 @@ def decode_batch(items, image_size, device):
             batch = torch.stack([decoded[position[i]] for i in group])
             resized = resize_like_pil(batch, size)
             if all(records[i].orientation == 1 for i in group):  # one copy for the group
-                out[torch.tensor(group, device=device)] = resized
+                first = group[0]
+                if group == list(range(first, first + len(group))):  # the usual case
+                    out[first : first + len(group)] = resized  # no index tensor to copy
+                else:
+                    out[torch.tensor(group, device=device)] = resized
                 continue
             for i, image in zip(group, resized):
                 view = _ORIENTATION.get(records[i].orientation)

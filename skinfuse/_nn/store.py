@@ -90,25 +90,31 @@ class StoreDataset(Dataset):
 
     A batch (``dataset[indices]``, indices into ``rows``) is ``(images, y)``, or
     ``({"x": images, "metadata": rows}, y)`` with metadata: what skorch's training loop
-    takes from its iterator. Single items work too (skorch never asks for them here).
+    takes from its iterator, on the store's device. Single items work too (skorch never
+    asks for them here).
     """
 
     def __init__(self, pixels, rows, *, y, metadata=None):
         self.pixels = pixels
-        self.rows = torch.as_tensor(np.asarray(rows, dtype=np.int64))
-        self.y = np.asarray(y)
-        self.metadata = None if metadata is None else torch.from_numpy(np.asarray(metadata))
+        self.device = pixels.device
+        # rows, targets and metadata live where the pixels do: a batch is gathered there
+        # without a host-to-device copy (a copy from pageable memory waits for the GPU)
+        self.rows = torch.as_tensor(np.asarray(rows, dtype=np.int64)).to(self.device)
+        self.y = np.asarray(y)  # skorch reads the targets from here (classes, lengths)
+        self._y = torch.as_tensor(self.y).to(self.device)
+        self.metadata = None
+        if metadata is not None:
+            self.metadata = torch.from_numpy(np.asarray(metadata)).to(self.device)
 
     def __len__(self):
         return len(self.rows)
 
     def __getitem__(self, index):
-        index = torch.as_tensor(index)
-        rows = self.rows[index]
-        images = self.pixels[rows.to(self.pixels.device)]
+        index = torch.as_tensor(index).to(self.device)
+        images = self.pixels[self.rows[index]]
         if self.metadata is not None:
             images = {"x": images, "metadata": self.metadata[index]}
-        return images, torch.as_tensor(self.y[index.numpy()])
+        return images, self._y[index]
 
 
 class StoreLoader:
@@ -142,5 +148,6 @@ class StoreLoader:
             torch.randperm(n, generator=self.generator)  # RandomSampler's remainder draw
         else:
             order = torch.arange(n)
+        order = order.to(getattr(self.dataset, "device", "cpu"))  # one copy an epoch
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             yield self.dataset[order[start : start + self.batch_size]]
