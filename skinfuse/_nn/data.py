@@ -136,12 +136,19 @@ def unwrap_worker_errors(loader):
         yield from loader
 
 
-def decode_images(items, image_size, *, batch_size, num_workers=None, verbose=0):
-    """All images as one ``uint8`` tensor ``(n, 3, image_size, image_size)``."""
+def decode_images(items, image_size, *, batch_size, num_workers=None, verbose=0, out=None):
+    """All images as one ``uint8`` tensor ``(n, 3, image_size, image_size)``.
+
+    ``out``: a tensor of that shape to fill (e.g. a memory-mapped one: the decoded-image
+    store), written batch by batch (never the whole array in memory at once, workers or
+    not); by default one is allocated.
+    """
     workers = default_num_workers(len(items), batch_size, num_workers)
-    if workers == 0:
+    if workers == 0 and out is None:
         pixels, _ = load_images(items, size=image_size, verbose=verbose)
         return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+    if out is None:
+        out = torch.empty((len(items), 3, image_size, image_size), dtype=torch.uint8)
     loader = make_loader(
         ImageDataset(items, image_size), batch_size=batch_size, num_workers=workers
     )
@@ -149,7 +156,11 @@ def decode_images(items, image_size, *, batch_size, num_workers=None, verbose=0)
         from tqdm.auto import tqdm
 
         loader = tqdm(loader, desc="decoding images", unit="batch")
-    return torch.cat(list(unwrap_worker_errors(loader)))
+    start = 0
+    for batch in unwrap_worker_errors(loader):  # no list of batches: one copy of the pixels
+        out[start : start + len(batch)] = batch
+        start += len(batch)
+    return out
 
 
 def mean_colour(pixels):

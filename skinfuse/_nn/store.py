@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .data import ImageDataset, default_num_workers, make_loader, unwrap_worker_errors
+from .data import decode_images
 
 #: ``image_store="auto"`` keeps a store up to this size in memory, a larger one on disk.
 MEMORY_BUDGET = 8 * 2**30
@@ -46,7 +46,8 @@ def decoded_store(items, image_size, mode, *, batch_size, num_workers=None, verb
     """Decode ``items`` once into a ``uint8`` tensor ``(n, 3, S, S)``; yield it.
 
     ``mode="memory"``: one tensor in RAM. ``mode="disk"``: a memory-mapped file in the
-    temporary directory (``TMPDIR``), filled batch by batch and removed when the block ends.
+    temporary directory (``TMPDIR``), filled batch by batch (:func:`.data.decode_images`)
+    and removed when the block ends.
     """
     shape = (len(items), 3, image_size, image_size)
     if mode == "memory":
@@ -56,18 +57,10 @@ def decoded_store(items, image_size, mode, *, batch_size, num_workers=None, verb
         os.close(fd)
         pixels = torch.from_numpy(np.lib.format.open_memmap(path, "w+", np.uint8, shape))
     try:
-        workers = default_num_workers(len(items), batch_size, num_workers)
-        loader = make_loader(
-            ImageDataset(items, image_size), batch_size=batch_size, num_workers=workers
-        )
-        if verbose:
-            from tqdm.auto import tqdm
-
-            loader = tqdm(loader, desc="decoding images once", unit="batch")
-        start = 0
-        for batch in unwrap_worker_errors(loader):
-            pixels[start : start + len(batch)] = batch
-            start += len(batch)
+        decode_images(
+            items, image_size, batch_size=batch_size, num_workers=num_workers,
+            verbose=verbose, out=pixels,
+        )  # fmt: skip
         yield pixels
     finally:
         del pixels
