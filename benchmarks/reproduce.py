@@ -539,7 +539,30 @@ def merge(dirs, args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     run_args = argparse.Namespace(**run_args)
-    return save(results, confusion, oof, classes, y, context, run_args, out, None, final=True)
+    groups = merged_groups(npzs, first, y)
+    return save(
+        results, confusion, oof, classes, y, context, run_args, out, None, final=True, groups=groups
+    )
+
+
+def merged_groups(npzs, first, y):
+    """The lesion of each image, for the merged clinical table's lesion-grouped intervals.
+
+    Saved with the out-of-fold probabilities; a run saved before they were is given them
+    from its dataset's metadata (the same rows in the same order, checked by the labels).
+    """
+    if "groups" in npzs[0].files:
+        return npzs[0]["groups"].astype(str)
+    if first["args"].get("smoke") or first["args"].get("test_data"):
+        return None
+    try:
+        bunch = load_ham10000(first["args"]["data"])
+    except (FileNotFoundError, OSError):
+        print("no lesion ids for the clinical table (its data folder is gone)", flush=True)
+        return None
+    if not np.array_equal(bunch.target.astype(str).to_numpy(), np.asarray(y, dtype=str)):
+        raise ValueError(f"{first['args']['data']} no longer holds the merged runs' images")
+    return np.asarray(bunch.groups, dtype=str)
 
 
 def resolved_device(device):
@@ -620,9 +643,10 @@ def save(results, confusion, oof, classes, y, context, args, out, stopped, final
     )
     (out / "table.md").write_text("\n".join(table) + "\n")
     if oof:  # out-of-fold probabilities of every row, for analyses without refitting
+        lesions = {} if groups is None else {"groups": np.asarray(groups, dtype=str)}
         np.savez_compressed(
             out / "oof_proba.npz", classes=classes, y=np.asarray(y, dtype=str), rows=np.array(list(oof)),
-            proba=np.stack(list(oof.values())),
+            proba=np.stack(list(oof.values())), **lesions,
         )  # fmt: skip
     if final:
         print(f"\nsaved {out}/; best row by balanced accuracy: {best}\n")

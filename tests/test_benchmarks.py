@@ -71,6 +71,16 @@ def test_reproduce_folds_merge_and_time_budget(tmp_path):
     assert not np.isnan(oof_merged["proba"]).any()
     np.testing.assert_allclose(oof_merged["proba"], oof_full["proba"])
     assert merged["args"]["merged_from"] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    # the clinical table (lesion-grouped intervals) is the full run's: the lesion ids are
+    # saved with the out-of-fold probabilities
+    np.testing.assert_array_equal(oof_merged["groups"], oof_full["groups"])
+    assert set(merged["clinical"]) == set(full["clinical"]) == {"majority class", "metadata only"}
+    for name, row in full["clinical"].items():
+        for metric, interval in row.items():
+            assert merged["clinical"][name][metric] == pytest.approx(interval), (name, metric)
+    assert (tmp_path / "merged" / "clinical.md").read_text() == (
+        tmp_path / "full" / "clinical.md"
+    ).read_text()
     with pytest.raises(ValueError, match="fold 1 of 'majority class' is in two runs"):
         reproduce.main(["--merge", str(tmp_path / "a"), str(tmp_path / "full"),
                         "--out", str(tmp_path / "bad")])  # fmt: skip
@@ -174,3 +184,42 @@ def test_finetune_recipe_gives_the_recipes_network_settings():
     args.finetune_recipe = "gpu-ensemble"
     with pytest.raises(ValueError, match="not a single FusionNetClassifier"):
         reproduce.recipe_params(args)
+
+
+def test_clinical_figures_joins_rows_of_several_runs(tmp_path, monkeypatch, capsys):
+    """Rows of runs made apart (one split over two runs on disjoint folds) are drawn on the
+    images every row covers, with the operating points of skinfuse.metrics."""
+    from skinfuse.metrics import specificity_at_sensitivity
+
+    monkeypatch.syspath_prepend(str(BENCH))  # the script imports late_fusion, as when run
+    rng = np.random.default_rng(0)
+    classes = np.array(["bcc", "mel", "nv"])
+    y = rng.choice(classes, 60)
+    good = np.where(y[:, None] == classes, 2.0, 0.0) + rng.random((60, 3))
+    good /= good.sum(axis=1, keepdims=True)
+    poor = rng.dirichlet(np.ones(3), 60)
+
+    def save(folder, rows):
+        folder.mkdir()
+        np.savez_compressed(folder / "oof_proba.npz", classes=classes, y=y,
+                            rows=np.array(list(rows)), proba=np.stack(list(rows.values())))  # fmt: skip
+
+    half = np.where(np.arange(60)[:, None] < 30, good, np.nan)
+    save(tmp_path / "a", {"frozen": poor, "net": half})
+    save(tmp_path / "b", {"net": np.where(np.isnan(half), good, np.nan)})
+    save(tmp_path / "c", {"cut short": np.where(np.arange(60)[:, None] < 20, poor, np.nan)})
+    runs = [str(tmp_path / d) for d in "abc"]
+    out = tmp_path / "tradeoff.png"
+    scores = _load("clinical_figures").main(
+        [*runs, "--rows", "frozen=frozen recipe", "net", "--out", str(out)]
+    )
+    assert list(scores) == ["frozen recipe", "net"]
+    np.testing.assert_allclose(scores["net"], good[:, 1])  # joined over runs a and b
+    assert out.stat().st_size > 10_000
+    printed = capsys.readouterr().out
+    assert "60 images covered" in printed
+    assert f"spec@sens82 {specificity_at_sensitivity(y, good[:, 1], 0.82):.3f}" in printed
+    _load("clinical_figures").main([*runs, "--rows", "net", "cut short", "--out", str(out)])
+    assert "20 images covered" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no row 'absent'"):
+        _load("clinical_figures").main([*runs, "--rows", "absent", "--out", str(out)])

@@ -1,0 +1,62 @@
+"""The melanoma trade-off of rows from several ``reproduce.py`` runs, in one picture.
+
+    python benchmarks/clinical_figures.py RUN_DIR [RUN_DIR ...] \\
+        --rows "NAME=LABEL" ["NAME=LABEL" ...] --out FIGURE.png
+
+Each run saves its rows' out-of-fold probabilities (``oof_proba.npz``) and draws its own
+figures; rows of different runs (e.g. the frozen recipe and a fusion network, run apart)
+are drawn here together, without fitting anything: one sensitivity/specificity curve of
+melanoma against the rest per row (``skinfuse.metrics.plot_operating_curve``), on the images
+every row covers. ``LABEL`` (optional) is the legend's name of the row. A row split over runs
+on disjoint folds is joined. Prints each row's specificity at 82 % sensitivity and partial AUC.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from late_fusion import read_rows
+
+from skinfuse.metrics import partial_auc, plot_operating_curve, specificity_at_sensitivity
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("runs", nargs="+", help="--out folders of reproduce.py runs")
+    p.add_argument("--rows", nargs="+", required=True, help="row names, each NAME or NAME=LABEL")
+    p.add_argument("--title", default="Melanoma vs rest, out-of-fold")
+    p.add_argument("--out", required=True, help="the figure's path (.png)")
+    args = p.parse_args(argv)
+    y = None
+    scores = {}
+    for spec in args.rows:
+        name, _, label = spec.partition("=")
+        proba, classes = read_rows(args.runs, name)
+        if "mel" not in classes:
+            raise SystemExit(f"row {name!r} has no 'mel' class: {list(classes)}")
+        scores[label or name] = proba[:, list(classes).index("mel")]
+        labels = next(
+            np.load(Path(r) / "oof_proba.npz")["y"].astype(str)
+            for r in args.runs
+            if name in np.load(Path(r) / "oof_proba.npz")["rows"].astype(str)
+        )
+        if y is not None and not np.array_equal(labels, y):
+            raise SystemExit(f"row {name!r} comes from a run on other images")
+        y = labels
+    covered = ~np.any([np.isnan(s) for s in scores.values()], axis=0)
+    if not covered.any():
+        raise SystemExit("no image is covered by every row")
+    y, scores = y[covered], {k: s[covered] for k, s in scores.items()}
+    print(f"{covered.sum()} images covered by every row")
+    for label, score in scores.items():
+        spec = specificity_at_sensitivity(y, score, 0.82)
+        print(f"{label[:60]:60s} spec@sens82 {spec:.3f} pAUC80 {partial_auc(y, score):.3f}")
+    plot_operating_curve(y, scores, title=args.title, path=args.out)
+    print(f"saved {args.out}")
+    return scores
+
+
+if __name__ == "__main__":
+    main()
