@@ -148,13 +148,22 @@ def test_plots_draw_and_save(tmp_path, scored):
         path=tmp_path / "rel.png",
     )  # fmt: skip
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert any(t.startswith("raw (ECE") for t in legend)
+    ece = expected_calibration_error(labels, proba, classes=classes)  # its default bins
+    assert f"raw (ECE {ece:.3f})" in legend
     assert (tmp_path / "rel.png").stat().st_size > 1000
     fig = plot_operating_curve(labels, {"model": score}, path=tmp_path / "op.png")
     point = operating_point(labels, score, sensitivity=0.82)
     xs, ys = fig.axes[0].lines[1].get_data()  # the marked operating point
     assert (xs[0], ys[0]) == (point["specificity"], point["sensitivity"])
     assert (tmp_path / "op.png").stat().st_size > 1000
+    # a benchmark's long row name is broken into lines, not cut off at the figure's edge
+    long = "partially fine-tuned CNN (last 2 stages) + metadata (FusionNet) [temperature]"
+    fig = plot_reliability_diagram(labels, {long: proba}, classes=classes, title=long)
+    title, label = fig.axes[0].get_title(), fig.axes[0].get_legend().get_texts()[1].get_text()
+    for text in (title, label):
+        assert "\n" in text and max(map(len, text.splitlines())) <= 52
+    assert title.replace("\n", " ") == long
+    assert label.replace("\n", " ").startswith(f"{long} (ECE ")
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from numbers import Integral, Real
 
 import numpy as np
@@ -13,6 +14,13 @@ from ._calibration import expected_calibration_error
 from ._operating import _binary, operating_point, partial_auc
 
 _SAVING = {"path": [str, os.PathLike, None], "dpi": [Interval(Real, 0, None, closed="neither")]}
+
+
+def _wrap(text, width):
+    """``text`` broken into lines of at most ``width`` characters: a row name of a benchmark
+    (e.g. "partially fine-tuned CNN (last 2 stages) + metadata (FusionNet)") stays inside
+    the figure, which constrained layout does not do for titles and legends."""
+    return textwrap.fill(text, width, break_long_words=False)
 
 
 @validate_params(
@@ -26,7 +34,7 @@ _SAVING = {"path": [str, os.PathLike, None], "dpi": [Interval(Real, 0, None, clo
     },
     prefer_skip_nested_validation=True,
 )
-def plot_reliability_diagram(y_true, probas, *, classes, n_bins=10, title=None, path=None,
+def plot_reliability_diagram(y_true, probas, *, classes, n_bins=15, title=None, path=None,
                              dpi=120):  # fmt: skip
     """Top-label reliability diagram: accuracy against confidence, per confidence bin.
 
@@ -40,7 +48,9 @@ def plot_reliability_diagram(y_true, probas, *, classes, n_bins=10, title=None, 
         One curve per entry, e.g. ``{"uncalibrated": p, "temperature": q}``, each with its
         top-label ECE in the legend.
     classes : array-like of shape (n_classes,)
-    n_bins : int, default=10
+    n_bins : int, default=15
+        Equal-width confidence bins, as :func:`expected_calibration_error` (the ECE in the
+        legend is computed on them, so it matches that function's default).
     title : str or None, default=None
     path : str, path-like or None, default=None
         Also save the figure there.
@@ -67,12 +77,12 @@ def plot_reliability_diagram(y_true, probas, *, classes, n_bins=10, title=None, 
         acc = [correct[bins == b].mean() for b in used]
         mean_conf = [conf[bins == b].mean() for b in used]
         ece = expected_calibration_error(y_true, proba, classes=classes, n_bins=n_bins)
-        ax.plot(mean_conf, acc, marker="o", label=f"{name} (ECE {ece:.3f})")
+        ax.plot(mean_conf, acc, marker="o", label=_wrap(f"{name} (ECE {ece:.3f})", 48))
         counts = np.bincount(bins, minlength=n_bins)
         bars.bar(edges[:-1] + (i + 0.5) * width, counts, width=width, align="edge")
     ax.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
-    ax.set_title(title or "Reliability (top label)")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(_wrap(title or "Reliability (top label)", 52), fontsize=10)
+    ax.legend(loc="best", fontsize=8)
     bars.set(xlabel="confidence (highest probability)", ylabel="cases")
     return finish_figure(fig, path, dpi)
 
@@ -116,25 +126,25 @@ def plot_operating_curve(y_true, scores, *, pos_label="mel", mark_sensitivity=0.
     fig = new_figure((5.2, 4.6))
     ax = fig.subplots()
     ax.axhspan(0.8, 1.0, color="0.92", zorder=0, label="partial AUC region (TPR >= 0.8)")
-    for name, score in scores.items():
+    for i, (name, score) in enumerate(scores.items()):
         positive, score = _binary(y_true, score, pos_label)
         fpr, tpr, _ = roc_curve(positive, score)
         pauc = partial_auc(y_true, score, pos_label=pos_label)
-        (line,) = ax.plot(1 - fpr, tpr, label=f"{name} (pAUC {pauc:.3f})")
+        (line,) = ax.plot(1 - fpr, tpr, label=_wrap(f"{name} (pAUC {pauc:.3f})", 48))
         if mark_sensitivity is not None:
             point = operating_point(
                 y_true, score, sensitivity=mark_sensitivity, pos_label=pos_label
             )
             ax.plot(point["specificity"], point["sensitivity"], "o", color=line.get_color())
-            ax.annotate(
+            ax.annotate(  # one line lower per curve: close points' labels do not overlap
                 f"spec {point['specificity']:.2f}",
-                (point["specificity"], point["sensitivity"]),
-                textcoords="offset points", xytext=(6, -12), fontsize=8,
+                (point["specificity"], point["sensitivity"]), color=line.get_color(),
+                textcoords="offset points", xytext=(6, -12 - 10 * i), fontsize=8,
             )  # fmt: skip
     if mark_sensitivity is not None:
         ax.axhline(mark_sensitivity, color="0.5", linestyle=":", linewidth=1)
     ax.set(xlabel="specificity", ylabel=f"sensitivity ({pos_label})", xlim=(0, 1), ylim=(0, 1.01))
     ax.invert_xaxis()
-    ax.set_title(title or f"{pos_label} vs rest: sensitivity and specificity")
-    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title(_wrap(title or f"{pos_label} vs rest: sensitivity and specificity", 52))
+    ax.legend(loc="lower right", fontsize=8)
     return finish_figure(fig, path, dpi)
