@@ -8,7 +8,8 @@ figures; rows of different runs (e.g. the frozen recipe and a fusion network, ru
 are drawn here together, without fitting anything: one sensitivity/specificity curve of
 melanoma against the rest per row (``skinfuse.metrics.plot_operating_curve``), on the images
 every row covers. ``LABEL`` (optional) is the legend's name of the row. A row split over runs
-on disjoint folds is joined. Prints each row's specificity at 82 % sensitivity and partial AUC.
+on disjoint folds is joined. Prints each row's specificity at 82, 90 and 95 % sensitivity and
+its partial AUC.
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ def main(argv=None):
     p.add_argument("--title", default="Melanoma vs rest, out-of-fold")
     p.add_argument("--out", required=True, help="the figure's path (.png)")
     args = p.parse_args(argv)
+    for run in args.runs:
+        if not (Path(run) / "oof_proba.npz").is_file():
+            raise SystemExit(
+                f"{run} holds no oof_proba.npz: give --out folders of reproduce.py runs"
+            )
     y = None
     scores = {}
     for spec in args.rows:
@@ -51,8 +57,11 @@ def main(argv=None):
     y, scores = y[covered], {k: s[covered] for k, s in scores.items()}
     print(f"{covered.sum()} images covered by every row")
     for label, score in scores.items():
-        spec = specificity_at_sensitivity(y, score, 0.82)
-        print(f"{label[:60]:60s} spec@sens82 {spec:.3f} pAUC80 {partial_auc(y, score):.3f}")
+        specs = " ".join(
+            f"spec@sens{round(100 * s)} {specificity_at_sensitivity(y, score, s):.3f}"
+            for s in (0.82, 0.9, 0.95)
+        )
+        print(f"{label[:40]:40s} {specs} pAUC80 {partial_auc(y, score):.3f}")
     plot_operating_curve(y, scores, title=args.title, path=args.out)
     print(f"saved {args.out}")
     return scores

@@ -221,5 +221,7 @@ def test_clinical_figures_joins_rows_of_several_runs(tmp_path, monkeypatch, caps
     assert f"spec@sens82 {specificity_at_sensitivity(y, good[:, 1], 0.82):.3f}" in printed
     _load("clinical_figures").main([*runs, "--rows", "net", "cut short", "--out", str(out)])
     assert "20 images covered" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="holds no oof_proba.npz"):
+        _load("clinical_figures").main([str(tmp_path), "--rows", "net", "--out", str(out)])
     with pytest.raises(SystemExit, match="no row 'absent'"):
         _load("clinical_figures").main([*runs, "--rows", "absent", "--out", str(out)])
