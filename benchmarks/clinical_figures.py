@@ -30,27 +30,22 @@ def main(argv=None):
     p.add_argument("--title", default="Melanoma vs rest, out-of-fold")
     p.add_argument("--out", required=True, help="the figure's path (.png)")
     args = p.parse_args(argv)
+    labels = []  # each run's labels: the runs must be of the same images
     for run in args.runs:
         if not (Path(run) / "oof_proba.npz").is_file():
             raise SystemExit(
                 f"{run} holds no oof_proba.npz: give --out folders of reproduce.py runs"
             )
-    y = None
-    scores = {}
+        labels.append(np.load(Path(run) / "oof_proba.npz")["y"].astype(str))
+    if any(not np.array_equal(other, labels[0]) for other in labels[1:]):
+        raise SystemExit(f"the runs are not of the same images: {args.runs}")
+    y, scores = labels[0], {}
     for spec in args.rows:
         name, _, label = spec.partition("=")
         proba, classes = read_rows(args.runs, name)
         if "mel" not in classes:
             raise SystemExit(f"row {name!r} has no 'mel' class: {list(classes)}")
         scores[label or name] = proba[:, list(classes).index("mel")]
-        labels = next(
-            np.load(Path(r) / "oof_proba.npz")["y"].astype(str)
-            for r in args.runs
-            if name in np.load(Path(r) / "oof_proba.npz")["rows"].astype(str)
-        )
-        if y is not None and not np.array_equal(labels, y):
-            raise SystemExit(f"row {name!r} comes from a run on other images")
-        y = labels
     covered = ~np.any([np.isnan(s) for s in scores.values()], axis=0)
     if not covered.any():
         raise SystemExit("no image is covered by every row")
