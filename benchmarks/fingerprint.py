@@ -63,36 +63,91 @@ def cases():
     from skinfuse.encoders import ConvAutoencoderEncoder, FineTunedCNNEncoder, FrozenCNNEncoder
     from skinfuse.fusion import FusionNetClassifier
 
-    common = dict(num_workers=0, device="cpu", random_state=0)
+    run = dict(num_workers=0, device="cpu")
+    common = dict(random_state=0, **run)
     small = dict(image_size=64, batch_size=8, max_epochs=2, **common)
     return [
-        ("frozen", lambda: FrozenCNNEncoder("efficientnet_lite0", **common), "transform"),
-        ("frozen-multi-tta", lambda: FrozenCNNEncoder(
-            "efficientnet_lite0", image_size=96, pooling="multi", tta=2, **common),
-         "transform"),
-        ("finetuned", lambda: FineTunedCNNEncoder(
-            "efficientnet_lite0", validation_fraction=0.25, patience=1, cross_fit=2,
-            warmup_epochs=0.5, label_smoothing=0.1, **small), "encoder"),
-        ("finetuned-store", lambda: FineTunedCNNEncoder(
-            "efficientnet_lite0", image_store="memory", validation_fraction=0.25,
-            cross_fit=None, **small), "encoder"),
-        ("partial", lambda: FineTunedCNNEncoder(
-            "efficientnet_lite0", trainable_blocks=2, cached_views=2, tta=2,
-            validation_fraction=0.25, cross_fit=2, class_weight="balanced", **small),
-         "encoder"),
-        ("autoencoder", lambda: ConvAutoencoderEncoder(
-            16, image_size=32, channels=(8, 16), max_epochs=2, batch_size=8, **common),
-         "transform"),
-        ("fusionnet", lambda: FusionNetClassifier(
-            "efficientnet_lite0", validation_fraction=0.25, class_weight="sqrt", **small),
-         "classifier"),
-        ("fusionnet-partial", lambda: FusionNetClassifier(
-            "efficientnet_lite0", trainable_blocks=2, cached_views=4, tta=4,
-            validation_fraction=0.25, label_smoothing=0.1, class_weight="sqrt", **small),
-         "classifier"),
-        ("fusionnet-image-only", lambda: FusionNetClassifier(
-            "tiny_cnn", weights=None, metadata=None, freeze=1, validation_fraction=0,
-            **small), "classifier"),
+        ("frozen", lambda: FrozenCNNEncoder("efficientnet_lite0", **run), "transform"),
+        (
+            "frozen-multi-tta",
+            lambda: FrozenCNNEncoder(
+                "efficientnet_lite0", image_size=96, pooling="multi", tta=2, **run
+            ),
+            "transform",
+        ),
+        (
+            "finetuned",
+            lambda: FineTunedCNNEncoder(
+                "efficientnet_lite0",
+                validation_fraction=0.25,
+                patience=1,
+                cross_fit=2,
+                warmup_epochs=0.5,
+                label_smoothing=0.1,
+                **small,
+            ),
+            "encoder",
+        ),
+        (
+            "finetuned-store",
+            lambda: FineTunedCNNEncoder(
+                "efficientnet_lite0",
+                image_store="memory",
+                validation_fraction=0.25,
+                cross_fit=None,
+                **small,
+            ),
+            "encoder",
+        ),
+        (
+            "partial",
+            lambda: FineTunedCNNEncoder(
+                "efficientnet_lite0",
+                trainable_blocks=2,
+                cached_views=2,
+                tta=2,
+                validation_fraction=0.25,
+                cross_fit=2,
+                class_weight="balanced",
+                **small,
+            ),
+            "encoder",
+        ),
+        (
+            "autoencoder",
+            lambda: ConvAutoencoderEncoder(
+                16, image_size=32, channels=(8, 16), max_epochs=2, batch_size=8, **common
+            ),
+            "transform",
+        ),
+        (
+            "fusionnet",
+            lambda: FusionNetClassifier(
+                "efficientnet_lite0", validation_fraction=0.25, class_weight="sqrt", **small
+            ),
+            "classifier",
+        ),
+        (
+            "fusionnet-partial",
+            lambda: FusionNetClassifier(
+                "efficientnet_lite0",
+                trainable_blocks=2,
+                cached_views=4,
+                tta=4,
+                validation_fraction=0.25,
+                label_smoothing=0.1,
+                class_weight="sqrt",
+                **small,
+            ),
+            "classifier",
+        ),
+        (
+            "fusionnet-image-only",
+            lambda: FusionNetClassifier(
+                "tiny_cnn", weights=None, metadata=None, freeze=1, validation_fraction=0, **small
+            ),
+            "classifier",
+        ),
     ]
 
 
@@ -125,14 +180,16 @@ def run(data_home, n, only=None):
                 X = frame if est.metadata is not None else images
                 est.fit(X, y, groups=groups)
                 values = {"predict_proba": est.predict_proba(X)}
-                again = lambda m: m.predict_proba(X)  # noqa: E731
+                again = lambda m, X=X: m.predict_proba(X)  # noqa: E731
             path = Path(saved) / "model.skinfuse"
             skinfuse.save(est, path)
             values["loaded_proba_or_transform"] = again(skinfuse.load(path))
             if hasattr(est, "history_"):
-                values["valid_loss"] = np.asarray(
-                    [h.get("valid_loss", np.nan) for h in est.history_], dtype=np.float64
-                )
+                values["history"] = np.asarray(
+                    [[h.get("train_loss", np.nan), h.get("valid_loss", np.nan)]
+                     if hasattr(h, "get") else [h, np.nan] for h in est.history_],
+                    dtype=np.float64,
+                )  # fmt: skip
         out[name] = {k: digest(v) for k, v in values.items()}
         print(f"{name:22s} {time.perf_counter() - start:6.1f} s  "
               + "  ".join(f"{k}={v}" for k, v in out[name].items()), flush=True)  # fmt: skip
@@ -141,7 +198,9 @@ def run(data_home, n, only=None):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.environ.get("SKINFUSE_DATA", "../shared/data/ham10000"))
+    parser.add_argument(
+        "--data", default=os.environ.get("SKINFUSE_DATA", "../shared/data/ham10000")
+    )
     parser.add_argument("--n", type=int, default=36, help="images (a third per class)")
     parser.add_argument("--only", nargs="*", help="case names to run (default: all)")
     parser.add_argument("--out", help="save the digests as JSON here")
