@@ -11,12 +11,8 @@ from sklearn.utils.validation import check_is_fitted
 from ._columns import IMAGE_COLUMN, METADATA_COLUMNS
 from ._late_fusion import LateFusionClassifier
 from ._nn import params
-from ._nn.device import (
-    TorchEstimatorMixin,
-    TrainedNetworkMixin,
-    resolve_device,
-    seed_from_random_state,
-)
+from ._nn.device import TorchEstimatorMixin
+from ._nn.estimator import FineTuningMixin, fill_doc
 from ._utils._sklearn import (
     HasMethods,
     Interval,
@@ -25,15 +21,16 @@ from ._utils._sklearn import (
     _check_n_features,
     _fit_context,
 )
-from ._utils._validation import check_labels
-from .encoders._base import activation_cache, validate_images
+from ._utils._validation import store_params
+from .encoders._base import validate_images
 from .encoders._cache import check_cache_dir
 from .images import as_image_list, check_image_files
 
 __all__ = ["FusionNetClassifier", "LateFusionClassifier"]
 
 
-class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMixin, BaseEstimator):
+@fill_doc
+class FusionNetClassifier(FineTuningMixin, TorchEstimatorMixin, ClassifierMixin, BaseEstimator):
     """A CNN and a metadata MLP trained together, fused before the classifier head.
 
     The joint, end-to-end model: images go through a pretrained backbone
@@ -49,10 +46,7 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
 
     Parameters
     ----------
-    backbone : str or torch.nn.Module, default="efficientnet_lite0"
-        See :class:`~skinfuse.encoders.FrozenCNNEncoder`.
-    weights : "DEFAULT", None or str, default="DEFAULT"
-        Pretrained weights, random initialisation, or a checkpoint path.
+    {backbone_parameters}
     image_column : str, default="image_path"
         Column of image paths.
     metadata : "default", transformer or None, default="default"
@@ -65,50 +59,11 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
         Columns of a custom ``metadata`` transformer.
     metadata_hidden : int, default=64
         Width of the metadata branch.
-    image_size : int, default=224
-    pooling : {"avg", "max", "avgmax"}, default="avg"
+    {network_parameters}
     dropout : float, default=0.2
         Dropout on the fused vector.
-    max_epochs : int, default=10
-    lr : float, default=3e-4
-    batch_size : int, default=32
-    optimizer : {"adamw", "adam", "sgd"} or optimizer class, default="adamw"
-    weight_decay : float, default=1e-4
-    freeze : None, "backbone" or int, default=None
-        Backbone stages left untrained, as in ``FineTunedCNNEncoder``.
-    class_weight : "balanced", "sqrt", dict or None, default="balanced"
-        Weights of the cross-entropy loss (``"sqrt"``: square root of balanced).
-    augment : bool or callable, default=True
-        Random resized crop, flips, 90° rotations and colour jitter on training images.
-    validation_fraction : float, default=0.1
-        Stratified hold-out for early stopping (whole groups when ``fit`` gets
-        ``groups``); 0 trains on everything, without it.
-    patience : int or None, default=5
-        Early-stopping patience (epochs).
-    label_smoothing : float, default=0.0
-        Label smoothing of the cross-entropy loss.
-    warmup_epochs : float, default=0
-        Linear learning-rate warm-up over this many epochs (stepped every batch, from
-        ``lr / steps`` up to ``lr``), then the cosine decay over the remaining epochs.
-    trainable_blocks : int or None, default=None
-        Partial fine-tuning from cached activations, as in ``FineTunedCNNEncoder``:
-        only the last ``k`` backbone stages, the metadata branch and the head are
-        trained, on activations of the frozen stages computed once per image and view.
-    cached_views : int, default=4
-        With ``trainable_blocks``: fixed views (flips, rotations) cached for training.
-    image_store : {"auto", "memory", "disk"} or None, default="auto"
-        Where the training images live during ``fit`` (full fine-tuning; with
-        ``trainable_blocks`` activations are cached instead). ``"memory"``: each image
-        is decoded and resized once per fit into one ``uint8`` array, served in whole
-        batches (on the GPU when it fits there) and augmented batch-wise on the device;
-        ``"disk"``: the same array memory-mapped in the temporary directory; ``None``:
-        DataLoader workers decode every image again in every epoch and augment it on
-        the CPU. ``"auto"``: ``"memory"`` on CUDA (``"disk"`` past 8 GiB), ``None``
-        elsewhere and with a callable ``augment``.
-    compile : bool, default=False
-        Train through ``torch.compile`` (skorch's ``compile=True``): slower to start (the
-        first batches compile), possibly faster epochs on a GPU. The fitted network is
-        the plain module either way (pickles, model files and Grad-CAM see no difference).
+    {fine_tuning_parameters}
+    {training_parameters}
     tta : int, default=1
         Test-time augmentation: ``predict_proba`` averages the probabilities of the
         first ``tta`` fixed views (1: none; 2: and the mirror image; 4: the flips and
@@ -117,14 +72,8 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
         Keep the activations of ``trainable_blocks`` in memory, keyed by image.
     cache_dir : str or None, default=None
         Also keep them on disk there.
-    num_workers : int or None, default=None
-        DataLoader workers decoding images.
-    device : str, default="auto"
-        ``"auto"``: CUDA, then MPS, then CPU (``device_``).
-    random_state : int, RandomState or None, default=None
-        Seed of initialisation, split, shuffling and augmentation (scoped, never global).
-    verbose : int, default=0
-        1: skorch's epoch table; 2: also batch progress bars.
+    {performance_parameters}
+    {random_state_parameters}
 
     Attributes
     ----------
@@ -206,38 +155,7 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
         random_state=None,
         verbose=0,
     ):
-        self.backbone = backbone
-        self.weights = weights
-        self.image_column = image_column
-        self.metadata = metadata
-        self.metadata_columns = metadata_columns
-        self.metadata_hidden = metadata_hidden
-        self.image_size = image_size
-        self.pooling = pooling
-        self.dropout = dropout
-        self.max_epochs = max_epochs
-        self.lr = lr
-        self.batch_size = batch_size
-        self.optimizer = optimizer
-        self.weight_decay = weight_decay
-        self.freeze = freeze
-        self.class_weight = class_weight
-        self.augment = augment
-        self.validation_fraction = validation_fraction
-        self.patience = patience
-        self.label_smoothing = label_smoothing
-        self.warmup_epochs = warmup_epochs
-        self.trainable_blocks = trainable_blocks
-        self.cached_views = cached_views
-        self.image_store = image_store
-        self.compile = compile
-        self.tta = tta
-        self.num_workers = num_workers
-        self.device = device
-        self.cache = cache
-        self.cache_dir = cache_dir
-        self.random_state = random_state
-        self.verbose = verbose
+        store_params(self, locals())
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -246,11 +164,6 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
         tags.classifier_tags.poor_score = True
         tags.non_deterministic = False
         return tags
-
-    def __setstate__(self, state):
-        # pickled before these parameters existed: their defaults
-        new = {"warmup_epochs": 0, "image_store": "auto", "compile": False}
-        super().__setstate__({**new, **state})
 
     # -- input ---------------------------------------------------------------------------
     def _columns(self, X, *, reset):
@@ -284,10 +197,6 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
         return np.asarray(self.metadata_.transform(X), dtype=np.float32)
 
     # -- fit -----------------------------------------------------------------------------
-    # groups are requested by default: with metadata routing on, cross_validate(...,
-    # params={"groups": lesion_ids}) groups both the folds and the early-stopping split
-    __metadata_request__fit = {"groups": True}
-
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, groups=None):
         """Train the network end to end.
@@ -308,15 +217,10 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
         -------
         self : FusionNetClassifier
         """
-        from ._nn.training import check_groups, finish_training, train_classifier
         from .metadata import make_metadata_preprocessor
 
         items, X = self._columns(X, reset=True)
-        self.classes_, y_idx = check_labels(self, items, y)
-        groups = check_groups(groups, len(items))
-        self.device_ = resolve_device(self.device)
-        self._forget_device_copies()
-        seed = seed_from_random_state(self.random_state)
+        y_idx, seed, groups = self._start_fit(items, y, groups)
 
         if isinstance(self.metadata, str):
             self.metadata_ = make_metadata_preprocessor().fit(X)
@@ -332,17 +236,11 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
 
         if self.cache and self.cache_dir is not None:
             check_cache_dir(self.cache_dir)
-        net = train_classifier(
-            items, y_idx, self.classes_, params=self.get_params(deep=False),
-            device=self.device_, seed=seed, metadata=meta, groups=groups, n_metadata=meta.shape[1],
+        net = self._train(
+            items, y_idx, seed, groups, metadata=meta, n_metadata=meta.shape[1],
             metadata_hidden=self.metadata_hidden, dropout=self.dropout,
-            activation_cache=lambda key: activation_cache(self, key, self.device_),
         )  # fmt: skip
-        history = finish_training(net)
-        self.net_ = net
-        self.history_ = history
-        self.n_iter_ = len(history)
-        self.cam_layer_ = net.module_.cam_layer
+        self._keep(net)
         return self
 
     # -- fitted parts --------------------------------------------------------------------
@@ -355,7 +253,6 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
     def _view_logits(self, X):
         """Logits of each of the ``tta`` views, float64 ``(n_views, n, n_classes)``."""
         from ._nn.inference import embed
-        from ._nn.partial import run_top, split_network, trunk_key, view_activations
         from ._nn.views import ViewOf, check_views, views_for
 
         check_is_fitted(self, "net_")
@@ -366,14 +263,10 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
         views = views_for(check_views(self.tta))
         size = int(self.image_size)
         if self.trainable_blocks is not None:
-            trunk, top, shape = split_network(module, self.trainable_blocks, size, check=False)
-            top.features_only = False
-            acts = view_activations(
-                items, trunk, views, cached=activation_cache(self, trunk_key(trunk, self.backbone), device),
-                image_size=size, batch_size=int(self.batch_size), device=device,
-                num_workers=self.num_workers,
-            )  # fmt: skip
-            return run_top(top, acts, shape, device=device, metadata=meta).astype(np.float64)
+            logits = self._partial_outputs(
+                module, items, views, device, features_only=False, metadata=meta
+            )
+            return logits.astype(np.float64)
         logits = []
         for view in views:
             logits.append(embed(
@@ -396,11 +289,9 @@ class FusionNetClassifier(TrainedNetworkMixin, TorchEstimatorMixin, ClassifierMi
         proba : ndarray of shape (n_samples, n_classes)
             Columns follow ``classes_``.
         """
-        logits = self._view_logits(X)
-        logits -= logits.max(axis=2, keepdims=True)
-        proba = np.exp(logits)
-        proba /= proba.sum(axis=2, keepdims=True)
-        return proba.mean(axis=0)
+        from scipy.special import softmax
+
+        return softmax(self._view_logits(X), axis=2).mean(axis=0)
 
     def predict(self, X):
         """Predicted labels.

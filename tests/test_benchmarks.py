@@ -132,7 +132,7 @@ def test_grouped_validation_routes_the_lesions_to_every_network(tmp_path, monkey
     split their early-stopping images by lesion."""
     from sklearn.ensemble import VotingClassifier
 
-    from skinfuse._nn import training
+    from skinfuse._nn import splits as training
     from skinfuse.datasets import make_synthetic_lesions
     from skinfuse.fusion import FusionNetClassifier
 

@@ -5,8 +5,8 @@ import pytest
 import sklearn
 from sklearn.model_selection import GroupKFold, cross_validate
 
-from skinfuse._nn import training
-from skinfuse._nn.training import check_groups, validation_split
+from skinfuse._nn import splits as training
+from skinfuse._nn.splits import check_groups, validation_split
 from skinfuse.datasets import make_synthetic_lesions
 from skinfuse.encoders import FineTunedCNNEncoder
 from skinfuse.fusion import FusionNetClassifier
@@ -175,25 +175,3 @@ def test_late_fusion_routes_groups_to_its_image_network(lesions, splits):
     assert _disjoint(groups, train, valid)
     with pytest.raises(ValueError, match="enable_metadata_routing"):  # routing off: refused
         model.fit(X, y, groups=groups)
-
-
-def test_networks_pickled_before_the_new_parameters_load_with_their_defaults(lesions):
-    import pickle
-
-    net = FusionNetClassifier(**{**TINY, "max_epochs": 1}).fit(lesions.data, lesions.target)
-    state = net.__getstate__()
-    for name in ("warmup_epochs", "image_store", "compile"):
-        del state[name]
-    del state["net_"].__dict__["batch_transform"]
-    old = FusionNetClassifier.__new__(FusionNetClassifier)
-    old.__setstate__(state)
-    assert old.get_params()["image_store"] == "auto" and not old.compile
-    np.testing.assert_allclose(old.predict_proba(lesions.data), net.predict_proba(lesions.data))
-    encoder = FineTunedCNNEncoder(**{**TINY, "max_epochs": 1}).fit(
-        lesions.data["image_path"], lesions.target
-    )
-    state = pickle.loads(pickle.dumps(encoder)).__getstate__()
-    del state["warmup_epochs"]
-    old = FineTunedCNNEncoder.__new__(FineTunedCNNEncoder)
-    old.__setstate__(state)
-    assert old.warmup_epochs == 0

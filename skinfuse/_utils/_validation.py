@@ -35,3 +35,14 @@ def check_labels(estimator, X_rows, y):
             f"({scalar(encoder.classes_[0])!r}); pass labels of 2 or more classes."
         )
     return encoder.classes_, encoder.transform(y).astype(np.int64)
+
+
+def store_params(estimator, arguments: dict) -> None:
+    """The whole body of an estimator's ``__init__``: ``store_params(self, locals())``.
+
+    Stores each parameter of the signature, unchanged, under its own name (scikit-learn's
+    contract: no validation, no conversion), so that estimators with long signatures do not
+    repeat thirty lines of ``self.x = x``.
+    """
+    for name in type(estimator)._get_param_names():
+        setattr(estimator, name, arguments[name])

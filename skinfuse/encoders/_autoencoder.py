@@ -10,6 +10,7 @@ from sklearn.utils.validation import check_array, check_is_fitted
 from .._nn import params
 from .._nn.device import TrainedNetworkMixin, resolve_device, seed_from_random_state
 from .._utils._sklearn import Interval, StrOptions, _fit_context
+from .._utils._validation import store_params
 from ._base import BaseImageEncoder
 
 
@@ -164,23 +165,7 @@ class ConvAutoencoderEncoder(TrainedNetworkMixin, BaseImageEncoder):
         random_state=None,
         verbose=0,
     ):
-        self.latent_dim = latent_dim
-        self.image_size = image_size
-        self.channels = channels
-        self.features = features
-        self.max_epochs = max_epochs
-        self.lr = lr
-        self.batch_size = batch_size
-        self.optimizer = optimizer
-        self.weight_decay = weight_decay
-        self.augment = augment
-        self.tta = tta
-        self.num_workers = num_workers
-        self.device = device
-        self.cache = cache
-        self.cache_dir = cache_dir
-        self.random_state = random_state
-        self.verbose = verbose
+        store_params(self, locals())
 
     # -- fitting -------------------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
@@ -225,7 +210,8 @@ class ConvAutoencoderEncoder(TrainedNetworkMixin, BaseImageEncoder):
         from .._nn.data import ImageDataset, RandomFlipRot90, mean_colour
         from .._nn.hashing import hash_config
         from .._nn.modules import ConvAutoencoder
-        from .._nn.training import TrainingConfig, finish_training, train_network
+        from .._nn.spec import TrainingConfig
+        from .._nn.training import finish_training, train_network
 
         channels = _check_architecture(self.channels, self.image_size)
         items = self._validate_images(X, reset=True)
@@ -251,8 +237,8 @@ class ConvAutoencoderEncoder(TrainedNetworkMixin, BaseImageEncoder):
             train_data,
             task="reconstruction",
             # decoded already, in memory: no loader workers; a constant learning rate
-            config=TrainingConfig.from_params(
-                self.get_params(deep=False), device=self.device_, num_workers=0, lr_schedule=None
+            config=TrainingConfig.from_estimator(
+                self, device=self.device_, num_workers=0, lr_schedule=None
             ),
             seed=seed_from_random_state(self.random_state),
             on_initialized=lambda net: net.module_.decoder.init_output_bias(mean_rgb),

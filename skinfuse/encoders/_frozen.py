@@ -11,6 +11,7 @@ from .._nn import params
 from .._nn.device import resolve_device
 from .._nn.names import LITE
 from .._utils._sklearn import Interval, StrOptions, _fit_context
+from .._utils._validation import store_params
 from ._base import BaseImageEncoder
 
 
@@ -149,18 +150,7 @@ class FrozenCNNEncoder(BaseImageEncoder):
         cache_dir=None,
         verbose=0,
     ):
-        self.backbone = backbone
-        self.weights = weights
-        self.image_size = image_size
-        self.pooling = pooling
-        self.batch_size = batch_size
-        self.tta = tta
-        self.num_workers = num_workers
-        self.decode = decode
-        self.device = device
-        self.cache = cache
-        self.cache_dir = cache_dir
-        self.verbose = verbose
+        store_params(self, locals())
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -234,10 +224,6 @@ class FrozenCNNEncoder(BaseImageEncoder):
         from .._nn.decode import decodes_on_device
 
         return "device" if decodes_on_device(self.decode, device) else "pil"
-
-    def __setstate__(self, state):
-        # pickled before ``decode`` existed: the default
-        super().__setstate__({"decode": "auto", **state})
 
     def _several(self) -> bool:
         return isinstance(self.backbone, (tuple, list))

@@ -27,11 +27,35 @@ def test_importing_the_estimators_does_not_import_torch():
 
 
 def test_training_config_reads_its_fields_from_estimator_parameters():
-    params = FineTunedCNNEncoder(lr=0.01, max_epochs=3, patience=None).get_params(deep=False)
-    config = TrainingConfig.from_params(params, device="cpu", num_workers=0)
+    encoder = FineTunedCNNEncoder(lr=0.01, max_epochs=3, patience=None)
+    config = TrainingConfig.from_estimator(encoder, device="cpu", num_workers=0)
     assert (config.lr, config.max_epochs, config.patience, config.num_workers) == (0.01, 3, None, 0)
     assert config.optimizer == "adamw" and config.lr_schedule == "cosine"
     assert not hasattr(config, "cross_fit")  # only what training reads
+
+
+def test_network_spec_is_built_once_from_the_estimator():
+    from dataclasses import FrozenInstanceError
+
+    from skinfuse._nn.fitting import data_path
+    from skinfuse._nn.spec import NetworkSpec
+
+    encoder = FineTunedCNNEncoder("tiny_cnn", image_size=16.0, trainable_blocks=2, lr=0.01)
+    spec = NetworkSpec.from_estimator(encoder, device="cpu")
+    assert spec.image_size == 16 and isinstance(spec.image_size, int)
+    assert (spec.trainable_blocks, spec.training.lr, spec.training.device) == (2, 0.01, "cpu")
+    with pytest.raises(FrozenInstanceError):
+        spec.lr = 1  # typed and frozen: nothing reads settings by key after this
+    # the one choice of data path
+    assert data_path(spec, "cpu", 10) == "activations"
+    from_images = NetworkSpec.from_estimator(
+        encoder.set_params(trainable_blocks=None), device="cpu"
+    )
+    assert data_path(from_images, "cpu", 10) == "images"  # "auto": no store on a CPU
+    assert data_path(from_images, "cuda", 10) == "memory"
+    stored = NetworkSpec.from_estimator(encoder.set_params(image_store="disk"), device="cpu")
+    assert data_path(stored, "cpu", 10) == "disk"
+    assert spec.module_kwargs(3, n_metadata=2)["n_metadata"] == 2
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +219,18 @@ def test_no_loader_workers_inside_a_daemonic_process():
     child.join(30)
     assert queue.get(timeout=5) == 0
     assert default_num_workers(1000, 8, num_workers=2) == 2  # an explicit choice is kept
+
+
+@pytest.mark.parametrize("name", ["FineTunedCNNEncoder", "FusionNetClassifier"])
+def test_shared_parameter_docs_are_filled_in_for_every_parameter(name):
+    import inspect
+
+    import skinfuse.encoders
+    import skinfuse.fusion
+
+    cls = getattr(skinfuse.encoders, name, None) or getattr(skinfuse.fusion, name)
+    doc = cls.__doc__
+    assert "_parameters}" not in doc
+    documented = [line.split(" : ")[0].strip() for line in doc.splitlines() if " : " in line]
+    for param in inspect.signature(cls).parameters:
+        assert documented.count(param) == 1, f"{name}.{param} documented {documented.count(param)}x"

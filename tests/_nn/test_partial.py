@@ -6,9 +6,9 @@ import torch
 from sklearn.base import clone
 from torch import nn
 
+from skinfuse._nn.fitting import class_weights
 from skinfuse._nn.modules import ClassifierNetwork
 from skinfuse._nn.partial import split_network
-from skinfuse._nn.training import class_weights
 from skinfuse._nn.views import VIEWS, apply_view, check_views
 from skinfuse.encoders import FineTunedCNNEncoder, FrozenCNNEncoder, cache_info
 from skinfuse.fusion import FusionNetClassifier

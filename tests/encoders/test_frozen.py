@@ -405,16 +405,6 @@ def test_device_decoding_with_workers_and_other_formats(jpegs, tmp_path):
     np.testing.assert_allclose(in_workers[-1:], pil, rtol=1e-5, atol=1e-6)
 
 
-def test_encoders_pickled_before_decode_existed_load_with_auto(jpegs):
-    enc = FrozenCNNEncoder(**TINY).fit(jpegs[:2])
-    state = enc.__getstate__()
-    del state["decode"]
-    old = FrozenCNNEncoder.__new__(FrozenCNNEncoder)
-    old.__setstate__(state)
-    assert old.decode == "auto" and old.get_params()["decode"] == "auto"
-    np.testing.assert_array_equal(old.transform(jpegs[:2]), enc.transform(jpegs[:2]))
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_auto_decodes_on_cuda(jpegs):
     from skinfuse.encoders._cache import _MEMORY

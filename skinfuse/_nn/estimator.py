@@ -1,0 +1,211 @@
+"""What the fine-tuned encoder and the fusion network share (no torch at import).
+
+Both train a :class:`.modules.ClassifierNetwork` through skorch on the same settings:
+:class:`FineTuningMixin` owns the start of a fit (labels, groups, device, seed), the
+training (one :class:`.spec.NetworkSpec` built per fit, :func:`.fitting.train_classifier`),
+the fitted attributes of the trained net, and the inference path of partial fine-tuning
+(frozen stages' activations from the cache, then the trained top). :data:`SHARED_DOCS`
+holds the shared parameters' documentation, written once and substituted into each
+estimator's docstring by :func:`fill_doc` (as imbalanced-learn shares its samplers' docs).
+"""
+
+from __future__ import annotations
+
+from .device import TrainedNetworkMixin, resolve_device, seed_from_random_state
+from .spec import NetworkSpec
+
+SHARED_DOCS = {
+    "backbone_parameters": """\
+    backbone : str or torch.nn.Module, default="efficientnet_lite0"
+        A name from :data:`~skinfuse.encoders.BACKBONES` (see
+        :class:`~skinfuse.encoders.FrozenCNNEncoder`), or any module mapping
+        ``(B, 3, H, W)`` images to a feature map (it is copied, never trained in place).
+    weights : "DEFAULT", None or str, default="DEFAULT"
+        Pretrained weights, random initialisation (seeded by ``random_state``), or a
+        local checkpoint path. Ignored for a module.""",
+    "network_parameters": """\
+    image_size : int, default=224
+        Images are resized to ``image_size x image_size``.
+    pooling : {"avg", "max", "avgmax"}, default="avg"
+        Global pooling of the last feature map; ``"avgmax"`` concatenates both.""",
+    "training_parameters": """\
+    max_epochs : int, default=10
+        Most passes over the training images (early stopping may end sooner).
+    lr : float, default=3e-4
+        Learning rate at the start of the cosine schedule (it decays to 0 at
+        ``max_epochs``).
+    batch_size : int, default=32
+        Images per training step, and per forward pass at inference.
+    optimizer : {"adamw", "adam", "sgd"} or torch optimizer class, default="adamw"
+        ``"sgd"`` uses momentum 0.9. A class is called as
+        ``optimizer(params, lr=lr, weight_decay=weight_decay)``.
+    weight_decay : float, default=1e-4
+        Weight decay (decoupled for ``"adamw"``).""",
+    "fine_tuning_parameters": """\
+    freeze : None, "backbone" or int, default=None
+        What is not trained. ``None``: nothing (full fine-tuning of the whole network).
+        ``"backbone"``: only the head (a linear probe, with augmentation). An int ``k``:
+        the first ``k`` stages of the backbone, counted from the input. Stages are the
+        backbone's top-level blocks that hold weights, with a normalisation layer joined
+        to the block before it (e.g. ``efficientnet_lite0``: stem, its 7 block groups,
+        head conv: 9 stages; ``resnet18``: stem, ``layer1`` to ``layer4``: 5). Frozen
+        stages also keep their batch-norm statistics.
+    class_weight : "balanced", "sqrt", dict or None, default="balanced"
+        Weights of the classes in the cross-entropy loss. ``"balanced"``: inversely
+        proportional to the class frequencies (scikit-learn's ``compute_class_weight``),
+        so that rare diagnoses count; ``"sqrt"``: its square root (milder). A dict maps
+        labels to weights (missing labels weigh 1). ``None``: all 1.
+    augment : bool or callable, default=True
+        Random training-time transforms, applied to training batches only (validation
+        and inference see the images as they are): a random resized crop (60-100% of
+        the area), horizontal and vertical flips, a random multiple of 90 degrees of
+        rotation, and brightness, contrast and saturation jitter of 20% (no hue jitter:
+        colour is diagnostic). A callable replaces them; it receives and must return a
+        ``uint8`` ``(3, image_size, image_size)`` tensor (e.g. a
+        ``torchvision.transforms.v2.Compose``).
+    validation_fraction : float, default=0.1
+        Share of the training images held out (stratified by class; whole groups when
+        ``fit`` gets ``groups``) to compute ``valid_loss`` and ``valid_acc`` after every
+        epoch, for early stopping. ``0`` trains on all images for ``max_epochs`` epochs.
+    patience : int or None, default=5
+        Stop when ``valid_loss`` has not improved for this many epochs, and restore the
+        weights of the best epoch. ``None`` (or ``validation_fraction=0``) trains for
+        ``max_epochs`` epochs.
+    label_smoothing : float, default=0.0
+        Label smoothing of the cross-entropy loss (e.g. ``0.1``).
+    warmup_epochs : float, default=0
+        Linear learning-rate warm-up over this many epochs (stepped every batch, from
+        ``lr / steps`` up to ``lr``), then the cosine decay over the remaining epochs.
+    trainable_blocks : int or None, default=None
+        Partial fine-tuning from cached activations. ``None``: train from the images
+        (what ``freeze`` leaves trainable). An int ``k``: train only the last ``k``
+        backbone stages (see ``freeze`` for what a stage is) and the head (and the
+        metadata branch); the activations of the frozen stages are computed once per
+        image and per view (``cached_views``), kept in the embedding cache (``cache``,
+        ``cache_dir``), and every epoch runs the last stages only, which makes
+        fine-tuning practical on a CPU. ``augment`` then means drawing one cached view
+        per image and epoch (no crops or colour jitter). The fitted network is whole: it
+        predicts new images end to end, taking its frozen stages' activations from the
+        cache when they are there. Needs a backbone that runs its stages in sequence
+        (the named ones do; a clear error says so otherwise).
+    cached_views : int, default=4
+        With ``trainable_blocks``: how many fixed views of each image (the first of:
+        identity, horizontal flip, vertical flip, half turn, quarter turns, transposes)
+        have their activations cached for training. Inert without it.""",
+    "performance_parameters": """\
+    image_store : {"auto", "memory", "disk"} or None, default="auto"
+        Where the training images live during ``fit`` (full fine-tuning; with
+        ``trainable_blocks`` activations are cached instead). ``"memory"``: each image is
+        decoded and resized once per fit into one ``uint8`` array, served in whole
+        batches (on the GPU when it fits there) and augmented batch-wise on the device;
+        ``"disk"``: the same array memory-mapped in the temporary directory; ``None``:
+        DataLoader workers decode every image again in every epoch and augment it on the
+        CPU. ``"auto"``: ``"memory"`` on CUDA (``"disk"`` past 8 GiB), ``None``
+        elsewhere and with a callable ``augment``. A speed setting: the results follow
+        the same recipe either way.
+    compile : bool, default=False
+        Train through ``torch.compile`` (skorch's ``compile=True``): slower to start (the
+        first batches compile), possibly faster epochs on a GPU. The fitted network is
+        the plain module either way (pickles, model files and Grad-CAM see no
+        difference).
+    num_workers : int or None, default=None
+        DataLoader workers decoding (and augmenting) images; ``None`` picks 0 for a
+        single batch, else up to 4 leaving one core to the network. Results depend on it
+        (each worker has its own random stream).
+    device : str, default="auto"
+        ``"auto"`` uses CUDA, then MPS, then the CPU. Resolved in ``fit``
+        (``device_``). On CUDA, training and inference run in bfloat16 autocast with
+        channels-last tensors. The fitted network is stored on the CPU and moved to
+        ``device_`` for inference when that device exists (so a GPU-fitted model
+        unpickles and runs on a CPU-only machine).""",
+    "random_state_parameters": """\
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialisation of the head (and of the backbone when
+        ``weights=None``), the validation split, shuffling and augmentation, in a scoped
+        block (the global random state is left alone). The same int gives the same
+        network on the same machine with the same ``num_workers`` (on the CPU; GPU
+        kernels may differ in the last bits).
+    verbose : int, default=0
+        ``1``: print skorch's table of epochs; ``2``: also progress bars. ``0`` prints
+        nothing.""",
+}
+
+
+def fill_doc(cls):
+    """Substitute :data:`SHARED_DOCS` into ``cls.__doc__`` (each ``{name}`` placeholder on a
+    line of its own); a placeholder left unfilled is an error, at import."""
+    doc = cls.__doc__
+    for name, text in SHARED_DOCS.items():
+        doc = doc.replace("    {" + name + "}", text)
+    if "_parameters}" in doc:
+        raise ValueError(f"{cls.__name__}'s docstring has an unknown placeholder")
+    cls.__doc__ = doc
+    return cls
+
+
+class FineTuningMixin(TrainedNetworkMixin):
+    """Training and partial-fine-tuning inference of a ``ClassifierNetwork`` (mixin).
+
+    For estimators with the parameters of :data:`SHARED_DOCS` and ``tta``, ``cache`` and
+    ``cache_dir``; they set ``classes_`` (through :meth:`_start_fit`) and get ``net_``,
+    ``history_``, ``n_iter_`` and ``cam_layer_`` (through :meth:`_keep`).
+    """
+
+    # groups are requested by default: under metadata routing, a pipeline's or
+    # cross_validate's params={"groups": lesion_ids} reach the early-stopping split
+    __metadata_request__fit = {"groups": True}
+
+    def _start_fit(self, items, y, groups):
+        """Set ``classes_`` and ``device_``; return ``(y_idx, seed, groups)`` checked."""
+        from .._utils._validation import check_labels
+        from .splits import check_groups
+
+        self.classes_, y_idx = check_labels(self, items, y)
+        groups = check_groups(groups, len(items))
+        self.device_ = resolve_device(self.device)
+        self._forget_device_copies()
+        return y_idx, seed_from_random_state(self.random_state), groups
+
+    def _train(self, items, y_idx, seed, groups=None, **module_kwargs):
+        """Train one network on ``items``; return the skorch net (module on ``device_``)."""
+        from .fitting import train_classifier
+
+        return train_classifier(
+            items, y_idx, self.classes_, spec=NetworkSpec.from_estimator(self, device=self.device_),
+            seed=seed, groups=groups, activation_cache=self._activation_cache(self.device_),
+            **module_kwargs,
+        )  # fmt: skip
+
+    def _keep(self, net):
+        """Trim the trained ``net`` and keep it as the fitted network; return its history."""
+        from .training import finish_training
+
+        history = finish_training(net)
+        self.net_ = net
+        self.history_ = history
+        self.n_iter_ = len(history)
+        self.cam_layer_ = net.module_.cam_layer
+        return history
+
+    def _activation_cache(self, device):
+        """``cache(trunk_key)``: the cached activations of a trunk, for
+        :func:`.partial.view_activations`, in this estimator's embedding cache."""
+        from ..encoders._base import activation_cache
+
+        return lambda key: activation_cache(self, key, device)
+
+    def _partial_outputs(self, module, items, views, device, *, features_only, metadata=None,
+                         verbose=0):  # fmt: skip
+        """With ``trainable_blocks``: the trained top of ``module`` over the cached activations of
+        its frozen stages, float32 ``(n_views, n, d)``: pooled features or logits."""
+        from .partial import run_top, split_network, trunk_key, view_activations
+
+        size = int(self.image_size)
+        trunk, top, shape = split_network(module, self.trainable_blocks, size, check=False)
+        top.features_only = features_only
+        acts = view_activations(
+            items, trunk, views, cached=self._activation_cache(device)(trunk_key(trunk, self.backbone)),
+            image_size=size, batch_size=int(self.batch_size), device=device,
+            num_workers=self.num_workers, verbose=verbose,
+        )  # fmt: skip
+        return run_top(top, acts, shape, device=device, metadata=metadata)
