@@ -165,6 +165,14 @@ class FusionNetClassifier(FineTuningMixin, TorchEstimatorMixin, ClassifierMixin,
         tags.non_deterministic = False
         return tags
 
+    def _inert_parameters(self) -> list[str]:
+        inert = super()._inert_parameters()
+        if not hasattr(self.metadata, "fit") and tuple(self.metadata_columns) != METADATA_COLUMNS:
+            inert.append("metadata_columns is only used with a metadata transformer")
+        if self.metadata is None and self.metadata_hidden != 64:
+            inert.append("metadata_hidden is not used without metadata")
+        return inert
+
     # -- input ---------------------------------------------------------------------------
     def _columns(self, X, *, reset):
         """Validate ``X``; return (list of images, DataFrame of metadata columns)."""

@@ -1,5 +1,6 @@
 import itertools
 import pickle
+import warnings
 
 import joblib
 import numpy as np
@@ -222,3 +223,30 @@ def test_compile_trains_the_same_network_and_keeps_the_plain_module(data, monkey
     assert compiled.net_.compile is False and not hasattr(compiled.module_, "_orig_mod")
     np.testing.assert_allclose(compiled.predict_proba(X), plain.predict_proba(X), atol=1e-5)
     pickle.loads(pickle.dumps(compiled))
+
+
+@pytest.mark.parametrize(
+    "params, ignored",
+    [
+        ({"cached_views": 2}, "cached_views is only used with trainable_blocks"),
+        ({"trainable_blocks": 1, "freeze": 1}, "freeze is replaced by trainable_blocks"),
+        ({"trainable_blocks": 1, "image_store": None}, "image_store is only used without"),
+        ({"metadata_columns": ["age"]}, "metadata_columns is only used with a metadata"),
+        ({"metadata": None, "metadata_hidden": 8}, "metadata_hidden is not used without"),
+    ],
+)
+def test_settings_without_effect_are_named_in_a_warning(params, ignored):
+    lesions = make_synthetic_lesions(12, image_size=16, n_classes=2, random_state=0)
+    net = FusionNetClassifier(
+        "tiny_cnn", weights=None, image_size=16, max_epochs=1, validation_fraction=0,
+        random_state=0, **params,
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match=ignored) as caught:
+        net.fit(lesions.data, lesions.target)
+    assert caught[0].filename == __file__  # it points at the caller's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the defaults are all used: no warning
+        FusionNetClassifier(
+            "tiny_cnn", weights=None, image_size=16, max_epochs=1, validation_fraction=0,
+            random_state=0,
+        ).fit(lesions.data, lesions.target)  # fmt: skip

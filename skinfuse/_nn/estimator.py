@@ -160,11 +160,45 @@ class FineTuningMixin(TrainedNetworkMixin):
         from .._utils._validation import check_labels
         from .splits import check_groups
 
+        self._warn_inert()
         self.classes_, y_idx = check_labels(self, items, y)
         groups = check_groups(groups, len(items))
         self.device_ = resolve_device(self.device)
         self._forget_device_copies()
         return y_idx, seed_from_random_state(self.random_state), groups
+
+    def _inert_parameters(self) -> list[str]:
+        """Parameters set away from their defaults that this configuration does not use."""
+        inert = []
+        if self.trainable_blocks is None:
+            if self.cached_views != 4:
+                inert.append("cached_views is only used with trainable_blocks")
+        else:
+            if self.freeze is not None:
+                inert.append("freeze is replaced by trainable_blocks (all but the last stages)")
+            if self.image_store != "auto":
+                inert.append("image_store is only used without trainable_blocks")
+            if callable(self.augment):
+                inert.append(
+                    "a callable augment is not applied with trainable_blocks (augment=True "
+                    "draws one of the cached_views instead)"
+                )
+        return inert
+
+    def _warn_inert(self):
+        """Warn once per fit about settings that have no effect (as scikit-learn's
+        ``LogisticRegression`` does for ``l1_ratio`` without the elastic net)."""
+        import warnings
+
+        from .._utils._validation import user_stacklevel
+
+        inert = self._inert_parameters()
+        if inert:
+            warnings.warn(
+                f"{type(self).__name__}: " + "; ".join(inert) + ". These settings are ignored.",
+                UserWarning,
+                stacklevel=user_stacklevel(),
+            )
 
     def _train(self, items, y_idx, seed, groups=None, **module_kwargs):
         """Train one network on ``items``; return the skorch net (module on ``device_``)."""

@@ -46,3 +46,15 @@ def store_params(estimator, arguments: dict) -> None:
     """
     for name in type(estimator)._get_param_names():
         setattr(estimator, name, arguments[name])
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` for a warning raised by the caller of this function that points at
+    the first frame outside skinfuse and the scikit-learn stack (the user's line)."""
+    import sys
+
+    internal = ("skinfuse", "sklearn", "sklearn_compat", "imblearn", "joblib")
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in internal:
+        frame, level = frame.f_back, level + 1
+    return level
