@@ -44,7 +44,7 @@ def load_data(data_home, n):
         bunch = load_ham10000(data_home)
         source = f"HAM10000 at {data_home}"
     else:
-        bunch = make_synthetic_lesions(n_samples=4 * n, image_size=64, random_state=0,
+        bunch = make_synthetic_lesions(n_samples=12 * n, image_size=32, random_state=0,
                                        data_dir=tempfile.mkdtemp())  # fmt: skip
         source = "synthetic lesions (no HAM10000 folder found)"
     frame = bunch.frame.reset_index(drop=True)

@@ -225,3 +225,18 @@ def test_clinical_figures_joins_rows_of_several_runs(tmp_path, monkeypatch, caps
         _load("clinical_figures").main([str(tmp_path), "--rows", "net", "--out", str(out)])
     with pytest.raises(SystemExit, match="no row 'absent'"):
         _load("clinical_figures").main([*runs, "--rows", "absent", "--out", str(out)])
+
+
+def test_fingerprint_finds_a_changed_output(tmp_path, capsys):
+    fingerprint = _load("fingerprint")
+    args = ["--data", str(tmp_path / "none"), "--n", "12", "--only", "autoencoder"]
+    assert fingerprint.main([*args, "--out", str(tmp_path / "before.json")]) == 0
+    assert "synthetic lesions" in capsys.readouterr().out  # no data folder: said so
+    assert fingerprint.main([*args, "--compare", str(tmp_path / "before.json")]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("identical")  # deterministic
+    before = json.loads((tmp_path / "before.json").read_text())
+    before["autoencoder"]["transform"] = "0" * 16
+    (tmp_path / "changed.json").write_text(json.dumps(before))
+    assert fingerprint.main([*args, "--compare", str(tmp_path / "changed.json")]) == 1
+    assert "autoencoder.transform: " + "0" * 16 in capsys.readouterr().out
+    assert fingerprint.digest(np.zeros(3)) != fingerprint.digest(np.zeros(3, np.float32))

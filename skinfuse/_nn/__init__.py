@@ -6,10 +6,17 @@
 - :mod:`.backbones`: pretrained CNNs by name, their stages, the image embedder.
 - :mod:`.modules`: the networks (classifier with optional metadata branch, autoencoder).
 - :mod:`.data`: the dataset over a column of images, loaders, augmentation.
-- :mod:`.training`: one training function, configured by :class:`~.training.TrainingConfig`.
+- :mod:`.spec` (no torch at import): the typed settings of a fit, built once from the
+  estimator (:class:`~.spec.TrainingConfig`, :class:`~.spec.NetworkSpec`).
+- :mod:`.estimator` (no torch at import): :class:`~.estimator.FineTuningMixin`, the base
+  of the fine-tuned encoder and the fusion network, and their shared parameter docs.
+- :mod:`.training`: the training loop, one function configured by a ``TrainingConfig``.
+- :mod:`.splits` (no torch): validation splits and cross-fitting folds, grouped by lesion.
+- :mod:`.fitting`: training a classifier network; the ONE choice of its data path.
 - :mod:`.inference`: one batch-inference loop.
 
-Every module but :mod:`.device` and :mod:`.names` imports torch at its top. The scikit-learn-facing
+Every module but :mod:`.device`, :mod:`.names`, :mod:`.params`, :mod:`.spec`,
+:mod:`.estimator` and :mod:`.splits` imports torch at its top. The scikit-learn-facing
 modules (``skinfuse.encoders``, ``skinfuse.fusion``) import them inside their methods,
 so ``import skinfuse`` does not import torch. Imports run one way: estimators ->
 ``_nn`` -> ``skinfuse.images``; nothing in ``_nn`` imports an estimator.
