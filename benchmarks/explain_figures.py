@@ -27,12 +27,12 @@ from skinfuse.explain import (
     explain_metadata,
     grad_cam,
     modality_importance,
-    plot_confusion_matrix,
     plot_grad_cam,
     plot_importance,
     plot_shap_summary,
     plot_shap_waterfall,
 )
+from skinfuse.metrics import plot_confusion_matrix
 from skinfuse.pipeline import make_fusion_pipeline
 
 

@@ -154,12 +154,12 @@ def _explain(model, bunch, cv, out, random_state, n_cases=8):
         explain_metadata,
         grad_cam,
         modality_importance,
-        plot_confusion_matrix,
         plot_grad_cam,
         plot_importance,
         plot_shap_summary,
         plot_shap_waterfall,
     )
+    from .metrics import plot_confusion_matrix
 
     X, y = bunch.data, bunch.target
     train, test = next(cv.split(X, y, bunch.groups))

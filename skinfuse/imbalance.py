@@ -1,4 +1,5 @@
-"""Learning from imbalanced classes: an over-sampler and a post-hoc prior correction.
+"""Learning from imbalanced classes: an over-sampler, a post-hoc prior correction, and a
+rare-class classifier set to a target sensitivity.
 
 HAM10000 is dominated by one class (about two thirds of the images are
 melanocytic nevi). Two remedies that plug into
@@ -10,6 +11,10 @@ melanocytic nevi). Two remedies that plug into
 - :class:`PriorCorrectedClassifier` leaves the training data alone and divides
   the predicted probabilities by the training class prior to a power
   (``prior_correction=power``).
+
+And one that moves the decision threshold of one rare class instead:
+:func:`fit_triage_classifier` fits a melanoma-vs-rest classifier whose threshold reaches
+a target sensitivity on lesions it did not see.
 """
 
 from __future__ import annotations
@@ -24,9 +29,9 @@ from imblearn.over_sampling.base import BaseOverSampler
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from ._utils._sklearn import HasMethods, Interval, _fit_context
+from ._utils._sklearn import HasMethods, Interval, _fit_context, validate_params
 
-__all__ = ["AdaptiveSMOTE", "PriorCorrectedClassifier"]
+__all__ = ["AdaptiveSMOTE", "PriorCorrectedClassifier", "fit_triage_classifier"]
 
 
 class AdaptiveSMOTE(BaseOverSampler):
@@ -230,3 +235,85 @@ class PriorCorrectedClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimato
         tags.classifier_tags = inner.classifier_tags
         tags.target_tags = inner.target_tags
         return tags
+
+
+@validate_params(
+    {
+        "model": [HasMethods(["fit", "predict_proba"])],
+        "X": "no_validation",
+        "y": ["array-like"],
+        "groups": ["array-like"],
+        "sensitivity": [Interval(Real, 0, 1, closed="both")],
+        "pos_label": "no_validation",
+        "n_splits": [Interval(Integral, 2, None, closed="left")],
+        "random_state": ["random_state"],
+    },
+    prefer_skip_nested_validation=True,
+)
+def fit_triage_classifier(model, X, y, *, groups, sensitivity=0.9, pos_label="mel", n_splits=5,
+                          random_state=0):  # fmt: skip
+    """A ``pos_label``-vs-rest classifier set to reach a target sensitivity on unseen lesions.
+
+    ``model`` is trained on ``y == pos_label``. Its out-of-fold scores on lesion-grouped
+    folds (``StratifiedGroupKFold``) choose the threshold that reaches ``sensitivity`` with
+    the best specificity (:func:`~skinfuse.metrics.operating_point`); then ``model`` is
+    fitted on all of ``X`` and wrapped in scikit-learn's ``FixedThresholdClassifier`` at
+    that threshold.
+
+    Its deprecated old name is ``skinfuse.metrics.triage_classifier``.
+
+    Parameters
+    ----------
+    model : classifier with predict_proba
+        Cloned; e.g. ``make_fusion_pipeline(...)``.
+    X : DataFrame
+    y : array-like of shape (n_samples,)
+        The diagnoses.
+    groups : array-like of shape (n_samples,)
+        Lesion of each row.
+    sensitivity : float in [0, 1], default=0.9
+    pos_label : label, default="mel"
+    n_splits : int, default=5
+    random_state : int, RandomState or None, default=0
+        Shuffles the folds.
+
+    Returns
+    -------
+    classifier : sklearn.model_selection.FixedThresholdClassifier
+        Fitted; ``predict`` returns True for cases called ``pos_label``.
+    point : dict
+        The out-of-fold operating point: ``threshold``, ``sensitivity``, ``specificity``
+        (what to expect on new lesions, not a guarantee).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from skinfuse.imbalance import fit_triage_classifier
+    >>> rng = np.random.default_rng(0)
+    >>> lesion = np.repeat(np.arange(100), 2)  # two images of each lesion
+    >>> y = np.where(rng.random(100) < 0.2, "mel", "nv")[lesion]
+    >>> X = rng.normal(size=(200, 2)) + 2 * (y == "mel")[:, None]
+    >>> triage, point = fit_triage_classifier(LogisticRegression(), X, y, groups=lesion)
+    >>> {name: round(value, 2) for name, value in point.items()}  # out of fold
+    {'threshold': 0.17, 'sensitivity': 0.92, 'specificity': 0.88}
+    >>> triage.predict(X[:4]).tolist(), y[:4].tolist()
+    ([False, False, False, False], ['nv', 'nv', 'nv', 'nv'])
+    """
+    from sklearn.model_selection import (
+        FixedThresholdClassifier,
+        StratifiedGroupKFold,
+        cross_val_predict,
+    )
+
+    from .metrics import operating_point
+
+    target = np.asarray(y) == pos_label
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
+    splits = list(folds.split(X, target, groups))
+    scores = cross_val_predict(clone(model), X, target, cv=splits, method="predict_proba")[:, 1]
+    point = operating_point(target, scores, sensitivity=sensitivity, pos_label=True)
+    classifier = FixedThresholdClassifier(
+        clone(model), threshold=point["threshold"], response_method="predict_proba"
+    ).fit(X, target)
+    return classifier, point

@@ -6,7 +6,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skinfuse.imbalance import AdaptiveSMOTE, PriorCorrectedClassifier
+from skinfuse.imbalance import AdaptiveSMOTE, PriorCorrectedClassifier, fit_triage_classifier
 
 
 def test_adaptive_smote_values():
@@ -64,3 +64,27 @@ def test_parameters_are_validated_in_fit():
         PriorCorrectedClassifier(LogisticRegression(), power=2).fit(X, y)
     with pytest.raises(ValueError, match="'k_neighbors' parameter of AdaptiveSMOTE"):
         AdaptiveSMOTE(k_neighbors=0).fit_resample(X, y)
+
+
+def _lesion_images(n_lesions=150, seed=0):
+    """Two to four noisy "images" (2 features) per lesion; about 20 % of lesions melanomas."""
+    rng = np.random.default_rng(seed)
+    lesion = np.repeat(np.arange(n_lesions), rng.integers(2, 5, n_lesions))
+    y = np.where(rng.random(n_lesions) < 0.2, "mel", "nv")[lesion]
+    X = rng.normal(size=(len(y), 2)) + 1.5 * (y == "mel")[:, None]
+    return X, y, lesion
+
+
+def test_triage_classifier_reaches_its_sensitivity_out_of_fold():
+    X, y, groups = _lesion_images()
+    triage, point = fit_triage_classifier(
+        LogisticRegression(), X, y, groups=groups, sensitivity=0.9, n_splits=3
+    )
+    assert point["sensitivity"] >= 0.9 and 0 < point["specificity"] < 1
+    assert triage.threshold == point["threshold"]
+    called = triage.predict(X)
+    assert called.dtype == bool
+    scores = triage.estimator_.predict_proba(X)[:, 1]
+    np.testing.assert_array_equal(called, scores >= point["threshold"])
+    with pytest.raises(ValueError, match="'sensitivity' parameter of fit_triage_classifier"):
+        fit_triage_classifier(LogisticRegression(), X, y, groups=groups, sensitivity=1.5)

@@ -218,14 +218,44 @@ def test_temperature_scaling_on_lesion_grouped_folds(lesions_frame):
     assert np.mean(after) < 0.8 * np.mean(before)  # measured: 0.26 -> 0.16
 
 
-def test_triage_classifier_reaches_its_sensitivity_out_of_fold(lesions_frame):
-    from skinfuse.metrics import triage_classifier
+def test_confusion_matrix_draws_and_saves(tmp_path):
+    from matplotlib.figure import Figure
 
-    X, y, groups = lesions_frame.data, np.asarray(lesions_frame.target), lesions_frame.groups
-    triage, point = triage_classifier(_model(), X, y, groups=groups, sensitivity=0.9, n_splits=3)
-    assert point["sensitivity"] >= 0.9 and 0 < point["specificity"] < 1
-    assert triage.threshold == point["threshold"]
-    called = triage.predict(X)
-    assert called.dtype == bool
-    scores = triage.estimator_.predict_proba(X)[:, 1]
-    np.testing.assert_array_equal(called, scores >= point["threshold"])
+    from skinfuse.metrics import plot_confusion_matrix
+
+    y_true = ["nv", "nv", "mel", "bcc", "mel"]
+    y_pred = ["nv", "mel", "mel", "bcc", "nv"]
+    fig = plot_confusion_matrix(y_true, y_pred, labels=["bcc", "mel", "nv"],
+                                normalize="true", path=tmp_path / "cm.png")  # fmt: skip
+    assert isinstance(fig, Figure) and (tmp_path / "cm.png").stat().st_size > 1000
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "0.50" in texts and "1.00" in texts
+    labels = dict(y_true=["a", "b"], y_pred=["a", "a"])
+    with pytest.raises(ValueError, match="'normalize' parameter of plot_confusion_matrix"):
+        plot_confusion_matrix(**labels, normalize="rows")
+    with pytest.raises(ValueError, match="'cmap' parameter of plot_confusion_matrix"):
+        plot_confusion_matrix(**labels, cmap=3)
+
+
+def test_triage_classifier_old_name_warns_and_gives_the_same_result():
+    """skinfuse.metrics.triage_classifier moved to skinfuse.imbalance.fit_triage_classifier."""
+    from sklearn.linear_model import LogisticRegression
+
+    import skinfuse.metrics
+    from skinfuse.imbalance import fit_triage_classifier
+
+    assert "triage_classifier" not in skinfuse.metrics.__all__
+    with pytest.warns(FutureWarning, match="skinfuse.imbalance.fit_triage_classifier"):
+        from skinfuse.metrics import triage_classifier
+    rng = np.random.default_rng(0)
+    lesion = np.repeat(np.arange(60), 2)
+    y = np.where(rng.random(60) < 0.3, "mel", "nv")[lesion]
+    X = rng.normal(size=(120, 2)) + (y == "mel")[:, None]
+    kwargs = dict(groups=lesion, sensitivity=0.8, n_splits=3, random_state=1)
+    old, old_point = triage_classifier(LogisticRegression(), X, y, **kwargs)
+    new, new_point = fit_triage_classifier(LogisticRegression(), X, y, **kwargs)
+    assert old_point == new_point
+    np.testing.assert_array_equal(old.predict_proba(X), new.predict_proba(X))
+    np.testing.assert_array_equal(old.predict(X), new.predict(X))
+    with pytest.raises(AttributeError, match="no attribute 'triage'"):
+        skinfuse.metrics.triage  # noqa: B018

@@ -125,11 +125,11 @@ def saved(lesions, tmp_path_factory):
 
 
 def _torch_attributes(model):
-    from skinfuse._model_files import _torch_estimators
+    from skinfuse._model_files import torch_estimators_in
 
     return [
         (id(est), attr, id(value))
-        for est in _torch_estimators(model)
+        for est in torch_estimators_in(model)
         for attr, value in vars(est).items()
         if attr in ("net_", "embedder_", "history_")
     ]
@@ -333,3 +333,15 @@ def test_model_card(lesions, tmp_path):
     assert "not a medical device" in card
     assert "lesion-grouped" in card
     assert "skinfuse.load" in card
+
+
+def test_torch_placeholder_keeps_the_import_path_files_name_it_by():
+    """Every model file names the placeholder of its torch parts by its import path (skops
+    records types by path; load trusts it by that name): where the class is defined may
+    change, the path written into files may not."""
+    import skinfuse._model_files
+    from skinfuse._model_files._format import _TorchPart, _trusted_types, _type_name
+
+    assert _type_name(_TorchPart) == "skinfuse._model_files._TorchPart"
+    assert skinfuse._model_files._TorchPart is _TorchPart
+    assert "skinfuse._model_files._TorchPart" in _trusted_types()

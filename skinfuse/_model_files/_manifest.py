@@ -9,8 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _type_name
+from ._format import _type_name
 from ._networks import _json_safe
+
+#: Packages whose versions the manifest records.
+_VERSIONED = (
+    "scikit-learn", "imbalanced-learn", "numpy", "torch", "skorch", "skops", "safetensors"
+)  # fmt: skip
 
 
 # -- the manifest ------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from . import _TORCH_PACKAGES, _TorchPart, _type_name
+from ._format import _TORCH_PACKAGES, _TorchPart, _type_name
 
 
 # -- walking a model -------------------------------------------------------------------------
@@ -16,7 +16,7 @@ def _package(value) -> str:
     return (getattr(cls, "__module__", "") or "").split(".")[0]
 
 
-def _estimators(model) -> list:
+def estimators_in(model) -> list:
     """Every estimator reachable from ``model`` (itself included), each once, parents first.
 
     Follows the attributes of estimators (objects with ``get_params``) and the items of
@@ -38,10 +38,10 @@ def _estimators(model) -> list:
     return found
 
 
-def _torch_estimators(model) -> list:
+def torch_estimators_in(model) -> list:
     from .._nn.device import TorchEstimatorMixin
 
-    return [est for est in _estimators(model) if isinstance(est, TorchEstimatorMixin)]
+    return [est for est in estimators_in(model) if isinstance(est, TorchEstimatorMixin)]
 
 
 def _named_backbones() -> tuple:
@@ -77,7 +77,7 @@ def _check_rebuildable(est) -> None:
 
 def _check_no_torch_left(model) -> None:
     """After the placeholders: no torch object may reach skops (it would pickle it)."""
-    for est in _estimators(model):
+    for est in estimators_in(model):
         for attr, value in vars(est).items():
             values = value if isinstance(value, (list, tuple)) else [value]
             if isinstance(value, dict):

@@ -7,7 +7,9 @@
   each case? SHAP values of the *original* columns (the image is one feature).
 - :func:`modality_importance`: the same over a data set, by permutation importance.
 - :func:`plot_grad_cam`, :func:`plot_shap_summary`, :func:`plot_shap_waterfall`,
-  :func:`plot_importance`, :func:`plot_confusion_matrix`: matplotlib figures.
+  :func:`plot_importance`: matplotlib figures. The confusion matrix is drawn by
+  :func:`skinfuse.metrics.plot_confusion_matrix`, beside the other pictures of the
+  evaluation.
 
 Importing this module is cheap: torch, shap, pytorch-grad-cam and matplotlib are
 imported by the functions that need them.
@@ -65,13 +67,7 @@ Examples
 
 from ._cam import GRADIENT_FREE_METHODS, GRADIENT_METHODS, METHODS, grad_cam
 from ._importance import modality_importance
-from ._plots import (
-    plot_confusion_matrix,
-    plot_grad_cam,
-    plot_importance,
-    plot_shap_summary,
-    plot_shap_waterfall,
-)
+from ._plots import plot_grad_cam, plot_importance, plot_shap_summary, plot_shap_waterfall
 from ._shap import explain_metadata
 
 __all__ = [
@@ -81,9 +77,28 @@ __all__ = [
     "explain_metadata",
     "grad_cam",
     "modality_importance",
-    "plot_confusion_matrix",
     "plot_grad_cam",
     "plot_importance",
     "plot_shap_summary",
     "plot_shap_waterfall",
 ]
+
+#: Names that moved out of this module: old name -> (new module, new name).
+_MOVED = {"plot_confusion_matrix": ("skinfuse.metrics", "plot_confusion_matrix")}
+
+
+def __getattr__(name):
+    if name in _MOVED:
+        import importlib
+        import warnings
+
+        module, new_name = _MOVED[name]
+        warnings.warn(
+            f"skinfuse.explain.{name} moved to {module}.{new_name} (a metric plot, beside "
+            f"the others); the old name will be removed in skinfuse 0.3. Import it as "
+            f"`from {module} import {new_name}`.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(module), new_name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,17 +7,13 @@ pyplot's global state, a notebook shows the returned figure, and ``path=`` saves
 
 from __future__ import annotations
 
-import os
 from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
 
-from .._utils._sklearn import HasMethods, Interval, StrOptions, validate_params
-from ._utils import finish_figure, new_figure
-
-#: Constraints of the parameters every plot takes.
-_SAVING = {"path": [str, os.PathLike, None], "dpi": [Interval(Real, 0, None, closed="neither")]}
+from .._utils._figures import SAVING, finish_figure, new_figure
+from .._utils._sklearn import Interval, StrOptions, validate_params
 
 
 def _as_images(images, size):
@@ -56,7 +52,7 @@ def _resize(heat, shape):
         "alpha": [Interval(Real, 0, 1, closed="both")],
         "cmap": [str],
         "max_images": [Interval(Integral, 1, None, closed="left")],
-        **_SAVING,
+        **SAVING,
     },
     prefer_skip_nested_validation=True,
 )
@@ -187,7 +183,7 @@ def _predicted(values, base):
         "explanation": "no_validation",  # a shap.Explanation: checked by _values3
         "kind": [StrOptions({"bar", "beeswarm"})],
         "class_": "no_validation",  # an output name: checked by _class_index
-        **_SAVING,
+        **SAVING,
     },
     prefer_skip_nested_validation=True,
 )
@@ -284,7 +280,7 @@ def _class_colours(k):
         "explanation": "no_validation",
         "index": [Integral],  # its range depends on the explanation: checked below
         "class_": "no_validation",
-        **_SAVING,
+        **SAVING,
     },
     prefer_skip_nested_validation=True,
 )
@@ -350,7 +346,7 @@ def plot_shap_waterfall(explanation, index=0, *, class_=None, path=None, dpi=100
 @validate_params(
     {
         "result": [dict, pd.DataFrame],  # a Bunch is a dict; its keys are checked below
-        **_SAVING,
+        **SAVING,
     },
     prefer_skip_nested_validation=True,
 )
@@ -399,51 +395,4 @@ def plot_importance(result, *, path=None, dpi=100):
     ax.axvline(0.0, color="0.6", lw=0.8, ls="--")
     ax.set_xlabel("drop in score when the column is shuffled")
     ax.set_title("Permutation importance")
-    return finish_figure(fig, path, dpi)
-
-
-@validate_params(
-    {
-        "y_true": ["array-like"],
-        "y_pred": ["array-like"],
-        "labels": ["array-like", None],
-        "normalize": [StrOptions({"true", "pred", "all"}), None],
-        "cmap": [str, HasMethods(["__call__"])],  # a name or a matplotlib Colormap
-        **_SAVING,
-    },
-    prefer_skip_nested_validation=True,
-)
-def plot_confusion_matrix(
-    y_true, y_pred, *, labels=None, normalize=None, cmap="Blues", path=None, dpi=100
-):
-    """Confusion matrix (scikit-learn's ``ConfusionMatrixDisplay``).
-
-    Parameters
-    ----------
-    y_true, y_pred : array-like of shape (n,)
-    labels : array-like or None, default=None
-        Classes shown, in this order (``None``: those present, sorted).
-    normalize : {"true", "pred", "all"} or None, default=None
-        As in :func:`sklearn.metrics.confusion_matrix`: ``"true"`` gives per-class recall.
-    cmap : str or matplotlib Colormap, default="Blues"
-    path : str or path-like, default=None
-        Save the figure there.
-    dpi : float, default=100
-        Resolution of the saved figure.
-
-    Returns
-    -------
-    fig : matplotlib.figure.Figure
-    """
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    k = len(labels) if labels is not None else len(np.unique(np.asarray(y_true)))
-    size = max(4.0, 0.6 * k + 2.5)
-    fig = new_figure((size + 0.8, size))
-    ax = fig.subplots()
-    ConfusionMatrixDisplay.from_predictions(
-        y_true, y_pred, labels=labels, normalize=normalize, cmap=cmap, ax=ax, colorbar=True,
-        values_format=".2f" if normalize else "d",
-    )  # fmt: skip
-    ax.set_title("Confusion matrix" + (f" (normalised over {normalize})" if normalize else ""))
     return finish_figure(fig, path, dpi)

@@ -1,8 +1,6 @@
-"""Small helpers shared by the explain modules: row selection, figures."""
+"""Small helpers shared by the explain modules: row selection."""
 
 from __future__ import annotations
-
-import os
 
 import numpy as np
 
@@ -22,17 +20,3 @@ def take_rows(X, rows):
     if isinstance(X, np.ndarray):
         return X[rows]
     return [X[i] for i in rows]
-
-
-def new_figure(figsize):
-    """A matplotlib ``Figure`` that is not registered with pyplot (no global state, no leak)."""
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=figsize, layout="constrained")
-
-
-def finish_figure(fig, path, dpi):
-    """Save ``fig`` to ``path`` (PNG unless the suffix says otherwise) when given; return it."""
-    if path is not None:
-        fig.savefig(os.fspath(path), dpi=dpi)
-    return fig

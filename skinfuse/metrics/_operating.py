@@ -3,12 +3,12 @@ and a classifier set to a target sensitivity."""
 
 from __future__ import annotations
 
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from .._utils._sklearn import HasMethods, Interval, validate_params
+from .._utils._sklearn import Interval, validate_params
 
 _UNIT = Interval(Real, 0, 1, closed="both")
 
@@ -167,66 +167,3 @@ def partial_auc(y_true, y_score, *, min_tpr=0.8, pos_label="mel"):
         x.append(fpr[i])
         y.append(above[i])
     return float(np.trapezoid(y, x))
-
-
-@validate_params(
-    {
-        "model": [HasMethods(["fit", "predict_proba"])],
-        "X": "no_validation",
-        "y": ["array-like"],
-        "groups": ["array-like"],
-        "sensitivity": [_UNIT],
-        "pos_label": "no_validation",
-        "n_splits": [Interval(Integral, 2, None, closed="left")],
-        "random_state": ["random_state"],
-    },
-    prefer_skip_nested_validation=True,
-)
-def triage_classifier(model, X, y, *, groups, sensitivity=0.9, pos_label="mel", n_splits=5,
-                      random_state=0):  # fmt: skip
-    """A ``pos_label``-vs-rest classifier set to reach a target sensitivity on unseen lesions.
-
-    ``model`` is trained on ``y == pos_label``. Its out-of-fold scores on lesion-grouped
-    folds (``StratifiedGroupKFold``) choose the threshold that reaches ``sensitivity`` with
-    the best specificity (:func:`operating_point`); then ``model`` is fitted on all of
-    ``X`` and wrapped in scikit-learn's ``FixedThresholdClassifier`` at that threshold.
-
-    Parameters
-    ----------
-    model : classifier with predict_proba
-        Cloned; e.g. ``make_fusion_pipeline(...)``.
-    X : DataFrame
-    y : array-like of shape (n_samples,)
-        The diagnoses.
-    groups : array-like of shape (n_samples,)
-        Lesion of each row.
-    sensitivity : float in [0, 1], default=0.9
-    pos_label : label, default="mel"
-    n_splits : int, default=5
-    random_state : int, RandomState or None, default=0
-        Shuffles the folds.
-
-    Returns
-    -------
-    classifier : sklearn.model_selection.FixedThresholdClassifier
-        Fitted; ``predict`` returns True for cases called ``pos_label``.
-    point : dict
-        The out-of-fold operating point: ``threshold``, ``sensitivity``, ``specificity``
-        (what to expect on new lesions, not a guarantee).
-    """
-    from sklearn.base import clone
-    from sklearn.model_selection import (
-        FixedThresholdClassifier,
-        StratifiedGroupKFold,
-        cross_val_predict,
-    )
-
-    target = np.asarray(y) == pos_label
-    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
-    splits = list(folds.split(X, target, groups))
-    scores = cross_val_predict(clone(model), X, target, cv=splits, method="predict_proba")[:, 1]
-    point = operating_point(target, scores, sensitivity=sensitivity, pos_label=True)
-    classifier = FixedThresholdClassifier(
-        clone(model), threshold=point["threshold"], response_method="predict_proba"
-    ).fit(X, target)
-    return classifier, point

@@ -1,19 +1,18 @@
-"""Pictures of the clinical evaluation: reliability diagram, sensitivity/specificity curve."""
+"""Pictures of the clinical evaluation: reliability diagram, sensitivity/specificity curve,
+confusion matrix."""
 
 from __future__ import annotations
 
-import os
 import textwrap
 from numbers import Integral, Real
 
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from .._utils._sklearn import Interval, validate_params
+from .._utils._figures import SAVING, finish_figure, new_figure
+from .._utils._sklearn import HasMethods, Interval, StrOptions, validate_params
 from ._calibration import expected_calibration_error
 from ._operating import _binary, operating_point, partial_auc
-
-_SAVING = {"path": [str, os.PathLike, None], "dpi": [Interval(Real, 0, None, closed="neither")]}
 
 
 def _wrap(text, width):
@@ -30,7 +29,7 @@ def _wrap(text, width):
         "classes": ["array-like"],
         "n_bins": [Interval(Integral, 2, None, closed="left")],
         "title": [str, None],
-        **_SAVING,
+        **SAVING,
     },
     prefer_skip_nested_validation=True,
 )
@@ -60,8 +59,6 @@ def plot_reliability_diagram(y_true, probas, *, classes, n_bins=15, title=None, 
     -------
     fig : matplotlib.figure.Figure
     """
-    from ..explain._utils import finish_figure, new_figure
-
     y_true, classes = np.asarray(y_true), np.asarray(classes)
     fig = new_figure((5.2, 5.6))
     ax, bars = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
@@ -94,7 +91,7 @@ def plot_reliability_diagram(y_true, probas, *, classes, n_bins=15, title=None, 
         "pos_label": "no_validation",
         "mark_sensitivity": [Interval(Real, 0, 1, closed="both"), None],
         "title": [str, None],
-        **_SAVING,
+        **SAVING,
     },
     prefer_skip_nested_validation=True,
 )
@@ -121,8 +118,6 @@ def plot_operating_curve(y_true, scores, *, pos_label="mel", mark_sensitivity=0.
     -------
     fig : matplotlib.figure.Figure
     """
-    from ..explain._utils import finish_figure, new_figure
-
     fig = new_figure((5.2, 4.6))
     ax = fig.subplots()
     ax.axhspan(0.8, 1.0, color="0.92", zorder=0, label="partial AUC region (TPR >= 0.8)")
@@ -147,4 +142,51 @@ def plot_operating_curve(y_true, scores, *, pos_label="mel", mark_sensitivity=0.
     ax.invert_xaxis()
     ax.set_title(_wrap(title or f"{pos_label} vs rest: sensitivity and specificity", 52))
     ax.legend(loc="lower right", fontsize=8)
+    return finish_figure(fig, path, dpi)
+
+
+@validate_params(
+    {
+        "y_true": ["array-like"],
+        "y_pred": ["array-like"],
+        "labels": ["array-like", None],
+        "normalize": [StrOptions({"true", "pred", "all"}), None],
+        "cmap": [str, HasMethods(["__call__"])],  # a name or a matplotlib Colormap
+        **SAVING,
+    },
+    prefer_skip_nested_validation=True,
+)
+def plot_confusion_matrix(
+    y_true, y_pred, *, labels=None, normalize=None, cmap="Blues", path=None, dpi=100
+):
+    """Confusion matrix (scikit-learn's ``ConfusionMatrixDisplay``).
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of shape (n,)
+    labels : array-like or None, default=None
+        Classes shown, in this order (``None``: those present, sorted).
+    normalize : {"true", "pred", "all"} or None, default=None
+        As in :func:`sklearn.metrics.confusion_matrix`: ``"true"`` gives per-class recall.
+    cmap : str or matplotlib Colormap, default="Blues"
+    path : str or path-like, default=None
+        Save the figure there.
+    dpi : float, default=100
+        Resolution of the saved figure.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+    """
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    k = len(labels) if labels is not None else len(np.unique(np.asarray(y_true)))
+    size = max(4.0, 0.6 * k + 2.5)
+    fig = new_figure((size + 0.8, size))
+    ax = fig.subplots()
+    ConfusionMatrixDisplay.from_predictions(
+        y_true, y_pred, labels=labels, normalize=normalize, cmap=cmap, ax=ax, colorbar=True,
+        values_format=".2f" if normalize else "d",
+    )  # fmt: skip
+    ax.set_title("Confusion matrix" + (f" (normalised over {normalize})" if normalize else ""))
     return finish_figure(fig, path, dpi)

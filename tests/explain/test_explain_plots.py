@@ -1,10 +1,11 @@
+import io
+
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
 from sklearn.utils import Bunch
 
 from skinfuse.explain import (
-    plot_confusion_matrix,
     plot_grad_cam,
     plot_importance,
     plot_shap_summary,
@@ -93,13 +94,6 @@ def test_plot_importance_and_confusion_matrix(tmp_path):
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["sex", "age", "image"]
     with pytest.raises(TypeError, match="modality_importance's result"):
         plot_importance({"a": 1})
-    y_true = ["nv", "nv", "mel", "bcc", "mel"]
-    y_pred = ["nv", "mel", "mel", "bcc", "nv"]
-    fig = plot_confusion_matrix(y_true, y_pred, labels=["bcc", "mel", "nv"],
-                                normalize="true", path=tmp_path / "cm.png")  # fmt: skip
-    assert isinstance(fig, Figure) and _is_png(tmp_path / "cm.png")
-    texts = [t.get_text() for t in fig.axes[0].texts]
-    assert "0.50" in texts and "1.00" in texts
 
 
 @pytest.mark.parametrize(
@@ -112,8 +106,6 @@ def test_plot_importance_and_confusion_matrix(tmp_path):
         ("plot_shap_summary", "explanation", dict(dpi=0), "'dpi' parameter"),
         ("plot_shap_waterfall", "explanation", dict(index="first"), "'index' parameter"),
         ("plot_importance", "result", dict(result=[0.1, 0.2]), "'result' parameter"),
-        ("plot_confusion_matrix", "labels", dict(normalize="rows"), "'normalize' parameter"),
-        ("plot_confusion_matrix", "labels", dict(cmap=3), "'cmap' parameter"),
     ],
 )
 def test_plots_refuse_bad_parameters(explanation, plot, args, params, match):
@@ -124,7 +116,32 @@ def test_plots_refuse_bad_parameters(explanation, plot, args, params, match):
         "images": dict(images=np.zeros((2, 8, 8, 3), dtype=np.uint8), heatmaps=heat),
         "explanation": dict(explanation=explanation),
         "result": {},
-        "labels": dict(y_true=["a", "b"], y_pred=["a", "a"]),
     }[args]
     with pytest.raises(ValueError, match=match):
         getattr(skinfuse.explain, plot)(**{**positional, **params})
+
+
+def test_plot_confusion_matrix_old_name_warns_and_draws_the_same_figure():
+    """skinfuse.explain.plot_confusion_matrix moved to skinfuse.metrics."""
+    import skinfuse.explain
+    from skinfuse.metrics import plot_confusion_matrix
+
+    assert "plot_confusion_matrix" not in skinfuse.explain.__all__
+    with pytest.warns(FutureWarning, match="skinfuse.metrics.plot_confusion_matrix"):
+        from skinfuse.explain import plot_confusion_matrix as old_name
+    with pytest.warns(FutureWarning, match="skinfuse.metrics.plot_confusion_matrix"):
+        assert skinfuse.explain.plot_confusion_matrix is plot_confusion_matrix
+    y_true = ["nv", "nv", "mel", "bcc", "mel"]
+    y_pred = ["nv", "mel", "mel", "bcc", "nv"]
+    old, new = (
+        plot(y_true, y_pred, normalize="true") for plot in (old_name, plot_confusion_matrix)
+    )
+    assert [t.get_text() for t in old.axes[0].texts] == [t.get_text() for t in new.axes[0].texts]
+    pixels = []
+    for fig in (old, new):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="rgba")
+        pixels.append(buffer.getvalue())
+    assert pixels[0] == pixels[1]
+    with pytest.raises(AttributeError, match="no attribute 'plot_confusion'"):
+        skinfuse.explain.plot_confusion  # noqa: B018
