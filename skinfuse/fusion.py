@@ -8,6 +8,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
+from ._cache import activation_cache, check_cache_dir
 from ._columns import IMAGE_COLUMN, METADATA_COLUMNS
 from ._late_fusion import LateFusionClassifier
 from ._nn import params
@@ -26,8 +27,7 @@ from ._utils._sklearn import (
     _fit_context,
 )
 from ._utils._validation import check_labels
-from .encoders._base import activation_cache, validate_images
-from .encoders._cache import check_cache_dir
+from .encoders._base import validate_images
 from .images import as_image_list, check_image_files
 
 __all__ = ["FusionNetClassifier", "LateFusionClassifier"]

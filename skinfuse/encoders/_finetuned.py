@@ -489,8 +489,8 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
 
     def _train(self, items, y_idx, seed, groups=None):
         """Fine-tune one network on ``items``; return the skorch net (module on ``device_``)."""
+        from .._cache import activation_cache
         from .._nn.training import train_classifier
-        from ._base import activation_cache
 
         return train_classifier(
             items, y_idx, self.classes_, params=self.get_params(deep=False),
@@ -531,10 +531,10 @@ class FineTunedCNNEncoder(TrainedNetworkMixin, ClassifierMixin, BaseImageEncoder
     def _encode_with(self, module, images, view, device):
         """Embeddings of one view of ``images`` by the network ``module`` (not cached); with
         ``trainable_blocks``, from the cached activations of its frozen stages."""
+        from .._cache import activation_cache
         from .._nn.inference import embed
         from .._nn.partial import run_top, split_network, trunk_key, view_activations
         from .._nn.views import ViewOf
-        from ._base import activation_cache
 
         if self.trainable_blocks is None:
             return embed(
