@@ -232,3 +232,22 @@ def test_device_decoding_goes_into_shards_of_its_own(tmp_path):
     # Pillow's pixels are not in these shards
     FrozenCNNEncoder(**TINY, cache_dir=str(cache_dir)).fit(paths).transform(paths)
     assert cache_info()["encoded"] == 10
+
+
+def test_a_partially_fine_tuned_encoder_embeds_in_bulk(tmp_path):
+    # its trunk activations go through the embedding cache as usual; only the embeddings
+    # themselves go to the shards (with a context variable, both did, and it failed)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 16, 16, 3), dtype=np.uint8)
+    encoder = FineTunedCNNEncoder(
+        **TINY, max_epochs=1, trainable_blocks=1, cached_views=1, validation_fraction=0,
+        random_state=0, verbose=0,
+    ).fit(images, np.array([0, 1] * 6))  # fmt: skip
+    expected = encoder.transform(images)
+    clear_cache()
+    done = embed_images(encoder, images, cache_dir=tmp_path / "c", chunk_size=6, verbose=0)
+    assert (done.encoded, done.n_chunks, len(_shards(tmp_path / "c"))) == (12, 2, 2)
+    clear_cache()
+    out = encoder.set_params(cache_dir=str(tmp_path / "c")).transform(images)
+    assert cache_info()["encoded"] == 0
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-5)  # other batches (6, not 12)
