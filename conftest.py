@@ -3,4 +3,4 @@
 import importlib.util
 
 # The Dask side of embed_images imports distributed (pip install "skinfuse[distributed]").
-collect_ignore = [] if importlib.util.find_spec("distributed") else ["skinfuse/encoders/_dask.py"]
+collect_ignore = [] if importlib.util.find_spec("distributed") else ["skinfuse/_cache/dask.py"]

@@ -165,7 +165,7 @@ def run_train(data, *, recipe, out, cv=None, cache_dir=None, random_state=0, car
     data = _check_data_dir(data)
     out = _check_out_file(out, "--out")
     if cache_dir is not None:
-        from .encoders._cache import check_cache_dir
+        from ._cache import check_cache_dir
 
         check_cache_dir(cache_dir)
         cache_dir = os.fspath(cache_dir)  # a str: the model file stores plain parameters

@@ -8,11 +8,13 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
+from ._cache import check_cache_dir
 from ._columns import IMAGE_COLUMN, METADATA_COLUMNS
 from ._late_fusion import LateFusionClassifier
 from ._nn import params
 from ._nn.device import TorchEstimatorMixin
 from ._nn.estimator import FineTuningMixin, fill_doc
+from ._utils._images import validate_images
 from ._utils._sklearn import (
     HasMethods,
     Interval,
@@ -22,8 +24,6 @@ from ._utils._sklearn import (
     _fit_context,
 )
 from ._utils._validation import store_params
-from .encoders._base import validate_images
-from .encoders._cache import check_cache_dir
 from .images import as_image_list, check_image_files
 
 __all__ = ["FusionNetClassifier", "LateFusionClassifier"]
@@ -242,8 +242,7 @@ class FusionNetClassifier(FineTuningMixin, TorchEstimatorMixin, ClassifierMixin,
             ).fit(X)
         meta = self._metadata_matrix(X, len(items))
 
-        if self.cache and self.cache_dir is not None:
-            check_cache_dir(self.cache_dir)
+        check_cache_dir(self.cache_dir, cache=self.cache)
         net = self._train(
             items, y_idx, seed, groups, metadata=meta, n_metadata=meta.shape[1],
             metadata_hidden=self.metadata_hidden, dropout=self.dropout,

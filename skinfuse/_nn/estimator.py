@@ -224,7 +224,7 @@ class FineTuningMixin(TrainedNetworkMixin):
     def _activation_cache(self, device):
         """``cache(trunk_key)``: the cached activations of a trunk, for
         :func:`.partial.view_activations`, in this estimator's embedding cache."""
-        from ..encoders._base import activation_cache
+        from .._cache import activation_cache
 
         return lambda key: activation_cache(self, key, device)
 

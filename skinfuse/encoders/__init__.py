@@ -1,9 +1,9 @@
 """Image encoders: scikit-learn transformers from a column of images to an embedding matrix."""
 
+from .._cache import cache_info, clear_cache
 from .._nn.names import BACKBONES
 from ._autoencoder import ConvAutoencoderEncoder
 from ._bulk import embed_images
-from ._cache import cache_info, clear_cache
 from ._finetuned import FineTunedCNNEncoder
 from ._frozen import FrozenCNNEncoder
 

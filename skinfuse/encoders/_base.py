@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
-import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from .._cache import check_cache_dir, chunk_images, encode_cached
 from .._nn.device import TorchEstimatorMixin, precision
-from .._utils._sklearn import _check_feature_names, _check_n_features
-from ..images import as_image_list, check_image_files
-from ._cache import CHUNK_IMAGES, check_cache_dir, encode_cached
+from .._utils._images import validate_images
 
 
 class BaseImageEncoder(
@@ -46,7 +42,7 @@ class BaseImageEncoder(
         """
         items = validate_images(self, X, reset=reset)
         if reset:
-            check_cache_folder(self)
+            check_cache_dir(self.cache_dir, cache=self.cache)
         return items
 
     # -- output --------------------------------------------------------------------------
@@ -89,9 +85,7 @@ class BaseImageEncoder(
         ``pixels`` (the items decoded already, a uint8 tensor in their order) spares
         decoding them again.
         """
-        from .._nn.views import check_views, views_for
-
-        views = views_for(check_views(getattr(self, "tta", 1)))
+        views = self._views()
         out = self._embed_view(items, views[0], pixels)
         for view in views[1:]:
             out += self._embed_view(items, view, pixels)
@@ -99,8 +93,30 @@ class BaseImageEncoder(
             out /= np.float32(len(views))
         return out
 
+    def _embed_to_shards(self, items, writer):
+        """Bulk embedding (:func:`skinfuse.encoders.embed_images`): each view's embeddings of
+        ``items`` go to ``writer`` (a :class:`skinfuse._cache.chunks.ShardWriter`), one
+        shard per view under its cache key, and nothing is returned or kept in memory."""
+        for view in self._views():
+            writer.write(items, *self._view_encoding(items, view))
+
+    def _views(self):
+        """The views embedded (``tta``, for encoders that have it), in order."""
+        from .._nn.views import check_views, views_for
+
+        return views_for(check_views(getattr(self, "tta", 1)))
+
     def _embed_view(self, items, view, pixels=None):
         """Cached embeddings of one view of ``items``."""
+        encode, key = self._view_encoding(items, view, pixels)
+        return encode_cached(
+            items, encode, config_key=key, cache=self.cache, cache_dir=self.cache_dir,
+            chunk_size=chunk_images(self.batch_size),
+        )  # fmt: skip
+
+    def _view_encoding(self, items, view, pixels=None):
+        """``(encode, key)``: the function embedding one view of some of ``items``, and the
+        cache key of that view's embeddings."""
         device = self._inference_device()
         index = None if pixels is None else {id(item): i for i, item in enumerate(items)}
 
@@ -115,11 +131,7 @@ class BaseImageEncoder(
             key = f"{key}-devdecode"
         if view != "identity":
             key = f"{key}-{view}"
-        batch = int(self.batch_size)  # chunks of whole batches: the same batches as one call
-        return encode_cached(
-            items, encode, config_key=key, cache=self.cache, cache_dir=self.cache_dir,
-            chunk_size=max(1, CHUNK_IMAGES // batch) * batch,
-        )  # fmt: skip
+        return encode, key
 
     def _size(self) -> int:
         """The side of the square images the network sees."""
@@ -147,94 +159,3 @@ class BaseImageEncoder(
             verbose=self.verbose,
             desc=f"encoding ({type(self).__name__}, {view})",
         )
-
-
-def activation_cache(estimator, trunk_key, device):
-    """``cached(items, encode, view)`` for :func:`skinfuse._nn.partial.view_activations`:
-    the trunk activations of each view, in the embedding cache of ``estimator``
-    (``cache``, ``cache_dir``, default: memory only)."""
-    batch = int(estimator.batch_size)
-
-    def cached(items, encode, view):
-        return encode_cached(
-            items, encode, config_key=f"{trunk_key}-{precision(device)}-{view}",
-            cache=getattr(estimator, "cache", True), cache_dir=getattr(estimator, "cache_dir", None),
-            chunk_size=max(1, CHUNK_IMAGES // batch) * batch,
-        )  # fmt: skip
-
-    return cached
-
-
-def check_cache_folder(estimator) -> None:
-    """Raise a clear ``ValueError`` now if ``estimator.cache_dir`` cannot hold a cache.
-
-    A file, a folder that cannot be created or one that is not writable would
-    otherwise fail only after the encoding.
-    """
-    if getattr(estimator, "cache", False) and getattr(estimator, "cache_dir", None) is not None:
-        check_cache_dir(estimator.cache_dir)
-
-
-def _all_paths(arr):
-    return all(isinstance(v, (str, os.PathLike)) for v in arr.ravel())
-
-
-def _not_images(estimator, what, shape):
-    return ValueError(
-        f"{type(estimator).__name__} takes a column of images (file paths, a one-column "
-        f"DataFrame of paths, or an (n, H, W, C) array of images); got {what} of shape "
-        f"{shape}, which looks like a feature matrix, not images. Pass the image column "
-        "(e.g. X[['image_path']]) or the images themselves."
-    )
-
-
-def validate_images(estimator, X, *, reset: bool) -> list:
-    """Check ``X``'s feature names/counts like ``validate_data``; return the list of images.
-
-    ``estimator`` (an image encoder, or ``FusionNetClassifier`` without
-    metadata) gets its ``n_features_in_`` / ``feature_names_in_`` set or checked.
-    """
-    if sp.issparse(X):
-        raise TypeError(
-            f"{type(estimator).__name__} does not support sparse input: pass a column of "
-            "image paths or an array of images"
-        )
-    _check_feature_names(estimator, X, reset=reset)
-    if hasattr(X, "iloc"):  # pandas Series / DataFrame of paths
-        frame = X.to_frame() if X.ndim == 1 else X
-        if all(dtype.kind in "biuf" for dtype in frame.dtypes):
-            raise _not_images(estimator, "a numeric DataFrame", frame.shape)
-        _check_n_features(estimator, frame, reset=reset)
-        items = as_image_list(frame)
-    elif _is_list_of_arrays(X):
-        if reset:
-            estimator.n_features_in_ = 1
-        items = as_image_list(X)
-    else:
-        arr = np.asarray(X, dtype=object) if isinstance(X, (list, tuple)) else np.asarray(X)
-        numeric = arr.dtype != object and arr.dtype.kind not in "US"
-        if arr.ndim == 1 and numeric:
-            raise ValueError(
-                "Expected a column of images, got a 1-D numeric array. Reshape your data "
-                "either using array.reshape(-1, 1) if it has a single feature or "
-                "array.reshape(1, -1) if it contains a single sample; for images pass "
-                "file paths or an (n, H, W, C) array."
-            )
-        if arr.ndim == 2 and numeric:
-            raise _not_images(estimator, "a 2-D numeric array", arr.shape)
-        if arr.ndim == 2 and not (arr.shape[1] == 1 and _all_paths(arr)):
-            raise ValueError(
-                f"{type(estimator).__name__} takes one column of images; got an array of "
-                f"shape {arr.shape}. Pass the image column alone."
-            )
-        if reset:
-            estimator.n_features_in_ = 1
-        items = as_image_list(arr)
-    if len(items) == 0:
-        raise ValueError("Found array with 0 sample(s); at least 1 image is required.")
-    check_image_files(items, on_error="raise")
-    return items
-
-
-def _is_list_of_arrays(X):
-    return isinstance(X, (list, tuple)) and len(X) > 0 and isinstance(X[0], np.ndarray)

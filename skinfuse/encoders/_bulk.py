@@ -1,23 +1,21 @@
 """embed_images: a large collection of images into the on-disk embedding cache, chunk by
-chunk, in this process or on the workers of a Dask cluster."""
+chunk, in this process or on the workers of a Dask cluster (the machinery:
+:mod:`skinfuse._cache.bulk`)."""
 
 from __future__ import annotations
 
 import os
-import time
 from numbers import Integral
 
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
-from sklearn.utils import Bunch
 from sklearn.utils.validation import check_is_fitted
 
-from .._nn.device import resolve_device
+from .._cache.bulk import embed_in_chunks
 from .._nn.names import NO_DISK
 from .._utils._sklearn import HasMethods, Interval, validate_params
-from ..images import as_image_list, check_image_files
+from ..images import as_image_list
 from ._base import BaseImageEncoder
-from ._cache import check_cache_dir, writing_shards
 
 #: images per chunk (one task, one shard) by default
 CHUNK_SIZE = 1024
@@ -134,40 +132,10 @@ def embed_images(
     items = as_image_list(images)
     if not items:
         raise ValueError("embed_images got 0 images; pass at least one.")
-    cache_dir = os.fspath(cache_dir)
-    step = int(chunk_size)
-    chunks = [items[i : i + step] for i in range(0, len(items), step)]
-    start = time.perf_counter()
-    if client is None:
-        check_cache_dir(cache_dir)
-        results = _run_here(encoder, chunks, cache_dir, torch_threads)
-        where = "this process"
-    else:
-        from ._dask import run_on
-
-        client.run(check_cache_dir, cache_dir)  # the workers' view of it
-        results = run_on(client, encoder, chunks, cache_dir, torch_threads)
-        where = f"{len(client.nthreads())} workers"
-    summary = Bunch(
-        n_images=len(items), encoded=0, skipped=0, n_chunks=len(chunks), worker_seconds=0.0
-    )
-    folders = set()
-    from tqdm.auto import tqdm
-
-    with tqdm(
-        total=len(items), unit="img", desc=f"embedding ({where})", disable=not verbose
-    ) as bar:
-        for done in results:
-            summary.encoded += done["encoded"]
-            summary.skipped += done["skipped"]
-            summary.worker_seconds += done["seconds"]
-            folders.update(done["folders"])
-            bar.update(done["images"])
-            bar.set_postfix(encoded=summary.encoded, skipped=summary.skipped, refresh=False)
-    summary.folders = sorted(folders)
-    summary.seconds = time.perf_counter() - start
-    summary.images_per_second = len(items) / summary.seconds
-    return summary
+    return embed_in_chunks(
+        encoder, items, cache_dir=os.fspath(cache_dir), client=client, chunk_size=chunk_size,
+        torch_threads=torch_threads, verbose=verbose,
+    )  # fmt: skip
 
 
 def _fitted(encoder):
@@ -189,46 +157,3 @@ def _fitted(encoder):
     # fit only builds the network: a blank image stands in for the data (which the
     # workers, not this process, may be the ones to see)
     return clone(encoder).fit(np.zeros((1, 8, 8, 3), dtype=np.uint8))
-
-
-def _prepared(encoder):
-    """A copy of the fitted ``encoder`` (sharing its modules) that shows no progress bar and,
-    where its ``device`` is ``"auto"``, runs on this process's device (a Dask worker's GPU)."""
-    mine = object.__new__(type(encoder))
-    mine.__dict__.update(encoder.__dict__)
-    mine.__dict__.pop("_device_copies", None)  # its own copies on its own device
-    if hasattr(mine, "verbose"):
-        mine.verbose = 0
-    if getattr(encoder, "device", None) in (None, "auto"):
-        mine.device_ = resolve_device("auto")
-    return mine
-
-
-def embed_chunk(items, encoder, cache_dir):
-    """Embed one chunk with a :func:`_prepared` encoder into one shard (or find its shard on
-    disk); return the counters."""
-    start = time.perf_counter()
-    check_image_files(items, on_error="raise")
-    with writing_shards(cache_dir) as writer:
-        encoder._embed(items)
-    return {  # per image of the chunk, whatever the number of shards it needs (views)
-        "images": len(items),
-        "encoded": writer.unique if writer.encoded else 0,
-        "skipped": 0 if writer.encoded else len(items),
-        "folders": sorted(writer.folders),
-        "seconds": time.perf_counter() - start,
-    }
-
-
-def _run_here(encoder, chunks, cache_dir, torch_threads):
-    import torch
-
-    threads = torch.get_num_threads()
-    if torch_threads is not None:
-        torch.set_num_threads(torch_threads)
-    mine = _prepared(encoder)  # afresh for each call: the encoder may have been refitted
-    try:
-        for chunk in chunks:
-            yield embed_chunk(chunk, mine, cache_dir)
-    finally:
-        torch.set_num_threads(threads)

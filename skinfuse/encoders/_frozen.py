@@ -233,6 +233,12 @@ class FrozenCNNEncoder(BaseImageEncoder):
             return super()._embed(items, pixels=pixels)
         return np.hstack([e._embed(items) for e in self.encoders_])
 
+    def _embed_to_shards(self, items, writer):
+        if not self._several():
+            return super()._embed_to_shards(items, writer)
+        for encoder in self.encoders_:
+            encoder._embed_to_shards(items, writer)
+
     def __skinfuse_gradcam_embedder__(self):
         """``(embedder, layer, image_size)`` for Grad-CAM of the embedding: with several
         backbones, one module that resizes the image for each backbone (bilinear,

@@ -65,8 +65,9 @@ Examples
 ...                     path="gradcam.png")                          # doctest: +SKIP
 """
 
-from ._cam import GRADIENT_FREE_METHODS, GRADIENT_METHODS, METHODS, grad_cam
+from ._cam import grad_cam
 from ._importance import modality_importance
+from ._methods import GRADIENT_FREE_METHODS, GRADIENT_METHODS, METHODS
 from ._plots import plot_grad_cam, plot_importance, plot_shap_summary, plot_shap_waterfall
 from ._shap import explain_metadata
 

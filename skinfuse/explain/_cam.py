@@ -7,18 +7,7 @@ from numbers import Integral
 import numpy as np
 
 from .._utils._sklearn import HasMethods, Interval, StrOptions, validate_params
-
-#: Gradient methods, by name: pytorch-grad-cam classes.
-GRADIENT_METHODS = {
-    "gradcam": "GradCAM",
-    "gradcam++": "GradCAMPlusPlus",
-    "hirescam": "HiResCAM",
-    "xgradcam": "XGradCAM",
-    "layercam": "LayerCAM",
-}
-#: Methods that only run the model forward.
-GRADIENT_FREE_METHODS = ("scorecam", "occlusion")
-METHODS = ("auto", *GRADIENT_METHODS, *GRADIENT_FREE_METHODS)
+from ._methods import GRADIENT_METHODS, METHODS
 
 
 @validate_params(

@@ -15,7 +15,7 @@ from pytorch_grad_cam import ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from ._cam import GRADIENT_METHODS
+from ._methods import GRADIENT_METHODS
 
 
 class BatchedScoreCAM(ScoreCAM):

@@ -18,8 +18,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from skinfuse.datasets import make_synthetic_lesions
+from skinfuse.encoders import cache_info, clear_cache
 from skinfuse.encoders._autoencoder import ConvAutoencoderEncoder
-from skinfuse.encoders._cache import cache_info, clear_cache
 from skinfuse.images import load_images
 
 SMALL = dict(

@@ -8,11 +8,11 @@ from PIL import Image
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
 
+from skinfuse._cache import chunks
+from skinfuse._cache import keys as image_keys
 from skinfuse.encoders import (
     FineTunedCNNEncoder,
     FrozenCNNEncoder,
-    _bulk,
-    _cache,
     cache_info,
     clear_cache,
     embed_images,
@@ -50,7 +50,7 @@ def test_chunks_go_to_disk_and_any_encoder_of_the_configuration_reads_them(tmp_p
     assert done.folders == [str(_shards(cache_dir)[0].parent)]
     assert not hasattr(encoder, "config_key_")  # a clone was fitted, not the caller's
     # nothing kept in this process: no embedding, no remembered file key
-    assert cache_info()["images"] == 0 and not _cache._FILE_KEYS
+    assert cache_info()["images"] == 0 and not image_keys._FILE_KEYS
     clear_cache()
     out = encoder.set_params(cache_dir=str(cache_dir)).fit(paths).transform(paths)
     assert cache_info()["encoded"] == 0
@@ -123,11 +123,11 @@ def test_each_process_picks_its_own_device_where_device_is_auto():
     images = np.zeros((2, 8, 8, 3), dtype=np.uint8)
     auto = FrozenCNNEncoder(**TINY).fit(images)
     auto.device_ = "cuda"  # as if fitted on a machine with a GPU, shipped to one without
-    mine = _bulk._prepared(auto)
+    mine = chunks.prepared(auto)
     assert mine.device_ == "cpu" and auto.device_ == "cuda"
     assert mine.embedder_ is auto.embedder_  # the weights are shared, not copied
     fixed = FrozenCNNEncoder(**TINY, device="cpu").fit(images)
-    assert _bulk._prepared(fixed).device_ == "cpu"
+    assert chunks.prepared(fixed).device_ == "cpu"
 
 
 def _hidden_module():
@@ -189,12 +189,21 @@ class _TwoCalls(FrozenCNNEncoder):
         finally:
             self.config_key_ = key
 
+    def _embed_to_shards(self, items, writer):  # embed_images: the same two cache calls
+        super()._embed_to_shards(items, writer)
+        key = self.config_key_
+        self.config_key_ = f"{key}-flipped"
+        try:
+            super()._embed_to_shards(items, writer)
+        finally:
+            self.config_key_ = key
+
 
 def test_an_encoder_with_several_cache_calls_counts_each_image_once(tmp_path, monkeypatch):
     paths = _paths(tmp_path / "images", n=10)
     reads = []
-    real = _cache._file_digest
-    monkeypatch.setattr(_cache, "_file_digest", lambda p: reads.append(p) or real(p))
+    real = image_keys._file_digest
+    monkeypatch.setattr(image_keys, "_file_digest", lambda p: reads.append(p) or real(p))
     encoder = _TwoCalls(**TINY).fit(paths)
     reads.clear()
     done = embed_images(encoder, paths, cache_dir=tmp_path / "c", chunk_size=4, verbose=0)
@@ -223,3 +232,22 @@ def test_device_decoding_goes_into_shards_of_its_own(tmp_path):
     # Pillow's pixels are not in these shards
     FrozenCNNEncoder(**TINY, cache_dir=str(cache_dir)).fit(paths).transform(paths)
     assert cache_info()["encoded"] == 10
+
+
+def test_a_partially_fine_tuned_encoder_embeds_in_bulk(tmp_path):
+    # its trunk activations go through the embedding cache as usual; only the embeddings
+    # themselves go to the shards (with a context variable, both did, and it failed)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 16, 16, 3), dtype=np.uint8)
+    encoder = FineTunedCNNEncoder(
+        **TINY, max_epochs=1, trainable_blocks=1, cached_views=1, validation_fraction=0,
+        random_state=0, verbose=0,
+    ).fit(images, np.array([0, 1] * 6))  # fmt: skip
+    expected = encoder.transform(images)
+    clear_cache()
+    done = embed_images(encoder, images, cache_dir=tmp_path / "c", chunk_size=6, verbose=0)
+    assert (done.encoded, done.n_chunks, len(_shards(tmp_path / "c"))) == (12, 2, 2)
+    clear_cache()
+    out = encoder.set_params(cache_dir=str(tmp_path / "c")).transform(images)
+    assert cache_info()["encoded"] == 0
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-5)  # other batches (6, not 12)

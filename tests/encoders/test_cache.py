@@ -16,7 +16,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from skinfuse.encoders import FrozenCNNEncoder, _cache, cache_info, clear_cache
+from skinfuse._cache import disk, embeddings
+from skinfuse._cache import keys as image_keys
+from skinfuse.encoders import FrozenCNNEncoder, cache_info, clear_cache
 
 TINY = dict(backbone="tiny_cnn", weights=None, image_size=16, batch_size=4, pooling="avg")
 #: seconds the concurrency test runs; SKINFUSE_CACHE_STRESS_S=20 for a longer run
@@ -74,18 +76,18 @@ def test_copies_share_one_embedding_and_disk_keys_survive_a_move(tmp_path):
 
 
 def test_a_missing_file_has_a_key_no_image_has(tmp_path):
-    key = _cache.image_key(str(tmp_path / "gone.png"))
+    key = image_keys.image_key(str(tmp_path / "gone.png"))
     Image.fromarray(_images(1)[0]).save(tmp_path / "there.png")
-    assert key != _cache.image_key(str(tmp_path / "there.png"))
+    assert key != image_keys.image_key(str(tmp_path / "there.png"))
     assert key.startswith("missing|") and "gone.png" in key
 
 
 def test_an_unchanged_file_is_read_once(tmp_path, monkeypatch):
     Image.fromarray(_images(1)[0]).save(tmp_path / "a.png")
     reads = []
-    real = _cache._file_digest
-    monkeypatch.setattr(_cache, "_file_digest", lambda p: reads.append(p) or real(p))
-    keys = {_cache.image_key(str(tmp_path / "a.png")) for _ in range(3)}
+    real = image_keys._file_digest
+    monkeypatch.setattr(image_keys, "_file_digest", lambda p: reads.append(p) or real(p))
+    keys = {image_keys.image_key(str(tmp_path / "a.png")) for _ in range(3)}
     assert len(keys) == 1 and len(reads) == 1
 
 
@@ -258,10 +260,7 @@ def test_a_shard_with_wrong_arrays_is_skipped(tmp_path):
 
 
 def test_long_encodings_save_each_chunk_and_a_rerun_encodes_the_rest(tmp_path, monkeypatch):
-    monkeypatch.setattr(_cache, "CHUNK_IMAGES", 8)
-    from skinfuse.encoders import _base
-
-    monkeypatch.setattr(_base, "CHUNK_IMAGES", 8)
+    monkeypatch.setattr(embeddings, "CHUNK_IMAGES", 8)
     images = _images(20)
     expected = FrozenCNNEncoder(**TINY, cache=False).fit(images).transform(images)
     import skinfuse._nn.inference as inference
@@ -290,9 +289,10 @@ def test_long_encodings_save_each_chunk_and_a_rerun_encodes_the_rest(tmp_path, m
 _KILLED_WRITER = """
 import io, os, sys, time
 import numpy as np
-from skinfuse.encoders import FrozenCNNEncoder, _base, _cache
+from skinfuse._cache import embeddings
+from skinfuse.encoders import FrozenCNNEncoder
 
-_cache.CHUNK_IMAGES = _base.CHUNK_IMAGES = 8
+embeddings.CHUNK_IMAGES = 8
 real, calls = np.savez, []
 
 def slow_savez(file, *args, **kwargs):  # the third shard: half written, then killed
@@ -336,7 +336,7 @@ def test_a_writer_killed_mid_write_leaves_a_usable_cache(tmp_path):
 _WORKER = """
 import json, sys, time, warnings
 import numpy as np
-from skinfuse.encoders import _cache
+from skinfuse import _cache
 
 role, cache_dir, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
 
@@ -433,17 +433,15 @@ def test_an_unusable_cache_dir_is_ignored_when_cache_is_false(tmp_path):
 
 # -- reading back only what is asked for; memory across configurations ---------------------------
 def test_only_the_shards_holding_the_images_asked_for_are_read(tmp_path, monkeypatch):
-    from skinfuse.encoders import _base
-
-    monkeypatch.setattr(_base, "CHUNK_IMAGES", 8)
+    monkeypatch.setattr(embeddings, "CHUNK_IMAGES", 8)
     images = _images(24)
     cache_dir = tmp_path / "cache"
     full = FrozenCNNEncoder(**TINY, cache_dir=str(cache_dir)).fit(images).transform(images)
     assert len(_shards(cache_dir)) == 3
     clear_cache()
     reads = []
-    real = _cache._read_shard
-    monkeypatch.setattr(_cache, "_read_shard", lambda s: reads.append(s.name) or real(s))
+    real = disk._read_shard
+    monkeypatch.setattr(disk, "_read_shard", lambda s: reads.append(s.name) or real(s))
     enc = FrozenCNNEncoder(**TINY, cache_dir=str(cache_dir)).fit(images)
     np.testing.assert_array_equal(enc.transform(images[[1, 5]]), full[[1, 5]])
     assert cache_info()["images"] == 2 and cache_info()["encoded"] == 0
@@ -453,7 +451,7 @@ def test_only_the_shards_holding_the_images_asked_for_are_read(tmp_path, monkeyp
 
 
 def test_configurations_on_disk_leave_memory_beyond_the_limit(tmp_path, monkeypatch):
-    monkeypatch.setattr(_cache, "MEMORY_LIMIT_BYTES", 0)
+    monkeypatch.setattr(embeddings, "MEMORY_LIMIT_BYTES", 0)
     images = _images(4)
     on_disk = dict(TINY, cache_dir=str(tmp_path / "cache"))
     a = FrozenCNNEncoder(**on_disk).fit(images)
@@ -474,7 +472,7 @@ def test_configurations_on_disk_leave_memory_beyond_the_limit(tmp_path, monkeypa
 _ENCODER_PROCESS = """
 import sys, time
 import numpy as np
-from skinfuse.encoders import _cache
+from skinfuse import _cache
 
 cache_dir, start = sys.argv[1], float(sys.argv[2])
 

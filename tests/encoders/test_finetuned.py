@@ -25,8 +25,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from skinfuse._nn.backbones import backbone_stages
 from skinfuse._nn.data import ImageDataset, default_augmentation
 from skinfuse.datasets import make_synthetic_lesions
-from skinfuse.encoders import FineTunedCNNEncoder
-from skinfuse.encoders._cache import clear_cache
+from skinfuse.encoders import FineTunedCNNEncoder, clear_cache
 
 # 6 epochs of a small random-init CNN at 32 px: about a second per fit on one core
 TINY = dict(

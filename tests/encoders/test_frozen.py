@@ -365,7 +365,7 @@ def test_device_decoding_on_efficientnet_lite0_is_within_bf16(tmp_path, jpegs):
 
 
 def test_decode_options_and_cache_keys(jpegs):
-    from skinfuse.encoders._cache import _MEMORY
+    from skinfuse._cache.embeddings import _MEMORY
 
     X = jpegs[:6]
     auto = FrozenCNNEncoder(**TINY).fit(X)
@@ -407,7 +407,7 @@ def test_device_decoding_with_workers_and_other_formats(jpegs, tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_auto_decodes_on_cuda(jpegs):
-    from skinfuse.encoders._cache import _MEMORY
+    from skinfuse._cache.embeddings import _MEMORY
 
     gpu = FrozenCNNEncoder(**TINY, device="cuda").fit(jpegs)
     got = gpu.transform(jpegs)

@@ -8,7 +8,7 @@ import uuid
 
 from distributed import WorkerPlugin, as_completed, get_worker
 
-from ._bulk import _prepared, embed_chunk
+from . import chunks
 
 
 class EncoderPlugin(WorkerPlugin):
@@ -17,7 +17,7 @@ class EncoderPlugin(WorkerPlugin):
     The scheduler keeps it and hands it to each worker as it registers, so a worker
     restarted after dying has it too; nothing is lost with a worker (data scattered or
     computed on the cluster can be, or can be fetched anew for every chunk). Each worker
-    prepares it once, on its own device (:func:`~skinfuse.encoders._bulk._prepared`).
+    prepares it once, on its own device (:func:`~skinfuse._cache.chunks.prepared`).
     """
 
     def __init__(self, encoder, name):
@@ -35,7 +35,7 @@ class EncoderPlugin(WorkerPlugin):
     def prepared(self):
         with self._lock:
             if self._ready is None:
-                self._ready = _prepared(self.encoder)
+                self._ready = chunks.prepared(self.encoder)
             return self._ready
 
 
@@ -47,7 +47,7 @@ def embed_chunk_on_worker(items, plugin_name, cache_dir, torch_threads):
         if torch.get_num_threads() != torch_threads:
             torch.set_num_threads(torch_threads)
     encoder = get_worker().plugins[plugin_name].prepared()
-    return embed_chunk(items, encoder, cache_dir)
+    return chunks.embed_chunk(items, encoder, cache_dir)
 
 
 def run_on(client, encoder, chunks, cache_dir, torch_threads):
