@@ -44,7 +44,6 @@ import numpy as np
 import sklearn
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.dummy import DummyClassifier
-from sklearn.ensemble import VotingClassifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
@@ -58,8 +57,6 @@ from sklearn.metrics import (
 from sklearn.model_selection import StratifiedGroupKFold
 
 from skinfuse import show_versions
-from skinfuse._recipes import _mlp as frozen_recipe_head
-from skinfuse._recipes import make_recipe
 from skinfuse.datasets import load_ham10000, make_synthetic_lesions
 from skinfuse.encoders import ConvAutoencoderEncoder, FrozenCNNEncoder
 from skinfuse.fusion import FusionNetClassifier
@@ -73,6 +70,7 @@ from skinfuse.metrics import (
     specificity_at_sensitivity,
 )
 from skinfuse.pipeline import make_fusion_pipeline
+from skinfuse.recipes import make_recipe, seed_ensemble
 
 APPROACHES = ("majority", "metadata", "frozen", "cae", "finetuned")
 METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "roc_auc_ovr")
@@ -107,8 +105,8 @@ def frozen_encoder(args):
 
 def head(args):
     """The classifier every learned row shares (fair ablations); see --classifier."""
-    if args.classifier == "mlp":
-        return frozen_recipe_head(random_state=0)  # the `frozen` recipe's head, one definition
+    if args.classifier == "mlp":  # MLP(512), preset "best": the `frozen` recipe's head
+        return "mlp"
     if args.classifier == "logreg":
         return LogisticRegression(C=0.05, max_iter=3000)
     return args.classifier  # "rf": make_fusion_pipeline's random forest
@@ -141,10 +139,7 @@ def recipe_params(args):
 
 def networks(params, seeds):
     """One FusionNetClassifier, or a soft-voting ensemble of one per seed."""
-    if len(seeds) == 1:
-        return FusionNetClassifier(**params, random_state=seeds[0])
-    members = [(f"seed{s}", FusionNetClassifier(**params, random_state=s)) for s in seeds]
-    return VotingClassifier(members, voting="soft")
+    return seed_ensemble(lambda seed: FusionNetClassifier(**params, random_state=seed), seeds)
 
 
 def rows_for(approach, args, X_train, y_train):
