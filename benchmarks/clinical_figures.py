@@ -9,7 +9,7 @@ are drawn here together, without fitting anything: one sensitivity/specificity c
 melanoma against the rest per row (``skinfuse.metrics.plot_operating_curve``), on the images
 every row covers. ``LABEL`` (optional) is the legend's name of the row. A row split over runs
 on disjoint folds is joined. Prints each row's specificity at 82, 90 and 95 % sensitivity and
-its partial AUC.
+its partial AUC above 80 % sensitivity (``skinfuse.metrics.clinical_summary``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,15 @@ from pathlib import Path
 import numpy as np
 from late_fusion import read_rows
 
-from skinfuse.metrics import partial_auc, plot_operating_curve, specificity_at_sensitivity
+from skinfuse.metrics import clinical_summary, plot_operating_curve
+
+#: What is printed of each row (skinfuse.metrics.clinical_summary's names).
+PRINTED = (
+    "specificity_at_82_sensitivity",
+    "specificity_at_90_sensitivity",
+    "specificity_at_95_sensitivity",
+    "partial_auc_above_80_sensitivity",
+)
 
 
 def main(argv=None):
@@ -39,24 +47,26 @@ def main(argv=None):
         labels.append(np.load(Path(run) / "oof_proba.npz")["y"].astype(str))
     if any(not np.array_equal(other, labels[0]) for other in labels[1:]):
         raise SystemExit(f"the runs are not of the same images: {args.runs}")
-    y, scores = labels[0], {}
+    y, probas = labels[0], {}
     for spec in args.rows:
         name, _, label = spec.partition("=")
         proba, classes = read_rows(args.runs, name)
         if "mel" not in classes:
             raise SystemExit(f"row {name!r} has no 'mel' class: {list(classes)}")
-        scores[label or name] = proba[:, list(classes).index("mel")]
-    covered = ~np.any([np.isnan(s) for s in scores.values()], axis=0)
+        probas[label or name] = (proba, classes)
+    covered = ~np.any([np.isnan(p).any(axis=1) for p, _ in probas.values()], axis=0)
     if not covered.any():
         raise SystemExit("no image is covered by every row")
-    y, scores = y[covered], {k: s[covered] for k, s in scores.items()}
+    y = y[covered]
     print(f"{covered.sum()} images covered by every row")
-    for label, score in scores.items():
-        specs = " ".join(
-            f"spec@sens{round(100 * s)} {specificity_at_sensitivity(y, score, s):.3f}"
-            for s in (0.82, 0.9, 0.95)
+    scores = {}
+    for label, (proba, classes) in probas.items():
+        proba = proba[covered]
+        scores[label] = proba[:, list(classes).index("mel")]
+        summary = clinical_summary(
+            y, proba, classes=classes, sensitivities=(0.82, 0.9, 0.95), metrics=PRINTED
         )
-        print(f"{label[:40]:40s} {specs} pAUC80 {partial_auc(y, score):.3f}")
+        print(f"{label[:40]:40s} " + " ".join(f"{m} {summary[m]:.3f}" for m in PRINTED))
     plot_operating_curve(y, scores, title=args.title, path=args.out)
     print(f"saved {args.out}")
     return scores

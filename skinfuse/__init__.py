@@ -25,6 +25,7 @@ _SUBMODULES = (
     "metadata",
     "metrics",
     "pipeline",
+    "recipes",
 )
 
 # functions imported on first use: name -> private module holding it

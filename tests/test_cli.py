@@ -1,5 +1,6 @@
 """``skinfuse train | predict | evaluate`` on a tiny synthetic folder in HAM10000 layout."""
 
+import dataclasses
 import json
 import shutil
 import zipfile
@@ -11,10 +12,9 @@ from sklearn.base import clone, is_classifier
 from sklearn.ensemble import VotingClassifier
 
 import skinfuse
-from skinfuse import _commands
-from skinfuse.__main__ import main
-from skinfuse._recipes import RECIPES, make_recipe
+from skinfuse._cli import common, main
 from skinfuse.datasets import make_synthetic_lesions
+from skinfuse.recipes import RECIPES, make_recipe
 
 COLUMNS = ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"]
 
@@ -138,17 +138,23 @@ def test_evaluate_prints_and_writes(model_file, ham, tmp_path, capsys):
     args = ["evaluate", str(model_file), "--data", str(ham), "--out", str(out)]
     assert main([*args, "--n-resamples", "20", "--quiet"]) == 0
     printed = capsys.readouterr().out
-    for needle in ("macro avg", "| balanced accuracy |", "| macro F1 |", "| ECE (top-label) |",
-                   "melanoma sensitivity at 90% specificity", "melanoma partial AUC"):  # fmt: skip
+    for needle in ("macro avg", "| balanced_accuracy |", "| macro_f1 |", "| ece |",
+                   "| sensitivity_at_90_specificity |",
+                   "| partial_auc_above_80_sensitivity |"):  # fmt: skip
         assert needle in printed
     saved = json.loads((out / "metrics.json").read_text())
     bunch = skinfuse.datasets.load_ham10000(ham)
     _, proba, classes = _expected(model_file, bunch.data)
     balanced = skinfuse.metrics.clinical_report(bunch.target, proba, classes=classes)
-    iv = saved["metrics"]["balanced accuracy"]
+    iv = saved["metrics"]["balanced_accuracy"]
     assert iv["estimate"] == pytest.approx(balanced.attrs["balanced_accuracy"])
     assert iv["low"] <= iv["estimate"] <= iv["high"] and iv["n_resamples"] == 20
     assert len(saved["metrics"]) == 8
+    # the numbers of skinfuse.metrics.clinical_summary, the one definition of the metric set
+    summary = skinfuse.metrics.clinical_summary(
+        bunch.target, proba, classes=classes, groups=bunch.groups, n_resamples=20
+    )
+    assert saved["metrics"] == {name: dataclasses.asdict(iv) for name, iv in summary.items()}
     report = pd.read_csv(out / "clinical_report.csv", index_col=0)
     assert "macro avg" in report.index and (report["support"].iloc[:-1] > 0).all()
     for name in ("reliability.png", "melanoma_tradeoff.png"):
@@ -162,7 +168,7 @@ def no_work(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the command started working before checking its arguments")
 
-    monkeypatch.setattr(_commands, "_load_model", fail)
+    monkeypatch.setattr(common, "load_model", fail)
     monkeypatch.setattr("skinfuse.datasets.load_ham10000", fail)
 
 
@@ -255,7 +261,7 @@ def test_grad_cam_of_two_concatenated_encoders_is_refused_before_writing(ham, tm
 
 def test_a_model_that_cannot_be_saved_is_refused_before_the_fit(ham, tmp_path, capsys,
                                                                  monkeypatch):  # fmt: skip
-    from skinfuse import _recipes
+    from skinfuse import recipes
     from skinfuse.encoders import FrozenCNNEncoder
     from skinfuse.pipeline import make_fusion_pipeline
 
@@ -265,7 +271,7 @@ def test_a_model_that_cannot_be_saved_is_refused_before_the_fit(ham, tmp_path, c
         monkeypatch.setattr(model, "fit", lambda *a: pytest.fail("fitted before the check"))
         return model
 
-    monkeypatch.setattr(_recipes, "make_recipe", make_recipe)
+    monkeypatch.setattr(recipes, "make_recipe", make_recipe)
     out = tmp_path / "m.skinfuse"
     args = ["train", "--data", str(ham), "--recipe", "tiny", "--out", str(out), "--quiet"]
     assert main(args) == 2
@@ -287,3 +293,22 @@ def test_partial_ensemble_recipe_is_two_partial_networks_with_their_own_seeds():
     partial = make_recipe("partial", random_state=3).get_params()
     assert a.get_params() == partial
     assert b.get_params() == {**partial, "random_state": 4}
+
+
+def test_recipes_are_public_with_their_descriptions():
+    assert all(isinstance(r, skinfuse.recipes.Recipe) and r.description for r in RECIPES.values())
+    with pytest.raises(ValueError, match="unknown recipe 'huge'; choose one of frozen"):
+        make_recipe("huge")
+
+
+def test_seed_ensemble_is_one_model_for_one_seed_and_a_soft_vote_for_several():
+    from sklearn.linear_model import LogisticRegression
+
+    from skinfuse.recipes import seed_ensemble
+
+    single = seed_ensemble(lambda s: LogisticRegression(random_state=s), [7])
+    assert isinstance(single, LogisticRegression) and single.random_state == 7
+    vote = seed_ensemble(lambda s: LogisticRegression(random_state=s), [None, None])
+    assert vote.voting == "soft" and [n for n, _ in vote.estimators] == ["net0", "net1"]
+    assert [m.random_state for _, m in vote.estimators] == [None, None]
+    assert make_recipe("gpu-ensemble", random_state=None).estimators[1][1].random_state is None

@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from skinfuse import _demo, show_versions
-from skinfuse.__main__ import main
+from skinfuse import show_versions
+from skinfuse._cli import demo as _demo
+from skinfuse._cli import main
 
 
 def test_demo_runs_end_to_end_and_fusion_wins(tmp_path, capsys):

@@ -12,6 +12,7 @@ from sklearn.metrics import (
 from skinfuse.metrics import (
     bootstrap_interval,
     clinical_report,
+    clinical_summary,
     expected_calibration_error,
     operating_point,
     partial_auc,
@@ -106,6 +107,68 @@ def test_clinical_report_matches_scikit_learn(scored):
         roc_auc_score(y, proba, multi_class="ovr", labels=classes)
     )
     assert report.loc["mel", "support"] == (y == "mel").sum()
+
+
+def test_clinical_summary_hand_case():
+    # mel scores 0.9 and 0.3; nv 0.4, 0.2, 0.1: predictions mel, nv, nv, nv, nv
+    y = ["mel", "nv", "mel", "nv", "nv"]
+    proba = [[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.2, 0.8], [0.1, 0.9]]
+    summary = clinical_summary(y, proba, classes=["mel", "nv"])
+    assert summary == pytest.approx(
+        {
+            "balanced_accuracy": 0.75,  # mel recall 1/2, nv recall 1
+            "accuracy": 0.8,
+            "macro_f1": (2 / 3 + 6 / 7) / 2,  # mel: P 1, R 1/2; nv: P 3/4, R 1
+            # top-label confidences 0.9 | 0.6, 0.7, 0.8, 0.9 in bins of 1/15: |1 - 0.9| +
+            # |1 - 0.6| + |0 - 0.7| + |1 - 0.8| + |1 - 0.9|, over 5 (0.9's share a bin)
+            "ece": (0.1 + 0.4 + 0.7 + 0.2 + 0.1) / 5,
+            "sensitivity_at_80_specificity": 0.5,  # threshold 0.9: spec 1
+            "sensitivity_at_90_specificity": 0.5,
+            "specificity_at_82_sensitivity": 2 / 3,  # threshold 0.3: 0.4 called mel
+            "partial_auc_above_80_sensitivity": partial_auc(y, [0.9, 0.4, 0.3, 0.2, 0.1]),
+        }
+    )
+    assert list(summary) == ["balanced_accuracy", "accuracy", "macro_f1", "ece",
+                             "sensitivity_at_80_specificity", "sensitivity_at_90_specificity",
+                             "specificity_at_82_sensitivity",
+                             "partial_auc_above_80_sensitivity"]  # fmt: skip
+
+
+def test_clinical_summary_is_the_metrics_it_names():
+    rng = np.random.default_rng(2)
+    classes = np.array(["bcc", "mel", "nv"])
+    y = rng.choice(classes, 200, p=[0.2, 0.2, 0.6])
+    proba = rng.dirichlet([1, 1, 1], 200) + 0.4 * (y[:, None] == classes)
+    proba /= proba.sum(axis=1, keepdims=True)
+    groups = rng.integers(0, 120, 200)
+    mel = proba[:, 1]
+    summary = clinical_summary(
+        y, proba, classes=classes, sensitivities=(0.82, 0.95), specificities=(0.9,),
+        min_tpr=0.5,
+    )  # fmt: skip
+    report = clinical_report(y, proba, classes=classes)
+    assert summary["balanced_accuracy"] == report.attrs["balanced_accuracy"]
+    assert summary["macro_f1"] == pytest.approx(report.attrs["macro_f1"])
+    assert summary["ece"] == expected_calibration_error(y, proba, classes=classes)
+    assert summary["sensitivity_at_90_specificity"] == sensitivity_at_specificity(y, mel, 0.9)
+    assert summary["specificity_at_95_sensitivity"] == specificity_at_sensitivity(y, mel, 0.95)
+    assert summary["partial_auc_above_50_sensitivity"] == partial_auc(y, mel, min_tpr=0.5)
+    assert "sensitivity_at_80_specificity" not in summary
+    # with groups: each metric's lesion-grouped interval, the same resamples as by hand
+    names = ["ece", "specificity_at_82_sensitivity"]
+    intervals = clinical_summary(y, proba, classes=classes, groups=groups, metrics=names,
+                                 n_resamples=50, random_state=4)  # fmt: skip
+    assert list(intervals) == names
+    expected = bootstrap_interval(lambda t, p: specificity_at_sensitivity(t, p[:, 1], 0.82), y,
+                                  proba, groups=groups, n_resamples=50, random_state=4)  # fmt: skip
+    assert intervals["specificity_at_82_sensitivity"] == expected
+    assert intervals["ece"].estimate == summary["ece"]
+    # no melanoma in the labels (or in the classes): the operating points are left out
+    no_mel = clinical_summary(y[y != "mel"], proba[y != "mel"], classes=classes)
+    assert list(no_mel) == ["balanced_accuracy", "accuracy", "macro_f1", "ece"]
+    assert list(clinical_summary(y, proba, classes=classes, pos_label="akiec")) == list(no_mel)
+    with pytest.raises(ValueError, match="unknown metrics \\['auc'\\]"):
+        clinical_summary(y, proba, classes=classes, metrics=["auc"])
 
 
 def test_bootstrap_resamples_lesions_not_images():

@@ -14,7 +14,13 @@ import pytest
 
 # Modules whose public functions are validated with validate_params (the estimator modules,
 # encoders/, fusion.py and explain/, validate in fit instead).
-MODULES = ["skinfuse.datasets", "skinfuse.images", "skinfuse.metadata", "skinfuse.pipeline"]
+MODULES = [
+    "skinfuse.datasets",
+    "skinfuse.images",
+    "skinfuse.metadata",
+    "skinfuse.pipeline",
+    "skinfuse.recipes",
+]
 
 
 def _public_functions():

@@ -35,7 +35,6 @@ from ._format import (
 )
 from ._load import load
 from ._networks import estimators_in, torch_estimators_in
-from ._networks import estimators_in as _estimators  # noqa: F401 (skinfuse._commands)
 from ._save import save
 
 __all__ = [

@@ -28,8 +28,6 @@ TRUSTED_TYPES = (
     "sklearn.utils._bunch.Bunch",  # VotingClassifier.named_estimators_ (a dict of its steps)
 )
 
-_TORCH_PACKAGES = {"torch", "torchvision", "timm", "skorch"}
-
 
 class _TorchPart:
     """Placeholder for a torch part of an estimator in the skops payload (rebuilt on load)."""

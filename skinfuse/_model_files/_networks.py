@@ -7,37 +7,12 @@ import json
 
 import numpy as np
 
-from ._format import _TORCH_PACKAGES, _TorchPart, _type_name
+from .._utils._estimators import TORCH_PACKAGES, package_of
+from .._utils._estimators import walk_estimators as estimators_in
+from ._format import _TorchPart, _type_name
 
 
 # -- walking a model -------------------------------------------------------------------------
-def _package(value) -> str:
-    cls = value if isinstance(value, type) else type(value)
-    return (getattr(cls, "__module__", "") or "").split(".")[0]
-
-
-def estimators_in(model) -> list:
-    """Every estimator reachable from ``model`` (itself included), each once, parents first.
-
-    Follows the attributes of estimators (objects with ``get_params``) and the items of
-    lists, tuples and dicts; never goes inside torch or skorch objects.
-    """
-    found, seen, stack = [], set(), [model]
-    while stack:
-        obj = stack.pop(0)
-        if id(obj) in seen or _package(obj) in _TORCH_PACKAGES:
-            continue
-        seen.add(id(obj))
-        if isinstance(obj, dict):
-            stack.extend(obj.values())
-        elif isinstance(obj, (list, tuple)):
-            stack.extend(obj)
-        elif hasattr(obj, "get_params") and hasattr(obj, "__dict__") and not isinstance(obj, type):
-            found.append(obj)
-            stack.extend(v for k, v in vars(obj).items() if k != "_device_copies")
-    return found
-
-
 def torch_estimators_in(model) -> list:
     from .._nn.device import TorchEstimatorMixin
 
@@ -83,7 +58,7 @@ def _check_no_torch_left(model) -> None:
             if isinstance(value, dict):
                 values = list(value.values())
             for item in values:
-                if _package(item) in _TORCH_PACKAGES:
+                if package_of(item) in TORCH_PACKAGES:
                     raise TypeError(
                         f"skinfuse.save cannot store {type(est).__name__}.{attr}: it holds a "
                         f"torch object ({_type_name(item if isinstance(item, type) else type(item))}) "

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
-from .._columns import IMAGE_COLUMN, METADATA_COLUMNS
+from .._columns import CATEGORICAL_METADATA, IMAGE_COLUMN, METADATA_COLUMNS, NUMERIC_METADATA
 from .._utils._sklearn import validate_params
 
 #: Columns of ``Bunch.data``: the model inputs, in this order.
@@ -25,6 +25,17 @@ HAM10000_CLASSES = {
     "nv": "melanocytic nevi",
     "vasc": "vascular lesions",
 }
+
+
+def normalise_metadata(frame: pd.DataFrame, categorical=CATEGORICAL_METADATA) -> pd.DataFrame:
+    """Missing clinical values as NaN, in place: ages as floats (an empty or non-numeric age
+    is NaN) and ``"unknown"`` in the ``categorical`` columns (object dtype) is NaN."""
+    for col in NUMERIC_METADATA:
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
+    for col in categorical:
+        values = frame[col].astype(object)
+        frame[col] = values.where(values.notna() & (values != "unknown"), np.nan).astype(object)
+    return frame
 
 
 @validate_params({"data_home": [str, os.PathLike, None]}, prefer_skip_nested_validation=True)

@@ -12,7 +12,7 @@ import pandas as pd
 from .._columns import IMAGE_COLUMN
 from .._utils._sklearn import validate_params
 from ..images import IMAGE_EXTENSIONS
-from ._base import HAM10000_CLASSES, make_bunch
+from ._base import HAM10000_CLASSES, make_bunch, normalise_metadata
 
 __all__ = ["load_ham10000"]
 
@@ -215,11 +215,7 @@ def load_ham10000(data_home, *, as_frame: bool = True, return_X_y: bool = False)
             f"{csv} lacks the columns {missing_cols}; expected the HAM10000 header "
             f"{','.join(_COLUMNS)}"
         )
-    meta["age"] = pd.to_numeric(meta["age"], errors="coerce").astype(float)
-    for col in ("lesion_id", "image_id", "dx", "dx_type", "sex", "localization"):
-        values = meta[col].astype(object)
-        values = values.where(values.notna() & (values != "unknown"), np.nan)
-        meta[col] = values.astype(object)
+    normalise_metadata(meta, ("lesion_id", "image_id", "dx", "dx_type", "sex", "localization"))
 
     meta = _check_image_ids(meta, csv)
     index = _index_images(dirs)

@@ -22,11 +22,13 @@ from ._operating import (
 )
 from ._plots import plot_confusion_matrix, plot_operating_curve, plot_reliability_diagram
 from ._report import BootstrapInterval, bootstrap_interval, clinical_report
+from ._summary import clinical_summary
 
 __all__ = [
     "BootstrapInterval",
     "bootstrap_interval",
     "clinical_report",
+    "clinical_summary",
     "expected_calibration_error",
     "operating_point",
     "partial_auc",

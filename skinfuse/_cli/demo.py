@@ -1,21 +1,21 @@
-"""``python -m skinfuse demo``: the fusion pipeline end to end on synthetic or real data."""
+"""``skinfuse demo``: the fusion pipeline end to end on synthetic or real data."""
 
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from numbers import Integral
-from pathlib import Path
 
 import numpy as np
+
+from .common import prepare_out
 
 __all__ = ["run_demo"]
 
 
 def _models(image_size, random_state, verbose):
-    from .encoders import FrozenCNNEncoder
-    from .pipeline import make_fusion_pipeline
+    from ..encoders import FrozenCNNEncoder
+    from ..pipeline import make_fusion_pipeline
 
     def encoder():
         return FrozenCNNEncoder(
@@ -70,14 +70,14 @@ def run_demo(
     """
     from sklearn.model_selection import StratifiedGroupKFold, cross_validate
 
-    from .datasets import load_ham10000, make_synthetic_lesions
+    from ..datasets import load_ham10000, make_synthetic_lesions
 
     _check_int("n_samples", n_samples, 20)
     _check_int("n_splits", n_splits, 2)
     if image_size is not None:
         _check_int("image_size", image_size, 8)
     if out is not None:
-        out = _prepare_out(out)
+        out = prepare_out(out)
     if data is None:
         bunch = make_synthetic_lesions(
             n_samples=n_samples, image_size=32, random_state=random_state
@@ -132,25 +132,9 @@ def _check_int(name, value, low):
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
-def _prepare_out(out) -> Path:
-    """Create the output folder and check that it is writable; raise OSError naming it."""
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or exc
-        raise OSError(
-            f"cannot write to the output folder {out}: {reason}; pass --out (out=) a folder "
-            "that can be created and written to"
-        ) from None
-    return out
-
-
 def _explain(model, bunch, cv, out, random_state, n_cases=8):
     """Fit ``model`` on the first fold's training part; explain it on its test part."""
-    from .explain import (
+    from ..explain import (
         explain_metadata,
         grad_cam,
         modality_importance,
@@ -159,7 +143,7 @@ def _explain(model, bunch, cv, out, random_state, n_cases=8):
         plot_shap_summary,
         plot_shap_waterfall,
     )
-    from .metrics import plot_confusion_matrix
+    from ..metrics import plot_confusion_matrix
 
     X, y = bunch.data, bunch.target
     train, test = next(cv.split(X, y, bunch.groups))
@@ -198,7 +182,7 @@ def _evaluate(model, X_train, y_train, groups, X_test, y_test, out, random_state
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.model_selection import StratifiedGroupKFold
 
-    from .metrics import plot_operating_curve, plot_reliability_diagram
+    from ..metrics import plot_operating_curve, plot_reliability_diagram
 
     inner = StratifiedGroupKFold(n_splits=3, shuffle=True, random_state=random_state)
     calibrated = CalibratedClassifierCV(

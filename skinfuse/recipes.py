@@ -1,8 +1,37 @@
-"""Ready-made models by name, for ``skinfuse train --recipe NAME``: defined in one place."""
+"""Ready-made models by name: the recipes of ``skinfuse train --recipe NAME`` and of the
+benchmarks, defined in one place.
+
+Each recipe is an unfitted scikit-learn classifier built by :func:`make_recipe`;
+:data:`RECIPES` lists them with a one-line description. A soft vote of one network per seed
+is :func:`seed_ensemble`.
+
+Examples
+--------
+>>> from skinfuse.recipes import RECIPES, make_recipe
+>>> model = make_recipe("partial", random_state=0)
+>>> type(model).__name__, "partial-ensemble" in RECIPES
+('FusionNetClassifier', True)
+"""
 
 from __future__ import annotations
 
-__all__ = ["RECIPES", "make_recipe"]
+import os
+from collections.abc import Callable
+from numbers import Integral
+from typing import NamedTuple
+
+from ._utils._sklearn import Interval, validate_params
+
+__all__ = ["RECIPES", "Recipe", "make_recipe", "seed_ensemble"]
+
+
+class Recipe(NamedTuple):
+    """A named model: its one-line description and its builder."""
+
+    #: One line, shown by ``skinfuse train --help``.
+    description: str
+    #: ``build(random_state, cache_dir, verbose)`` -> an unfitted classifier.
+    build: Callable
 
 
 def _mlp(random_state):
@@ -78,18 +107,48 @@ def _partial(random_state, cache_dir, verbose):
     )
 
 
-def _seed_ensemble(recipe, random_state, cache_dir, verbose):
-    """Soft vote of two networks of ``recipe`` with seeds ``random_state`` and the next one
-    (members named by position: two ``random_state=None`` members need distinct names)."""
+@validate_params({"build": [callable], "seeds": ["array-like"]}, prefer_skip_nested_validation=True)
+def seed_ensemble(build, seeds):
+    """A soft vote of ``build(seed)`` for each of ``seeds``; one seed: ``build(seed)`` itself.
+
+    Members are named by position (``net0``, ``net1``, ...): two ``None`` seeds need
+    distinct names.
+
+    Parameters
+    ----------
+    build : callable
+        ``build(seed)`` -> an unfitted classifier with ``predict_proba``.
+    seeds : sequence of int or None
+        One ``random_state`` per member, in order.
+
+    Returns
+    -------
+    model : sklearn.ensemble.VotingClassifier or the single member
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import SGDClassifier
+    >>> vote = seed_ensemble(lambda s: SGDClassifier(loss="log_loss", random_state=s), [3, 4])
+    >>> [(name, member.random_state) for name, member in vote.estimators]
+    [('net0', 3), ('net1', 4)]
+    """
     from sklearn.ensemble import VotingClassifier
 
-    seeds = (None, None) if random_state is None else (random_state, random_state + 1)
-    members = [(f"net{i}", recipe(s, cache_dir, verbose)) for i, s in enumerate(seeds)]
+    seeds = list(seeds)
+    if len(seeds) == 1:
+        return build(seeds[0])
+    members = [(f"net{i}", build(s)) for i, s in enumerate(seeds)]
     return VotingClassifier(members, voting="soft")
 
 
+def _two_seeds(recipe, random_state, cache_dir, verbose):
+    """Soft vote of two networks of ``recipe`` with seeds ``random_state`` and the next one."""
+    seeds = (None, None) if random_state is None else (random_state, random_state + 1)
+    return seed_ensemble(lambda s: recipe(s, cache_dir, verbose), seeds)
+
+
 def _partial_ensemble(random_state, cache_dir, verbose):
-    return _seed_ensemble(_partial, random_state, cache_dir, verbose)
+    return _two_seeds(_partial, random_state, cache_dir, verbose)
 
 
 def _gpu(random_state, cache_dir, verbose):
@@ -114,7 +173,7 @@ def _gpu(random_state, cache_dir, verbose):
 
 
 def _gpu_ensemble(random_state, cache_dir, verbose):
-    return _seed_ensemble(_gpu, random_state, cache_dir, verbose)
+    return _two_seeds(_gpu, random_state, cache_dir, verbose)
 
 
 def _tiny(random_state, cache_dir, verbose):
@@ -132,57 +191,88 @@ def _tiny(random_state, cache_dir, verbose):
     )
 
 
-#: name -> (one-line description for --help, builder(random_state, cache_dir, verbose))
+#: name -> :class:`Recipe` (description, builder)
 RECIPES = {
-    "frozen": (
+    "frozen": Recipe(
         "frozen EfficientNet-Lite0 (224 px) + Lite2 (260 px), multi-scale pooling, "
         "+ metadata, MLP(512): the best frozen recipe (FrozenCNNEncoder()'s defaults)",
         _frozen_lite0_lite2,
     ),
-    "frozen-lite0": (
+    "frozen-lite0": Recipe(
         "frozen EfficientNet-Lite0 (224 px, multi-scale pooling) + metadata, MLP(512): "
         "about half the time of 'frozen'",
         _frozen_lite0,
     ),
-    "autoencoder": (
+    "autoencoder": Recipe(
         "convolutional autoencoder trained on the images (64 px, 20 epochs, multi-scale "
         "features) + metadata, MLP(512)",
         _autoencoder,
     ),
-    "partial": (
+    "partial": Recipe(
         "FusionNetClassifier fine-tuning the last two stages of EfficientNet-Lite0 on cached "
         "activations (4 views, TTA): about 40 minutes for 5 folds on 2 cores",
         _partial,
     ),
-    "partial-ensemble": (
+    "partial-ensemble": Recipe(
         "soft vote (VotingClassifier) of two 'partial' networks with different seeds, "
         "sharing the cached activations: the best CPU recipe, about 70 minutes for 5 folds "
         "on 2 cores",
         _partial_ensemble,
     ),
-    "finetuned": (
+    "finetuned": Recipe(
         "FusionNetClassifier: EfficientNet-Lite0 fine-tuned jointly with a metadata branch "
         "(GPU advised)",
         _finetuned,
     ),
-    "gpu": (
+    "gpu": Recipe(
         "FusionNetClassifier fine-tuning all of EfficientNet-Lite2 at 260 px (30 epochs, "
         "warm-up + cosine, balanced class weights, label smoothing, TTA): needs a GPU",
         _gpu,
     ),
-    "gpu-ensemble": (
+    "gpu-ensemble": Recipe(
         "soft vote (VotingClassifier) of two 'gpu' networks with different seeds",
         _gpu_ensemble,
     ),
-    "tiny": (
+    "tiny": Recipe(
         "untrained tiny CNN at 32 px + metadata: seconds, for tests only",
         _tiny,
     ),
 }
 
 
+@validate_params(
+    {
+        "name": [str],
+        "random_state": [Interval(Integral, 0, None, closed="left"), None],
+        "cache_dir": [str, os.PathLike, None],
+        "verbose": ["verbose"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def make_recipe(name, *, random_state=0, cache_dir=None, verbose=0):
-    """The unfitted model of recipe ``name`` (a key of :data:`RECIPES`)."""
+    """The unfitted model of recipe ``name``.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`RECIPES`.
+    random_state : int or None, default=0
+        Seed of the model (of the first member of an ensemble; the next ones count up).
+    cache_dir : str or None, default=None
+        Embedding cache of the recipe's encoders (ignored by recipes without one).
+    verbose : int, default=0
+        Progress bars of the recipe's estimators.
+
+    Returns
+    -------
+    model : classifier
+        Unfitted.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a recipe.
+    """
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
-    return RECIPES[name][1](random_state, cache_dir, verbose)
+    return RECIPES[name].build(random_state, cache_dir, verbose)

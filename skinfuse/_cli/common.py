@@ -1,0 +1,98 @@
+"""What every command shares: checks of its paths before any work, loading a model,
+progress messages and warnings.
+
+User mistakes raise ``ValueError`` or ``OSError`` with a message that names the path and
+the fix, which :func:`skinfuse._cli.main` prints as one line (exit status 2).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+__all__ = [
+    "check_data_dir",
+    "check_in_file",
+    "check_out_file",
+    "load_model",
+    "prepare_out",
+    "say",
+    "set_verbose",
+    "warn",
+]
+
+
+# -- checks, before any work -------------------------------------------------------------------
+def check_data_dir(path, option="--data") -> Path:
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"{option} folder not found: {path}; pass an existing folder")
+    return path
+
+
+def check_in_file(path, what, option) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ValueError(f"{what} not found: {path}; pass an existing file with {option}")
+    return path
+
+
+def check_out_file(path, option) -> Path:
+    """Create the parent folder of an output file and check that it can be written to."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise OSError(f"{option} {path} is a folder; pass a file name, e.g. {path / 'out'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        raise OSError(
+            f"cannot write {option} {path}: {exc.strerror or exc}; pass a path in a folder "
+            "that can be created and written to"
+        ) from None
+    return path
+
+
+def load_model(path):
+    import skinfuse
+
+    try:
+        return skinfuse.load(path)
+    except TypeError as exc:  # untrusted types in the file: a user-facing refusal
+        raise ValueError(str(exc)) from None
+
+
+def set_verbose(model, verbose) -> None:
+    """Progress bars of skinfuse's estimators on (1) or off (0), fitted copies included."""
+    from .._utils._estimators import walk_estimators
+
+    for est in walk_estimators(model):
+        if type(est).__module__.startswith("skinfuse.") and hasattr(est, "verbose"):
+            est.verbose = verbose
+
+
+def say(verbose, message) -> None:
+    if verbose:
+        print(message, flush=True)
+
+
+def warn(command, message) -> None:
+    print(f"skinfuse {command}: warning: {message}", file=sys.stderr, flush=True)
+
+
+def prepare_out(out) -> Path:
+    """Create the output folder and check that it is writable; raise OSError naming it."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise OSError(
+            f"cannot write to the output folder {out}: {reason}; pass --out (out=) a folder "
+            "that can be created and written to"
+        ) from None
+    return out

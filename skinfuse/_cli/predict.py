@@ -1,0 +1,124 @@
+"""``skinfuse predict``: a CSV of predictions (and Grad-CAM figures) for a folder of images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .._columns import IMAGE_COLUMN, METADATA_COLUMNS
+from . import common
+
+__all__ = ["run_predict"]
+
+
+def _uses_metadata(model) -> bool:
+    names = getattr(model, "feature_names_in_", None)
+    if names is None:
+        return True
+    return any(col in set(names) for col in METADATA_COLUMNS)
+
+
+def _image_folder(images: Path, metadata, uses_metadata):
+    """``(X, image ids)`` for the images in ``images`` (sorted), metadata joined by id; warns
+    (once) when a model that reads metadata gets missing values."""
+    from ..datasets import _load_image_folder
+
+    X, ids, unmatched = _load_image_folder(images, metadata)
+    if uses_metadata and metadata is None:
+        common.warn("predict", "no --metadata: age, sex and localization are treated as "
+                               "missing values; predictions without metadata are less "
+                               "accurate")  # fmt: skip
+    elif uses_metadata and unmatched:
+        common.warn("predict", f"{unmatched} of {len(ids)} images have no row in {metadata}: "
+                               "their metadata are missing values (less accurate)")  # fmt: skip
+    return X, ids
+
+
+def _check_grad_cam(model, X) -> None:
+    """Refuse --grad-cam at once (on one case) for a model it cannot explain."""
+    from ..explain import grad_cam
+
+    try:
+        grad_cam(model, X.iloc[:1])
+    except ValueError as exc:
+        raise ValueError(f"--grad-cam cannot explain this model: {exc}") from None
+
+
+def _write_grad_cam(model, X, ids, y_pred, folder: Path, per_figure, verbose) -> list:
+    import matplotlib.pyplot as plt
+
+    from ..explain import grad_cam, plot_grad_cam
+
+    starts = range(0, len(X), per_figure)
+    if verbose:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="Grad-CAM", unit="figure")
+    written = []
+    for start in starts:
+        rows = slice(start, min(start + per_figure, len(X)))
+        heat, images = grad_cam(model, X.iloc[rows], return_images=True)
+        if per_figure == 1:
+            name = f"{ids[start]}_grad_cam.png"
+        else:
+            name = f"grad_cam_{start + 1:05d}-{rows.stop:05d}.png"
+        fig = plot_grad_cam(
+            images, heat, y_pred=y_pred[rows], max_images=per_figure, path=folder / name
+        )
+        plt.close(fig)
+        written.append(folder / name)
+    return written
+
+
+def run_predict(
+    model, *, out, data=None, images=None, metadata=None, grad_cam=None, per_figure=16,
+    verbose=1,
+):  # fmt: skip
+    """Predict every image of a HAM10000 folder (``data``) or of a folder of images.
+
+    Writes ``out`` (CSV): ``image_id``, ``image_path``, ``prediction`` and one
+    ``proba_<class>`` column per class; with ``grad_cam``, Grad-CAM figures of
+    ``per_figure`` images each in that folder. Returns the predictions DataFrame.
+    """
+    from ..datasets import load_ham10000
+
+    if (data is None) == (images is None):
+        raise ValueError("pass either --data (a HAM10000 folder) or --images (a folder)")
+    if metadata is not None and images is None:
+        raise ValueError("--metadata goes with --images (a HAM10000 folder has its own)")
+    model_path = common.check_in_file(model, "model file", "MODEL")
+    if data is not None:
+        data = common.check_data_dir(data)
+    else:
+        images = common.check_data_dir(images, "--images")
+        if metadata is not None:
+            metadata = common.check_in_file(metadata, "metadata file", "--metadata")
+    out = common.check_out_file(out, "--out")
+    if grad_cam is not None:
+        grad_cam = common.prepare_out(grad_cam)
+    if data is not None:
+        bunch = load_ham10000(data)
+        X, ids = bunch.data, bunch.frame["image_id"].to_numpy(dtype=object)
+    model = common.load_model(model_path)
+    common.set_verbose(model, verbose)
+    if images is not None:
+        X, ids = _image_folder(images, metadata, _uses_metadata(model))
+    if grad_cam is not None:
+        _check_grad_cam(model, X)
+    common.say(verbose, f"predicting {len(X)} images with {model_path}")
+    proba = model.predict_proba(X)
+    classes = np.asarray(model.classes_)
+    y_pred = classes[proba.argmax(axis=1)]
+    table = pd.DataFrame({"image_id": ids, "image_path": X[IMAGE_COLUMN].to_numpy(),
+                          "prediction": y_pred})  # fmt: skip
+    for k, c in enumerate(classes):
+        table[f"proba_{c}"] = proba[:, k]
+    table.to_csv(out, index=False)
+    counts = ", ".join(f"{c}: {n}" for c, n in table["prediction"].value_counts().items())
+    common.say(verbose, f"predictions written to {out} ({counts})")
+    if grad_cam is not None:
+        written = _write_grad_cam(model, X, ids, y_pred, grad_cam, per_figure, verbose)
+        common.say(verbose, f"{len(written)} Grad-CAM figure(s) written to {grad_cam}")
+    return table

@@ -1,0 +1,123 @@
+"""``skinfuse train``: fit a recipe on a HAM10000-layout folder and save it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import common
+
+__all__ = ["run_train"]
+
+MELANOMA = "mel"
+
+
+def _fold_metrics(y, proba, classes) -> dict:
+    """Scores of one cross-validation fold, stored in the model file's metrics."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
+
+    from ..metrics import specificity_at_sensitivity
+
+    y = np.asarray(y)
+    y_pred = np.asarray(classes)[proba.argmax(axis=1)]
+    scores = {
+        "balanced_accuracy": balanced_accuracy_score(y, y_pred),
+        "accuracy": accuracy_score(y, y_pred),
+        "macro_f1": f1_score(y, y_pred, average="macro", zero_division=0),
+    }
+    classes = list(classes)
+    if MELANOMA in classes and (y == MELANOMA).any() and (y != MELANOMA).any():
+        mel = proba[:, classes.index(MELANOMA)]
+        scores["melanoma_sensitivity"] = recall_score(
+            y == MELANOMA, y_pred == MELANOMA, zero_division=0
+        )
+        scores["melanoma_specificity_at_82_sensitivity"] = specificity_at_sensitivity(y, mel, 0.82)
+    return {k: float(v) for k, v in scores.items()}
+
+
+def _cross_validate(model, X, y, groups, n_splits, random_state, verbose) -> dict:
+    from sklearn.base import clone
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
+    folds = []
+    for k, (train, test) in enumerate(cv.split(X, y, groups), start=1):
+        common.say(verbose, f"cross-validation fold {k}/{n_splits}: {len(train)} train, "
+                            f"{len(test)} test")  # fmt: skip
+        fitted = clone(model).fit(X.iloc[train], y.iloc[train])
+        proba = fitted.predict_proba(X.iloc[test])
+        folds.append(_fold_metrics(y.iloc[test], proba, fitted.classes_))
+    names = [name for name in folds[0] if all(name in f for f in folds)]
+    return {
+        name: {
+            "mean": float(np.mean([f[name] for f in folds])),
+            "std": float(np.std([f[name] for f in folds])),
+            "folds": [f[name] for f in folds],
+        }
+        for name in names
+    }
+
+
+def _check_savable(model, out: Path) -> None:
+    """Save the unfitted model once to a scratch file: a refusal comes now, not after the fit."""
+    from .. import save
+
+    with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
+        try:
+            save(model, Path(scratch) / "unfitted.skinfuse")
+        except TypeError as exc:  # e.g. a parameter skops would not open safely
+            raise ValueError(f"this model cannot be saved: {exc}") from None
+
+
+def run_train(data, *, recipe, out, cv=None, cache_dir=None, random_state=0, card=False, verbose=1):
+    """Fit recipe ``recipe`` on every image of a HAM10000-layout folder; save it to ``out``.
+
+    With ``cv`` (an int >= 2), a lesion-grouped ``StratifiedGroupKFold`` cross-validation
+    runs first; its mean scores are printed and stored in the model file's metrics.
+    Returns the path of the model file.
+    """
+    from .. import recipes, save
+    from ..datasets import load_ham10000
+
+    if recipe not in recipes.RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(recipes.RECIPES)}")
+    data = common.check_data_dir(data)
+    out = common.check_out_file(out, "--out")
+    if cache_dir is not None:
+        from .._cache import check_cache_dir
+
+        check_cache_dir(cache_dir)
+        cache_dir = os.fspath(cache_dir)  # a str: the model file stores plain parameters
+    bunch = load_ham10000(data)
+    X, y, groups = bunch.data, bunch.target, bunch.groups
+    n_lesions = len(pd.unique(groups))
+    common.say(verbose, f"data: {data} ({len(y)} images, {n_lesions} lesions, "
+                        f"{len(bunch.target_names)} classes); recipe: {recipe}")  # fmt: skip
+    model = recipes.make_recipe(
+        recipe, random_state=random_state, cache_dir=cache_dir, verbose=verbose
+    )
+    _check_savable(model, out)
+    metrics = None
+    if cv is not None:
+        t0 = time.perf_counter()
+        scores = _cross_validate(model, X, y, groups, cv, random_state, verbose)
+        lines = [f"{cv}-fold cross-validation grouped by lesion_id "
+                 f"({time.perf_counter() - t0:.0f} s):",
+                 "| metric | mean ± std |", "|---|---|"]  # fmt: skip
+        lines += [f"| {k} | {v['mean']:.3f} ± {v['std']:.3f} |" for k, v in scores.items()]
+        print("\n".join(lines), flush=True)
+        metrics = {k: v["mean"] for k, v in scores.items()}
+        metrics |= {f"{k}_std": v["std"] for k, v in scores.items()}
+        metrics |= {"cv": f"StratifiedGroupKFold({cv}) grouped by lesion_id", "recipe": recipe}
+    t0 = time.perf_counter()
+    common.say(verbose, f"fitting {recipe!r} on all {len(y)} images")
+    model.fit(X, y)
+    common.say(verbose, f"fitted in {time.perf_counter() - t0:.0f} s")
+    path = save(model, out, metrics=metrics, card=card)
+    common.say(verbose, f"model written to {path}")
+    return path
