@@ -33,7 +33,6 @@ ROOT = Path(__file__).resolve().parents[1] / "skinfuse"
 MAX_LINES = 500
 
 
-# importer -> imported: the import that closes a known circle, with why it is left here
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -159,3 +158,24 @@ def _files():
 def test_no_module_over_500_lines(path):
     n = len(path.read_text(encoding="utf-8").splitlines())
     assert n <= MAX_LINES, f"{path.relative_to(ROOT.parent)} has {n} lines (> {MAX_LINES})"
+
+
+#: private rooms every part of the package may use, inside too
+SHARED_ROOMS = {"_nn", "_utils"}
+
+
+def test_no_private_module_of_another_subpackage_is_imported():
+    """``skinfuse.<room>._private`` is imported only from inside ``<room>`` (a subpackage's
+    own machinery), unless the room is one of the shared ones: what other parts need goes
+    through the room's package (its ``__init__``) or a shared room."""
+    found = []
+    for a, targets in import_graph().items():
+        for b in targets:
+            parts = b.split(".")
+            room = parts[1] if len(parts) > 2 else None
+            if room is None or room in SHARED_ROOMS or a.split(".")[1:2] == [room]:
+                continue
+            if any(part.startswith("_") for part in parts[2:]):
+                found.append(f"{a} -> {b}")
+    assert not found, "\n".join(found)
+

@@ -406,7 +406,8 @@ class FineTunedCNNEncoder(FineTuningMixin, ClassifierMixin, BaseImageEncoder):
         y_pred : ndarray of shape (n_images,)
             Labels from ``classes_``.
         """
-        return self.classes_[self._logits(X).argmax(axis=1)]
+        logits = self._logits(X)  # checks that the encoder is fitted first
+        return self.classes_[logits.argmax(axis=1)]
 
     def __skinfuse_gradcam__(self, X):
         """``skinfuse.explain.grad_cam``'s protocol: the network that ``predict_proba`` runs.

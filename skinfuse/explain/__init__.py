@@ -65,6 +65,7 @@ Examples
 ...                     path="gradcam.png")                          # doctest: +SKIP
 """
 
+from .._utils._deprecation import moved_names
 from ._cam import grad_cam
 from ._importance import modality_importance
 from ._methods import GRADIENT_FREE_METHODS, GRADIENT_METHODS, METHODS
@@ -84,22 +85,13 @@ __all__ = [
     "plot_shap_waterfall",
 ]
 
-#: Names that moved out of this module: old name -> (new module, new name).
-_MOVED = {"plot_confusion_matrix": ("skinfuse.metrics", "plot_confusion_matrix")}
-
-
-def __getattr__(name):
-    if name in _MOVED:
-        import importlib
-        import warnings
-
-        module, new_name = _MOVED[name]
-        warnings.warn(
-            f"skinfuse.explain.{name} moved to {module}.{new_name} (a metric plot, beside "
-            f"the others); the old name will be removed in skinfuse 0.3. Import it as "
-            f"`from {module} import {new_name}`.",
-            FutureWarning,
-            stacklevel=2,
+__getattr__ = moved_names(
+    "skinfuse.explain",
+    {
+        "plot_confusion_matrix": (
+            "skinfuse.metrics",
+            "plot_confusion_matrix",
+            "a metric plot, beside the others",
         )
-        return getattr(importlib.import_module(module), new_name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    },
+)

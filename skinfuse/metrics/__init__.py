@@ -13,6 +13,7 @@ A classifier set to a target sensitivity is fitted by
 :func:`skinfuse.imbalance.fit_triage_classifier`.
 """
 
+from .._utils._deprecation import moved_names
 from ._calibration import expected_calibration_error
 from ._operating import (
     operating_point,
@@ -39,22 +40,7 @@ __all__ = [
     "specificity_at_sensitivity",
 ]
 
-#: Names that moved out of this module: old name -> (new module, new name).
-_MOVED = {"triage_classifier": ("skinfuse.imbalance", "fit_triage_classifier")}
-
-
-def __getattr__(name):
-    if name in _MOVED:
-        import importlib
-        import warnings
-
-        module, new_name = _MOVED[name]
-        warnings.warn(
-            f"skinfuse.metrics.{name} moved to {module}.{new_name} (it fits a model); the "
-            f"old name will be removed in skinfuse 0.3. Import it as "
-            f"`from {module} import {new_name}`.",
-            FutureWarning,
-            stacklevel=2,
-        )
-        return getattr(importlib.import_module(module), new_name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved_names(
+    "skinfuse.metrics",
+    {"triage_classifier": ("skinfuse.imbalance", "fit_triage_classifier", "it fits a model")},
+)
