@@ -178,4 +178,3 @@ def test_no_private_module_of_another_subpackage_is_imported():
             if any(part.startswith("_") for part in parts[2:]):
                 found.append(f"{a} -> {b}")
     assert not found, "\n".join(found)
-
