@@ -1,4 +1,5 @@
-"""Datasets: HAM10000 from a local folder or downloaded, and synthetic lesions for tests."""
+"""Datasets: HAM10000 from a local folder or downloaded, other datasets and your own tables in
+HAM10000's vocabulary, and synthetic lesions for tests."""
 
 from ._base import FEATURE_NAMES, HAM10000_CLASSES, get_data_home
 from ._fetch import fetch_ham10000
@@ -6,13 +7,20 @@ from ._fetch import fetch_ham10000
 # private, for `skinfuse predict --images` (the command line imports no private module)
 from ._folder import load_image_folder as _load_image_folder  # noqa: F401
 from ._ham10000 import load_ham10000
+from ._maps import HAM10000_SITES, LABEL_MAPS, SEX_MAP, SITE_MAPS
 from ._synthetic import make_synthetic_lesions
+from ._table import load_lesion_table
 
 __all__ = [
     "FEATURE_NAMES",
     "HAM10000_CLASSES",
+    "HAM10000_SITES",
+    "LABEL_MAPS",
+    "SEX_MAP",
+    "SITE_MAPS",
     "fetch_ham10000",
     "get_data_home",
     "load_ham10000",
+    "load_lesion_table",
     "make_synthetic_lesions",
 ]

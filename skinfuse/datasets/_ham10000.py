@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from .._columns import IMAGE_COLUMN
 from .._utils._sklearn import validate_params
-from ..images import IMAGE_EXTENSIONS
-from ._base import HAM10000_CLASSES, make_bunch, normalise_metadata
+from ._base import HAM10000_CLASSES
+from ._table import TableSpec, read_lesion_table
 
 __all__ = ["load_ham10000"]
 
@@ -56,7 +51,6 @@ _OFFICIAL_CSV = "HAM10000_metadata.csv"
 _OFFICIAL_DIRS = ("HAM10000_images_part_1", "HAM10000_images_part_2")
 _FLAT_CSV = "metadata.csv"
 _FLAT_DIR = "images"
-_COLUMNS = ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"]
 
 
 def _find_layout(root: Path) -> tuple[Path, list[Path]]:
@@ -82,63 +76,6 @@ def _find_layout(root: Path) -> tuple[Path, list[Path]]:
         f"({_OFFICIAL_CSV} + {'/, '.join(_OFFICIAL_DIRS)}/) or the flat layout "
         f"({_FLAT_CSV} + {_FLAT_DIR}/). Download it with skinfuse.datasets.fetch_ham10000()."
     )
-
-
-def _read_metadata(csv: Path) -> pd.DataFrame:
-    """The metadata CSV as a DataFrame; a ValueError naming the file if it is unreadable."""
-    try:
-        meta = pd.read_csv(csv, dtype={"lesion_id": str, "image_id": str, "dx": str})
-    except pd.errors.EmptyDataError:
-        raise ValueError(
-            f"the HAM10000 metadata file {csv} is empty; expected the header "
-            f"{','.join(_COLUMNS)} and one row per image. Re-download it."
-        ) from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        reason = " ".join(str(exc).split())
-        raise ValueError(
-            f"cannot read the HAM10000 metadata file {csv}: {reason}. Expected a "
-            f"comma-separated file with the header {','.join(_COLUMNS)}; re-download it."
-        ) from None
-    if meta.empty:
-        raise ValueError(
-            f"the HAM10000 metadata file {csv} lists no images (it has a header but no "
-            "rows). Re-download it."
-        )
-    return meta
-
-
-def _check_image_ids(meta: pd.DataFrame, csv: Path) -> pd.DataFrame:
-    """Refuse rows without an ``image_id``; warn about repeated ones and keep the first."""
-    empty = np.flatnonzero(meta["image_id"].isna().to_numpy())
-    if len(empty):
-        lines = ", ".join(str(i + 2) for i in empty[:5]) + (" ..." if len(empty) > 5 else "")
-        raise ValueError(
-            f"{len(empty)} of {len(meta)} rows of {csv} have no image_id (lines {lines}); "
-            "every row must name its image. Fix or re-download the metadata file."
-        )
-    repeated = meta["image_id"].duplicated(keep="first")
-    if repeated.any():
-        ids = list(dict.fromkeys(meta.loc[repeated, "image_id"]))
-        shown = ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else "")
-        warnings.warn(
-            f"{csv} lists {len(ids)} image_id(s) more than once ({shown}); "
-            f"keeping the first row of each and dropping {int(repeated.sum())} repeated rows.",
-            UserWarning,
-            stacklevel=4,  # the caller of load_ham10000 (through validate_params)
-        )
-        meta = meta.loc[~repeated].reset_index(drop=True)
-    return meta
-
-
-def _index_images(dirs: list[Path]) -> dict[str, str]:
-    index = {}
-    for d in dirs:
-        with os.scandir(d) as it:
-            for entry in it:
-                stem, ext = os.path.splitext(entry.name)
-                if ext.lower() in IMAGE_EXTENSIONS and entry.is_file():
-                    index.setdefault(stem, os.path.abspath(entry.path))
-    return index
 
 
 @validate_params(
@@ -208,31 +145,8 @@ def load_ham10000(data_home, *, as_frame: bool = True, return_X_y: bool = False)
             "CSV and images, or download the data with skinfuse.datasets.fetch_ham10000()."
         )
     csv, dirs = _find_layout(root)
-    meta = _read_metadata(csv)
-    missing_cols = [c for c in _COLUMNS if c not in meta.columns]
-    if missing_cols:
-        raise ValueError(
-            f"{csv} lacks the columns {missing_cols}; expected the HAM10000 header "
-            f"{','.join(_COLUMNS)}"
-        )
-    normalise_metadata(meta, ("lesion_id", "image_id", "dx", "dx_type", "sex", "localization"))
-
-    meta = _check_image_ids(meta, csv)
-    index = _index_images(dirs)
-    paths = meta["image_id"].map(index)
-    absent = meta.loc[paths.isna(), "image_id"].tolist()
-    if absent:
-        shown = ", ".join(absent[:5]) + (" ..." if len(absent) > 5 else "")
-        raise ValueError(
-            f"the HAM10000 folder {root} is incomplete: {len(absent)} of {len(meta)} images "
-            f"listed in {csv.name} are missing from {', '.join(d.name for d in dirs)} "
-            f"({shown}). Re-download or unpack the image archives."
-        )
-    meta[IMAGE_COLUMN] = paths.astype(object)
-    return make_bunch(
-        meta,
-        descr=DESCR,
-        as_frame=as_frame,
+    spec = TableSpec(image_column="image_id", label_column="dx", group_column="lesion_id")
+    return read_lesion_table(
+        csv, dirs, spec, descr=DESCR, what="HAM10000 metadata file", as_frame=as_frame,
         return_X_y=return_X_y,
-        target_names=sorted(meta["dx"].dropna().unique().tolist()),
-    )
+    )  # fmt: skip
