@@ -202,9 +202,10 @@ def _image_paths(keys: pd.Series, index: ImageIndex, source, spec, is_csv) -> pd
 
 
 def read_lesion_table(table, images, spec: TableSpec, *, descr=DESCR, what="metadata file",
-                      as_frame=True, return_X_y=False):  # fmt: skip
+                      source=None, as_frame=True, return_X_y=False):  # fmt: skip
     """The Bunch of a lesion table; ``table`` a CSV path or a DataFrame, ``images`` a folder,
-    a list of folders or ``None`` (the CSV's folder, else the working directory)."""
+    a list of folders or ``None`` (the CSV's folder, else the working directory). ``what``
+    names a CSV in messages, ``source`` a DataFrame (default: "the table")."""
     is_csv = not isinstance(table, pd.DataFrame)
     if is_csv:
         csv = Path(table).expanduser()
@@ -214,7 +215,7 @@ def read_lesion_table(table, images, spec: TableSpec, *, descr=DESCR, what="meta
         table = read_csv_table(csv, what=what)
         default_folder = csv.parent
     else:
-        source = "the table"
+        source = source or "the table"
         table = table.reset_index(drop=True).copy()
         if table.empty:
             raise ValueError("the table has no rows; pass a table with one row per image")
