@@ -170,6 +170,7 @@ def no_work(monkeypatch):
 
     monkeypatch.setattr(common, "load_model", fail)
     monkeypatch.setattr("skinfuse.datasets.load_ham10000", fail)
+    monkeypatch.setattr("skinfuse.datasets.load_lesion_folder", fail)
 
 
 @pytest.mark.parametrize(

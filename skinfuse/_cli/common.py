@@ -15,6 +15,7 @@ __all__ = [
     "check_data_dir",
     "check_in_file",
     "check_out_file",
+    "load_data",
     "load_model",
     "prepare_out",
     "say",
@@ -29,6 +30,18 @@ def check_data_dir(path, option="--data") -> Path:
     if not path.is_dir():
         raise ValueError(f"{option} folder not found: {path}; pass an existing folder")
     return path
+
+
+def load_data(data: Path, layout, command, verbose):
+    """The Bunch of a dataset folder in any known layout (``layout`` None: detected)."""
+    from ..datasets import load_lesion_folder
+
+    bunch = load_lesion_folder(data, layout=layout)
+    say(verbose, f"{data}: {bunch.layout} layout")
+    if bunch.layout == "derm7pt" and command == "train":
+        warn(command, "Derm7pt is an external test set (another centre): train on it only "
+                      "if you will not report scores on it")  # fmt: skip
+    return bunch
 
 
 def check_in_file(path, what, option) -> Path:

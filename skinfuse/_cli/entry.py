@@ -1,6 +1,7 @@
 """Command line: train, apply and evaluate a model on a folder of images, without Python.
 
-``skinfuse train`` fits a recipe on a HAM10000-layout folder and saves a model file;
+``skinfuse train`` fits a recipe on a labelled folder (HAM10000, Derm7pt, ISIC 2019, ISIC 2020
+or PAD-UFES-20 layout, detected or named by ``--layout``) and saves a model file;
 ``skinfuse predict`` writes a CSV of predictions (and Grad-CAM figures) for a folder of
 images; ``skinfuse evaluate`` scores a model on a labelled folder with lesion-grouped
 confidence intervals; ``skinfuse demo`` runs the fusion pipeline end to end.
@@ -54,15 +55,35 @@ def _recipes_help() -> str:
     return "recipes:\n" + "\n".join(lines)
 
 
+_DATA_HELP = "dataset folder: its layout is detected (or name it with --layout)"
+
+
+def _layouts_help() -> str:
+    from ..datasets import LAYOUTS
+
+    return "layouts (--layout NAME, detected by default):\n" + "\n".join(
+        f"  {name:<10}  {files}" for name, files in LAYOUTS.items()
+    )
+
+
+def _add_layout(parser) -> None:
+    from ..datasets import LAYOUTS
+
+    parser.add_argument("--layout", default=None, choices=list(LAYOUTS), metavar="NAME",
+                        help="the layout of --data: " + ", ".join(LAYOUTS) + " (default: "
+                        "detected from its files)")  # fmt: skip
+
+
 def _add_commands(sub) -> None:
     raw = argparse.RawDescriptionHelpFormatter
     train = sub.add_parser(
-        "train", help="fit a recipe on a HAM10000-layout folder and save the model",
-        description="Fit a recipe on every image of a HAM10000-layout folder (metadata.csv + "
-        "images/, or the official layout) and save it with skinfuse.save.",
-        epilog=_recipes_help(), formatter_class=raw,
+        "train", help="fit a recipe on a labelled folder and save the model",
+        description="Fit a recipe on every image of a labelled folder (HAM10000, Derm7pt, "
+        "ISIC 2019, ISIC 2020 or PAD-UFES-20 layout) and save it with skinfuse.save.",
+        epilog=_recipes_help() + "\n\n" + _layouts_help(), formatter_class=raw,
     )  # fmt: skip
-    train.add_argument("--data", required=True, help="HAM10000-layout folder (labelled)")
+    train.add_argument("--data", required=True, help=_DATA_HELP + " (labelled)")
+    _add_layout(train)
     train.add_argument("--recipe", required=True, choices=_recipe_names(), metavar="NAME",
                        help="one of the recipes below")  # fmt: skip
     train.add_argument("--out", required=True, metavar="MODEL",
@@ -79,16 +100,18 @@ def _add_commands(sub) -> None:
 
     predict = sub.add_parser(
         "predict", help="predict a folder of images; write a CSV (and Grad-CAM figures)",
-        description="Predict every image of a HAM10000-layout folder (--data) or of a plain "
+        description="Predict every image of a dataset folder (--data, any layout of --layout) "
+        "or of a plain "
         "folder of images (--images, with an optional --metadata CSV keyed by image_id or file "
         "name, with columns age, sex, localization). Writes image_id, image_path, prediction "
         "and one proba_<class> column per class.",
     )  # fmt: skip
     predict.add_argument("model", metavar="MODEL", help="model file written by skinfuse train")
     source = predict.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", default=None, help="HAM10000-layout folder")
+    source.add_argument("--data", default=None, help=_DATA_HELP)
     source.add_argument("--images", default=None, metavar="DIR",
                         help="folder of images (jpg, png, ...)")  # fmt: skip
+    _add_layout(predict)
     predict.add_argument("--metadata", default=None, metavar="CSV",
                          help="with --images: age, sex, localization per image")  # fmt: skip
     predict.add_argument("--out", required=True, metavar="CSV", help="predictions file to write")
@@ -105,13 +128,15 @@ def _add_commands(sub) -> None:
 
     evaluate = sub.add_parser(
         "evaluate", help="score a model on a labelled folder, with lesion-grouped 95%% CIs",
-        description="Predict a labelled HAM10000-layout folder and print the per-class report, "
+        description="Predict a labelled folder (any layout of --layout) and print the "
+        "per-class report, "
         "balanced accuracy, accuracy, macro F1, ECE and melanoma operating points (sensitivity "
         "at 80/90% specificity, specificity at 82% sensitivity, partial AUC above 80% "
         "sensitivity), each with a 95% bootstrap interval that resamples lesions.",
     )  # fmt: skip
     evaluate.add_argument("model", metavar="MODEL", help="model file written by skinfuse train")
-    evaluate.add_argument("--data", required=True, help="labelled HAM10000-layout folder")
+    evaluate.add_argument("--data", required=True, help=_DATA_HELP + " (labelled)")
+    _add_layout(evaluate)
     evaluate.add_argument("--out", default=None, metavar="DIR",
                           help="write clinical_report.csv, metrics.json, reliability.png and "
                           "melanoma_tradeoff.png here")  # fmt: skip
@@ -133,14 +158,14 @@ def _run_command(args) -> None:
         from .train import run_train
 
         run_train(
-            args.data, recipe=args.recipe, out=args.out, cv=args.cv, cache_dir=args.cache_dir,
-            random_state=args.random_state, card=args.card, verbose=verbose,
+            args.data, layout=args.layout, recipe=args.recipe, out=args.out, cv=args.cv,
+            cache_dir=args.cache_dir, random_state=args.random_state, card=args.card, verbose=verbose,
         )  # fmt: skip
     elif args.command == "predict":
         from .predict import run_predict
 
         run_predict(
-            args.model, out=args.out, data=args.data, images=args.images,
+            args.model, out=args.out, data=args.data, layout=args.layout, images=args.images,
             metadata=args.metadata, grad_cam=args.grad_cam, per_figure=args.per_figure,
             verbose=verbose,
         )  # fmt: skip
@@ -148,8 +173,8 @@ def _run_command(args) -> None:
         from .evaluate import run_evaluate
 
         run_evaluate(
-            args.model, data=args.data, out=args.out, n_resamples=args.n_resamples,
-            random_state=args.random_state, verbose=verbose,
+            args.model, data=args.data, layout=args.layout, out=args.out,
+            n_resamples=args.n_resamples, random_state=args.random_state, verbose=verbose,
         )  # fmt: skip
 
 

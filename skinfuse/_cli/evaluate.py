@@ -15,22 +15,26 @@ __all__ = ["run_evaluate"]
 MELANOMA = "mel"
 
 
-def run_evaluate(model, *, data, out=None, n_resamples=1000, random_state=0, verbose=1):
-    """Score a model on a labelled HAM10000-layout folder, with lesion-grouped 95 % intervals.
+def run_evaluate(
+    model, *, data, layout=None, out=None, n_resamples=1000, random_state=0, verbose=1
+):
+    """Score a model on a labelled folder, with lesion-grouped 95 % intervals.
+
+    ``layout`` names the folder's layout (:data:`skinfuse.datasets.LAYOUTS`); ``None``
+    detects it.
 
     Prints the per-class clinical report and the clinical summary
     (:func:`skinfuse.metrics.clinical_summary`); with ``out`` (a folder) writes
     ``clinical_report.csv``, ``metrics.json``, ``reliability.png`` and
     ``melanoma_tradeoff.png``. Returns ``(report, metrics)``.
     """
-    from ..datasets import load_ham10000
     from ..metrics import clinical_report, clinical_summary
 
     model_path = common.check_in_file(model, "model file", "MODEL")
     data = common.check_data_dir(data)
     if out is not None:
         out = common.prepare_out(out)
-    bunch = load_ham10000(data)
+    bunch = common.load_data(data, layout, "evaluate", verbose)
     model = common.load_model(model_path)
     common.set_verbose(model, verbose)
     X, y, groups = bunch.data, bunch.target.to_numpy(dtype=object), bunch.groups

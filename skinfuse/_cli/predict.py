@@ -73,21 +73,22 @@ def _write_grad_cam(model, X, ids, y_pred, folder: Path, per_figure, verbose) ->
 
 
 def run_predict(
-    model, *, out, data=None, images=None, metadata=None, grad_cam=None, per_figure=16,
-    verbose=1,
+    model, *, out, data=None, layout=None, images=None, metadata=None, grad_cam=None,
+    per_figure=16, verbose=1,
 ):  # fmt: skip
-    """Predict every image of a HAM10000 folder (``data``) or of a folder of images.
+    """Predict every image of a dataset folder (``data``, in ``layout`` or a detected one)
+    or of a folder of images.
 
     Writes ``out`` (CSV): ``image_id``, ``image_path``, ``prediction`` and one
     ``proba_<class>`` column per class; with ``grad_cam``, Grad-CAM figures of
     ``per_figure`` images each in that folder. Returns the predictions DataFrame.
     """
-    from ..datasets import load_ham10000
-
     if (data is None) == (images is None):
-        raise ValueError("pass either --data (a HAM10000 folder) or --images (a folder)")
+        raise ValueError("pass either --data (a dataset folder) or --images (a folder)")
     if metadata is not None and images is None:
-        raise ValueError("--metadata goes with --images (a HAM10000 folder has its own)")
+        raise ValueError("--metadata goes with --images (a dataset folder has its own)")
+    if layout is not None and data is None:
+        raise ValueError("--layout goes with --data (the layout of a dataset folder)")
     model_path = common.check_in_file(model, "model file", "MODEL")
     if data is not None:
         data = common.check_data_dir(data)
@@ -99,7 +100,7 @@ def run_predict(
     if grad_cam is not None:
         grad_cam = common.prepare_out(grad_cam)
     if data is not None:
-        bunch = load_ham10000(data)
+        bunch = common.load_data(data, layout, "predict", verbose)
         X, ids = bunch.data, bunch.frame["image_id"].to_numpy(dtype=object)
     model = common.load_model(model_path)
     common.set_verbose(model, verbose)

@@ -1,4 +1,4 @@
-"""``skinfuse train``: fit a recipe on a HAM10000-layout folder and save it."""
+"""``skinfuse train``: fit a recipe on a labelled folder (any known layout) and save it."""
 
 from __future__ import annotations
 
@@ -74,15 +74,20 @@ def _check_savable(model, out: Path) -> None:
             raise ValueError(f"this model cannot be saved: {exc}") from None
 
 
-def run_train(data, *, recipe, out, cv=None, cache_dir=None, random_state=0, card=False, verbose=1):
-    """Fit recipe ``recipe`` on every image of a HAM10000-layout folder; save it to ``out``.
+def run_train(
+    data, *, recipe, out, layout=None, cv=None, cache_dir=None, random_state=0, card=False,
+    verbose=1,
+):  # fmt: skip
+    """Fit recipe ``recipe`` on every image of a labelled folder; save it to ``out``.
+
+    ``layout`` names the folder's layout (:data:`skinfuse.datasets.LAYOUTS`); ``None``
+    detects it.
 
     With ``cv`` (an int >= 2), a lesion-grouped ``StratifiedGroupKFold`` cross-validation
     runs first; its mean scores are printed and stored in the model file's metrics.
     Returns the path of the model file.
     """
     from .. import recipes, save
-    from ..datasets import load_ham10000
 
     if recipe not in recipes.RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(recipes.RECIPES)}")
@@ -93,7 +98,7 @@ def run_train(data, *, recipe, out, cv=None, cache_dir=None, random_state=0, car
 
         check_cache_dir(cache_dir)
         cache_dir = os.fspath(cache_dir)  # a str: the model file stores plain parameters
-    bunch = load_ham10000(data)
+    bunch = common.load_data(data, layout, "train", verbose)
     X, y, groups = bunch.data, bunch.target, bunch.groups
     n_lesions = len(pd.unique(groups))
     common.say(verbose, f"data: {data} ({len(y)} images, {n_lesions} lesions, "

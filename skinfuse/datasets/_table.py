@@ -143,7 +143,8 @@ def _labels(table, spec, source, is_csv):
 def _groups(table, spec, keys, source) -> pd.Series:
     """Lesion, else patient, else the image itself (warned about: splits may leak)."""
     groups = pd.Series(np.nan, index=table.index, dtype=object)
-    for column, prefix in ((spec.group_column, ""), (spec.patient_column, "patient:")):
+    patient_prefix = "patient:" if spec.group_column is not None else ""
+    for column, prefix in ((spec.group_column, ""), (spec.patient_column, patient_prefix)):
         if column is None:
             continue
         values = table[column]
