@@ -92,7 +92,9 @@ def load_ham10000(data_home, *, as_frame: bool = True, return_X_y: bool = False)
     - a flat one: ``metadata.csv`` with the images in ``images/``.
 
     Images are named ``<image_id>.jpg`` (any extension in
-    :data:`skinfuse.images.IMAGE_EXTENSIONS`). They are not decoded here.
+    :data:`skinfuse.images.IMAGE_EXTENSIONS`, in subfolders too, matched without regard to
+    case). They are not decoded here. This is :func:`load_lesion_table` with HAM10000's
+    columns (``dx_type`` is not required).
 
     Parameters
     ----------

@@ -296,3 +296,12 @@ def test_the_command_line_reads_every_layout(tmp_path, pixels, capsys):
     (tmp_path / "other").mkdir()
     assert main(["evaluate", str(model), "--data", str(tmp_path / "other")]) == 2
     assert "no known dataset layout" in capsys.readouterr().err
+
+
+def test_the_maps_in_the_docs_are_the_maps_in_the_code():
+    from skinfuse.datasets import SEX_MAP
+
+    page = (Path(__file__).parents[2] / "docs" / "own_data.md").read_text()
+    for mapping in [*LABEL_MAPS.values(), *SITE_MAPS.values(), SEX_MAP]:
+        for word, ham in mapping.items():
+            assert f"| `{word}` | {f'`{ham}`' if ham else '*none*'} |" in page, word
