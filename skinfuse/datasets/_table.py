@@ -324,7 +324,7 @@ def load_lesion_table(
     image_column : str
         The column naming each image: a path relative to an image folder
         (``"sub/img1.jpg"``), a file name (``"img1.jpg"``) or a name without extension
-        (``"img1"``). Matched without regard to case (``FCl/x.jpg`` finds ``FCL/x.JPG``).
+        (``"img1"``). Matched without regard to case (``Ab/x.jpg`` finds ``AB/x.JPG``).
     label_column : str, default=None
         The diagnosis column; ``None`` for unlabelled images (``target`` is then all NaN).
     group_column : str, default=None
