@@ -55,7 +55,9 @@ def read_csv_table(path, *, what="metadata file") -> pd.DataFrame:
         ) from None
     if table.empty:
         raise ValueError(f"the {what} {path} lists no images (it has a header but no rows)")
-    return table
+    # text columns as Python objects, missing values NaN, whatever pandas' default string
+    # dtype (pandas 3 reads dtype=str as its "str" dtype): the frames load_ham10000 returned
+    return table.astype(object)
 
 
 _AMBIGUOUS = object()

@@ -305,3 +305,13 @@ def test_the_maps_in_the_docs_are_the_maps_in_the_code():
     for mapping in [*LABEL_MAPS.values(), *SITE_MAPS.values(), SEX_MAP]:
         for word, ham in mapping.items():
             assert f"| `{word}` | {f'`{ham}`' if ham else '*none*'} |" in page, word
+
+
+def test_text_columns_of_a_read_table_are_objects(tmp_path):
+    from skinfuse.datasets._files import read_csv_table
+
+    csv = tmp_path / "t.csv"
+    csv.write_text("image_id,dx,dx_type\na,nv,histo\nb,mel,\n")
+    table = read_csv_table(csv)
+    assert all(dtype == np.dtype(object) for dtype in table.dtypes)  # as before
+    assert table["dx_type"].isna().tolist() == [False, True]
