@@ -247,3 +247,25 @@ def test_fingerprint_finds_a_changed_output(tmp_path, capsys):
     assert fingerprint.main([*args, "--compare", str(tmp_path / "changed.json")]) == 1
     assert "autoencoder.transform: " + "0" * 16 in capsys.readouterr().out
     assert fingerprint.digest(np.zeros(3)) != fingerprint.digest(np.zeros(3, np.float32))
+
+
+def test_external_smoke_scores_every_set_with_and_without_metadata(tmp_path):
+    external = _load("external")
+    results = external.main(["--smoke", "--out", str(tmp_path), "--n-resamples", "20"])
+    rows = results["recipes"]["tiny"]
+    assert set(rows) == {"held-out lesions", "synthetic-external"}
+    for test, variants in rows.items():
+        assert list(variants)[:2] == ["as given", "no metadata"]
+        given = variants["as given"]
+        auc = given["melanoma_auc"]
+        assert 0 <= auc["low"] <= auc["estimate"] <= auc["high"] <= 1
+        assert set(given["recall"]) == set(given["classes_present"])
+        assert given["n_images"] == len(np.load(tmp_path / f"proba_tiny_{test.split()[0]}.npz",
+                                                allow_pickle=True)["y"])  # fmt: skip
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["recipes"]["tiny"]["held-out lesions"]["as given"]["balanced_accuracy"][
+        "estimate"
+    ] == pytest.approx(rows["held-out lesions"]["as given"]["balanced_accuracy"]["estimate"])
+    table = (tmp_path / "table.md").read_text()
+    assert "| synthetic-external | no metadata |" in table and "Recall per class" in table
+    assert (tmp_path / "tiny.skinfuse").exists()
