@@ -8,6 +8,7 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from sklearn.base import clone, is_classifier
 from sklearn.ensemble import VotingClassifier
 
@@ -60,6 +61,12 @@ def test_train_writes_a_model_with_cv_metrics(model_file, ham, capsys):
         assert 0 <= metrics[name] <= 1 and f"{name}_std" in metrics
     assert metrics["recipe"] == "tiny"
     assert any(model_file.parent.parent.parent.glob("cache*/embeddings/*/*.npz"))
+    # the training data's summary, for evaluate to print next to the data it scores
+    training = skinfuse._model_files.read_manifest(model_file)["training_data"]
+    shares = lesions["dx"].value_counts(normalize=True)
+    assert training["classes"] == pytest.approx({c: shares[c] for c in model.classes_})
+    assert training["n_images"] == 70 and training["images"]["median_width"] == 24
+    assert training["metadata"]["age"]["missing"] == pytest.approx(lesions["age"].isna().mean())
 
 
 def _expected(model_file, X):
@@ -159,6 +166,72 @@ def test_evaluate_prints_and_writes(model_file, ham, tmp_path, capsys):
     assert "macro avg" in report.index and (report["support"].iloc[:-1] > 0).all()
     for name in ("reliability.png", "melanoma_tradeoff.png"):
         assert (out / name).stat().st_size > 5000
+
+
+def test_evaluate_on_other_data_names_the_classes_present_and_the_shift(
+    model_file, ham, tmp_path, capsys
+):
+    """Data of 'another clinic': no akiec, no age, a site never seen, 32x24 images; and
+    the same model file as saved before training summaries were recorded."""
+    other = tmp_path / "other"
+    (other / "images").mkdir(parents=True)
+    table = pd.read_csv(ham / "metadata.csv")
+    table = table[table["dx"] != "akiec"].reset_index(drop=True)
+    table["age"] = np.nan
+    table.loc[:2, "localization"] = "nailbed"
+    table.to_csv(other / "metadata.csv", index=False)
+    for image_id in table["image_id"]:
+        image = Image.open(ham / "images" / f"{image_id}.png").resize((32, 24))
+        image.save(other / "images" / f"{image_id}.png")
+    out = tmp_path / "eval"
+    args = ["evaluate", str(model_file), "--data", str(other), "--n-resamples", "10", "--quiet"]
+    assert main([*args, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    n = len(table)
+    assert ("classes present: 6 of the model's 7 (absent: akiec); balanced accuracy and macro "
+            "F1 are over the 6 present; predictions of an absent class count as errors"
+            in printed)  # fmt: skip
+    training = skinfuse._model_files.read_manifest(model_file)["training_data"]
+    age_missing = f"{100 * training['metadata']['age']['missing']:.0f}%"
+    for line in ("shift summary: the evaluated data next to the training data's",
+                 "| quantity | training | evaluated |", f"| images | 70 | {n} |",
+                 "| median size (WxH) | 24x24 | 32x24 |",
+                 "| square / 4:3 / other | 100% / 0% / 0% | 0% / 100% / 0% |",
+                 f"| age missing | {age_missing} | 100% |",
+                 "unseen localization (never in the training data): nailbed",
+                 "age: wholly missing here (the training data had it)"):  # fmt: skip
+        assert line in printed, line
+    report = pd.read_csv(out / "clinical_report.csv", index_col=0)
+    assert report.loc["akiec", "support"] == 0 and np.isnan(report.loc["akiec", "recall"])
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["classes"]["absent"] == ["akiec"]
+    assert "6 of the model's 7" in saved["classes"]["note"]
+    shift = saved["shift"]
+    assert shift["training"] == training and shift["evaluated"]["n_images"] == n
+    assert shift["unseen_categories"] == {"localization": ["nailbed"]}
+    assert shift["missing_columns"] == ["age"] and shift["new_classes"] == []
+    # balanced accuracy: the mean recall over the 6 classes present
+    model = skinfuse.load(model_file)
+    bunch = skinfuse.datasets.load_ham10000(other)
+    y_pred = model.predict(bunch.data)
+    recalls = [np.mean(y_pred[bunch.target == c] == c) for c in set(bunch.target)]
+    assert saved["metrics"]["balanced_accuracy"]["estimate"] == pytest.approx(np.mean(recalls))
+    assert report.loc["macro avg", "recall"] == pytest.approx(np.mean(recalls))
+    # a model file saved before the training summary was recorded: the evaluated data alone
+    old = tmp_path / "old.skinfuse"
+    with zipfile.ZipFile(model_file) as src, zipfile.ZipFile(old, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "manifest.json":
+                manifest = json.loads(data)
+                del manifest["training_data"]
+                data = json.dumps(manifest).encode()
+            dst.writestr(item, data)
+    assert main(["evaluate", str(old), "--data", str(other), "--n-resamples", "10",
+                 "--quiet"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "records no training data summary" in printed
+    assert f"| quantity | evaluated |\n|---|---|\n| images | {n} |" in printed
 
 
 @pytest.fixture

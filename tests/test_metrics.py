@@ -109,6 +109,45 @@ def test_clinical_report_matches_scikit_learn(scored):
     assert report.loc["mel", "support"] == (y == "mel").sum()
 
 
+def test_a_class_absent_from_the_data_is_marked_and_left_out_of_the_means():
+    # the model knows bcc, mel, nv; the data (another source) has no bcc.
+    # predictions: mel, bcc (an error: the case is nv), nv, nv, mel (an error: nv)
+    classes = ["bcc", "mel", "nv"]
+    y = np.array(["mel", "nv", "nv", "nv", "nv"])
+    proba = np.array([[0.1, 0.8, 0.1], [0.6, 0.1, 0.3], [0.1, 0.2, 0.7], [0.2, 0.2, 0.6],
+                      [0.1, 0.5, 0.4]])  # fmt: skip
+    report = clinical_report(y, proba, classes=classes)
+    assert report.attrs["classes_absent"] == ["bcc"]
+    # bcc: support 0, recall/F1/AUC undefined, precision 0 (its one prediction is wrong)
+    bcc = report.loc["bcc"]
+    assert bcc["support"] == 0 and bcc["precision"] == 0
+    assert np.isnan(bcc["recall"]) and np.isnan(bcc["f1"]) and np.isnan(bcc["auc"])
+    # mel: P 1/2, R 1, F1 2/3; nv: P 1, R 2/4, F1 2/3; means over mel and nv only
+    assert report.loc["mel", ["precision", "recall", "f1"]].tolist() == pytest.approx(
+        [0.5, 1, 2 / 3]
+    )
+    assert report.loc["nv", ["precision", "recall", "f1"]].tolist() == pytest.approx(
+        [1, 0.5, 2 / 3]
+    )
+    assert report.loc["macro avg", ["precision", "recall", "f1"]].tolist() == pytest.approx(
+        [0.75, 0.75, 2 / 3]
+    )
+    assert report.loc["macro avg", "support"] == 5
+    assert report.attrs["balanced_accuracy"] == pytest.approx(0.75)
+    assert report.attrs["macro_f1"] == pytest.approx(2 / 3)
+    summary = clinical_summary(y, proba, classes=classes)
+    assert summary["balanced_accuracy"] == pytest.approx(0.75)
+    assert summary["macro_f1"] == pytest.approx(2 / 3)
+    assert summary["accuracy"] == pytest.approx(0.6)
+    # an absent class the model never predicts: precision undefined too
+    never = clinical_report(y[[0, 2, 3]], proba[[0, 2, 3]], classes=classes)
+    assert never.loc["bcc"].isna()[["precision", "recall", "f1", "auc"]].all()
+    assert never.attrs["balanced_accuracy"] == 1.0 and never.attrs["macro_f1"] == 1.0
+    # every class present: nothing marked
+    full = clinical_report(["bcc", "mel", "nv"], np.eye(3), classes=classes)
+    assert full.attrs["classes_absent"] == [] and not full.isna().any().any()
+
+
 def test_clinical_summary_hand_case():
     # mel scores 0.9 and 0.3; nv 0.4, 0.2, 0.1: predictions mel, nv, nv, nv, nv
     y = ["mel", "nv", "mel", "nv", "nv"]

@@ -333,6 +333,26 @@ def test_model_card(lesions, tmp_path):
     assert "not a medical device" in card
     assert "lesion-grouped" in card
     assert "skinfuse.load" in card
+    assert "Recorded when the model was saved" not in card  # no training_data given
+
+
+def test_training_data_summary_in_manifest_and_card(lesions, tmp_path):
+    from skinfuse._model_files import read_manifest
+    from skinfuse.metrics import dataset_summary
+
+    classes = sorted(set(lesions.target))
+    summary = dataset_summary(lesions.data, lesions.target, classes=classes)
+    path = skinfuse.save(_metadata_model(lesions), tmp_path / "model.skinfuse",
+                         training_data=summary, card=True)  # fmt: skip
+    assert read_manifest(path)["training_data"] == summary
+    card = (tmp_path / "model.md").read_text()
+    n = len(lesions.target)
+    assert f"- Recorded when the model was saved: {n} images" in card
+    first = 100 * np.mean(np.asarray(lesions.target) == classes[0])
+    assert f"- Class mix: {classes[0]} {first:.1f} %, " in card
+    assert "- Metadata missing: age " in card
+    no_summary = skinfuse.save(_metadata_model(lesions), tmp_path / "old.skinfuse")
+    assert read_manifest(no_summary)["training_data"] is None
 
 
 def test_torch_placeholder_keeps_the_import_path_files_name_it_by():

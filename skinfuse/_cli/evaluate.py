@@ -23,12 +23,16 @@ def run_evaluate(
     ``layout`` names the folder's layout (:data:`skinfuse.datasets.LAYOUTS`); ``None``
     detects it.
 
-    Prints the per-class clinical report and the clinical summary
-    (:func:`skinfuse.metrics.clinical_summary`); with ``out`` (a folder) writes
+    Prints the per-class clinical report, which of the model's classes the data has (the
+    macro metrics are over those), the clinical summary
+    (:func:`skinfuse.metrics.clinical_summary`) and the shift summary: the data as the
+    model sees it next to the training data's, when the model file records it
+    (:func:`skinfuse.metrics.shift_report`). With ``out`` (a folder) writes
     ``clinical_report.csv``, ``metrics.json``, ``reliability.png`` and
     ``melanoma_tradeoff.png``. Returns ``(report, metrics)``.
     """
-    from ..metrics import clinical_report, clinical_summary
+    from .._model_files import read_manifest
+    from ..metrics import clinical_report, clinical_summary, dataset_summary, shift_report
 
     model_path = common.check_in_file(model, "model file", "MODEL")
     data = common.check_data_dir(data)
@@ -36,6 +40,7 @@ def run_evaluate(
         out = common.prepare_out(out)
     bunch = common.load_data(data, layout, "evaluate", verbose)
     model = common.load_model(model_path)
+    training = read_manifest(model_path)["training_data"]
     common.set_verbose(model, verbose)
     X, y, groups = bunch.data, bunch.target.to_numpy(dtype=object), bunch.groups
     classes = np.asarray(model.classes_)
@@ -50,6 +55,9 @@ def run_evaluate(
     report = clinical_report(y, proba, classes=classes)
     print(f"per-class report ({len(y)} images, {len(pd.unique(groups))} lesions):")
     print(report.round(3).to_string(), flush=True)
+    classes_note = _classes_note(classes, report.attrs["classes_absent"])
+    if report.attrs["classes_absent"]:
+        print(classes_note, flush=True)
     if MELANOMA not in classes or not (y == MELANOMA).any():
         common.warn("evaluate", "no melanoma in the model's classes or in the data: the "
                                 "melanoma operating points are left out")  # fmt: skip
@@ -61,13 +69,48 @@ def run_evaluate(
              "|---|---|"]  # fmt: skip
     lines += [f"| {name} | {iv} |" for name, iv in metrics.items()]
     print("\n".join(lines), flush=True)
+    summary = dataset_summary(X, y, proba, classes=classes)
+    shift = shift_report(summary, training, names=("training", "evaluated"))
+    print(_shift_text(shift, training is not None), flush=True)
     if out is not None:
-        _write_evaluation(out, report, metrics, y, proba, classes, model_path, data)
+        extra = {
+            "classes": {"model": classes.tolist(), "absent": report.attrs["classes_absent"],
+                        "note": classes_note},
+            "shift": {"training": training, "evaluated": summary, **shift.attrs},
+        }  # fmt: skip
+        _write_evaluation(out, report, metrics, y, proba, classes, model_path, data, extra)
         common.say(verbose, f"report written to {out}")
     return report, metrics
 
 
-def _write_evaluation(out, report, metrics, y, proba, classes, model_path, data) -> None:
+def _classes_note(classes, absent) -> str:
+    n, k = len(classes), len(classes) - len(absent)
+    if not absent:
+        return f"classes present: all {n} of the model's"
+    return (
+        f"classes present: {k} of the model's {n} (absent: {', '.join(map(str, absent))}); "
+        f"balanced accuracy and macro F1 are over the {k} present; predictions of an absent "
+        "class count as errors"
+    )
+
+
+def _shift_text(shift, with_training) -> str:
+    """The shift summary as a markdown table, then what the data has new or lacks."""
+    head = "the evaluated data next to the training data's (from the model file)"
+    if not with_training:
+        head = ("the evaluated data (the model file records no training data summary: it "
+                "was saved before skinfuse recorded one)")  # fmt: skip
+    lines = [f"shift summary: {head}:", "| quantity | " + " | ".join(shift.columns) + " |",
+             "|---" * (len(shift.columns) + 1) + "|"]  # fmt: skip
+    lines += [f"| {name} | " + " | ".join(row) + " |" for name, row in shift.iterrows()]
+    for column, values in shift.attrs["unseen_categories"].items():
+        lines.append(f"unseen {column} (never in the training data): {', '.join(values)}")
+    for column in shift.attrs["missing_columns"]:
+        lines.append(f"{column}: wholly missing here (the training data had it)")
+    return "\n".join(lines)
+
+
+def _write_evaluation(out, report, metrics, y, proba, classes, model_path, data, extra) -> None:
     import matplotlib.pyplot as plt
 
     from ..metrics import plot_operating_curve, plot_reliability_diagram
@@ -79,6 +122,7 @@ def _write_evaluation(out, report, metrics, y, proba, classes, model_path, data)
         "n_images": len(y),
         "metrics": {name: dataclasses.asdict(iv) for name, iv in metrics.items()},
         "per_class": json.loads(report.to_json(orient="index")),
+        **extra,
     }
     (out / "metrics.json").write_text(json.dumps(document, indent=2))
     fig = plot_reliability_diagram(

@@ -85,9 +85,12 @@ def run_train(
 
     With ``cv`` (an int >= 2), a lesion-grouped ``StratifiedGroupKFold`` cross-validation
     runs first; its mean scores are printed and stored in the model file's metrics.
-    Returns the path of the model file.
+    The training data's summary (:func:`skinfuse.metrics.dataset_summary`: image sizes,
+    class mix, metadata) is stored in the model file too, for ``skinfuse evaluate`` to
+    print next to the data it scores. Returns the path of the model file.
     """
     from .. import recipes, save
+    from ..metrics import dataset_summary
 
     if recipe not in recipes.RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(recipes.RECIPES)}")
@@ -123,6 +126,7 @@ def run_train(
     common.say(verbose, f"fitting {recipe!r} on all {len(y)} images")
     model.fit(X, y)
     common.say(verbose, f"fitted in {time.perf_counter() - t0:.0f} s")
-    path = save(model, out, metrics=metrics, card=card)
+    training_data = dataset_summary(X, y, classes=model.classes_)
+    path = save(model, out, metrics=metrics, training_data=training_data, card=card)
     common.say(verbose, f"model written to {path}")
     return path

@@ -6,6 +6,7 @@ file is a zip archive of
 
 - ``manifest.json``: format version, versions of skinfuse, scikit-learn, torch..., the
   model's class, ``classes_``, input columns, image size, the metrics given to ``save``,
+  the training data's summary (``training_data``, :func:`skinfuse.metrics.dataset_summary`),
   how to rebuild each torch network, and checksums of the two payloads;
 - ``model.skops``: the scikit-learn parts, written by :func:`skops.io.dumps` and read
   back with an explicit list of trusted types (:data:`TRUSTED_TYPES`): a type off the list
@@ -25,7 +26,8 @@ Modules: ``_format`` (the members of the archive, the format version, the truste
 ``_save`` (:func:`save`), ``_load`` (:func:`load`: checks, then rebuilds), ``_networks``
 (walking a model for its torch parts, stashing and rebuilding them: a new fitted torch
 attribute or network class needs a line there), ``_manifest`` (the manifest and the model
-card). :func:`estimators_in` (every estimator inside a model) serves the command line.
+card). :func:`estimators_in` (every estimator inside a model) and :func:`read_manifest`
+(the manifest alone, e.g. the training data's summary) serve the command line.
 """
 
 from ._format import (
@@ -33,7 +35,7 @@ from ._format import (
     TRUSTED_TYPES,
     _TorchPart,  # noqa: F401 (named in model files by this path)
 )
-from ._load import load
+from ._load import load, read_manifest
 from ._networks import estimators_in, torch_estimators_in
 from ._save import save
 
@@ -42,6 +44,7 @@ __all__ = [
     "TRUSTED_TYPES",
     "estimators_in",
     "load",
+    "read_manifest",
     "save",
     "torch_estimators_in",
 ]

@@ -108,6 +108,22 @@ def load(path, *, trusted=None):
     return model
 
 
+def read_manifest(path) -> dict:
+    """The manifest of a model file (checked: a skinfuse file of this format), without
+    reading its payloads; ``training_data`` is ``None`` in files saved without it."""
+    path = Path(path)
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a skinfuse model file")
+    with zipfile.ZipFile(path) as zf:
+        try:
+            manifest = json.loads(zf.read(_MANIFEST))
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"{path}: no readable {_MANIFEST} ({exc})") from None
+    _check_format(path, manifest, warn=False)  # load() warns about the version
+    manifest.setdefault("training_data", None)
+    return manifest
+
+
 def _read(path):
     """The manifest and the payloads of a model file, checked."""
     if not path.is_file():
@@ -136,7 +152,7 @@ def _read(path):
     return manifest, files
 
 
-def _check_format(path, manifest) -> None:
+def _check_format(path, manifest, warn=True) -> None:
     from .. import __version__
 
     if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT_NAME:
@@ -149,7 +165,7 @@ def _check_format(path, manifest) -> None:
             f"{written_by}; this skinfuse ({__version__}) reads format version {FORMAT_VERSION} "
             f"only. Load it with skinfuse {written_by}, or save it again from there."
         )
-    if written_by != __version__:
+    if warn and written_by != __version__:
         warnings.warn(
             f"{path} was saved with skinfuse {written_by}; this is skinfuse {__version__}. "
             "The file format is the same, but the model may behave differently: check its "

@@ -79,6 +79,28 @@ def _metrics_markdown(metrics) -> str:
     )
 
 
+def _training_data_markdown(summary) -> str:
+    """A few lines on the training data from its recorded summary (``None``: nothing)."""
+    if not summary:
+        return ""
+    lines = [f"- Recorded when the model was saved: {summary.get('n_images')} images"]
+    if summary.get("classes"):
+        mix = ", ".join(f"{c} {100 * v:.1f} %" for c, v in summary["classes"].items())
+        lines.append(f"- Class mix: {mix}")
+    missing = ", ".join(
+        f"{name} {100 * column['missing']:.0f} %"
+        for name, column in summary.get("metadata", {}).items()
+    )
+    if missing:
+        lines.append(f"- Metadata missing: {missing}")
+    images = summary.get("images", {})
+    if "median_width" in images:
+        lines.append(
+            f"- Images: median {images['median_width']:.0f}x{images['median_height']:.0f} px"
+        )
+    return "\n".join(lines) + "\n\n"
+
+
 def _model_card(model, manifest, path) -> str:
     versions = manifest["versions"]
     classes = manifest["classes"]
@@ -110,7 +132,7 @@ explanations. Not for the diagnosis or triage of patients.
 
 ## Data
 
-Describe here the training data: source (e.g. HAM10000), number of lesions and of images,
+{_training_data_markdown(manifest.get("training_data"))}Describe here the training data: source (e.g. HAM10000), number of lesions and of images,
 class distribution, population (age, sex, skin types), acquisition devices and sites, and
 how duplicates of one lesion were kept together.
 

@@ -34,12 +34,13 @@ from ._networks import (
         "model": [HasMethods(["get_params"])],
         "path": [str, os.PathLike],
         "metrics": [dict, None],
+        "training_data": [dict, None],
         "card": ["boolean"],
         "trusted": ["array-like", None],
     },
     prefer_skip_nested_validation=True,
 )
-def save(model, path, *, metrics=None, card=False, trusted=None):
+def save(model, path, *, metrics=None, training_data=None, card=False, trusted=None):
     """Write ``model`` to a file that can be opened without running code.
 
     The scikit-learn parts go through :func:`skops.io.dumps`; the weights of every
@@ -61,6 +62,10 @@ def save(model, path, *, metrics=None, card=False, trusted=None):
     metrics : dict or None, default=None
         Results to keep with the model, e.g. lesion-grouped cross-validation scores;
         must be JSON-serialisable (NumPy scalars and arrays are converted).
+    training_data : dict or None, default=None
+        A description of the training data, as :func:`skinfuse.metrics.dataset_summary`
+        gives it (``skinfuse train`` records it); ``skinfuse evaluate`` prints the data it
+        scores next to it. JSON-serialisable.
     card : bool, default=False
         Also write a Markdown model card next to the file (``path`` with the suffix
         ``.md``): intended use, data, the ``metrics``, limitations.
@@ -93,6 +98,8 @@ def save(model, path, *, metrics=None, card=False, trusted=None):
     path = Path(path)
     trusted_names = _trusted_types(trusted)
     metrics = None if metrics is None else _json_safe(metrics, "metrics")
+    if training_data is not None:
+        training_data = _json_safe(training_data, "training_data")
     if metrics is not None and not isinstance(metrics, dict):
         raise TypeError(
             f"metrics must be a dict such as {{'balanced_accuracy': 0.7}}; got {metrics!r}"
@@ -141,6 +148,7 @@ def save(model, path, *, metrics=None, card=False, trusted=None):
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **_describe(model, torch_estimators),
         "metrics": metrics,
+        "training_data": training_data,
         "trusted_types": [name for name in trusted_names if name in (trusted or [])],
         "torch_parts": records,
         "sha256": {name: _sha256(data) for name, data in files.items()},

@@ -6,6 +6,10 @@ challenges compare models by balanced accuracy, by melanoma sensitivity and spec
 at an operating point (reader studies: specificity at the dermatologists' sensitivity),
 by partial AUC above 80 % sensitivity (ISIC 2024) and by calibration.
 
+On data of another source, :func:`dataset_summary` and :func:`shift_report` show how it
+differs from the training data (image sizes, class mix, metadata missing or unseen,
+confidence).
+
 Binary functions take the labels, the score of the class of interest (e.g.
 ``proba[:, list(model.classes_).index("mel")]``) and ``pos_label`` (``"mel"`` by default).
 
@@ -23,6 +27,7 @@ from ._operating import (
 )
 from ._plots import plot_confusion_matrix, plot_operating_curve, plot_reliability_diagram
 from ._report import BootstrapInterval, bootstrap_interval, clinical_report
+from ._shift import dataset_summary, shift_report
 from ._summary import clinical_summary
 
 __all__ = [
@@ -30,6 +35,7 @@ __all__ = [
     "bootstrap_interval",
     "clinical_report",
     "clinical_summary",
+    "dataset_summary",
     "expected_calibration_error",
     "operating_point",
     "partial_auc",
@@ -37,6 +43,7 @@ __all__ = [
     "plot_operating_curve",
     "plot_reliability_diagram",
     "sensitivity_at_specificity",
+    "shift_report",
     "specificity_at_sensitivity",
 ]
 

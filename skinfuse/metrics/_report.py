@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from numbers import Integral, Real
 
@@ -10,6 +11,7 @@ import pandas as pd
 from sklearn.metrics import (
     accuracy_score,
     balanced_accuracy_score,
+    f1_score,
     precision_recall_fscore_support,
     roc_auc_score,
 )
@@ -18,12 +20,40 @@ from sklearn.utils import check_random_state
 from .._utils._sklearn import Interval, validate_params
 
 
+# -- macro metrics over the classes present ---------------------------------------------------
+def _classes_present(y_true, classes) -> np.ndarray:
+    """The classes of ``classes`` with at least one case in ``y_true``, in their order."""
+    classes = np.asarray(classes)
+    return classes[np.isin(classes, np.asarray(y_true))]
+
+
+def _balanced_accuracy(y_true, y_pred) -> float:
+    """Mean recall over the classes present in ``y_true`` (scikit-learn's
+    ``balanced_accuracy_score``); a prediction of a class absent from ``y_true`` is an error.
+    scikit-learn warns about such predictions; on data of another source they are expected."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "y_pred contains classes not in y_true", UserWarning)
+        return float(balanced_accuracy_score(y_true, y_pred))
+
+
+def _macro_f1(y_true, y_pred, labels) -> float:
+    """Mean F1 over ``labels`` (the classes present in the evaluated data); a prediction of
+    another class is an error (a missed case of the true class), not an F1 of 0 averaged in."""
+    return float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
+
+
 @validate_params(
     {"y_true": ["array-like"], "proba": ["array-like"], "classes": ["array-like"]},
     prefer_skip_nested_validation=True,
 )
 def clinical_report(y_true, proba, *, classes):
     """Per-class precision, recall (sensitivity), F1, one-vs-rest AUC and support.
+
+    ``y_true`` may hold only some of ``classes`` (data of another source: Derm7pt has no
+    ``akiec``). A class absent from ``y_true`` keeps its row, marked: support 0, recall,
+    F1 and AUC NaN (undefined), precision 0 if the model predicted it (each such
+    prediction is an error) and NaN if it did not. The macro averages are over the
+    classes present in ``y_true`` only.
 
     Parameters
     ----------
@@ -35,9 +65,11 @@ def clinical_report(y_true, proba, *, classes):
     Returns
     -------
     report : pandas.DataFrame
-        One row per class, then ``"macro avg"`` (its recall is the balanced accuracy, its
-        F1 the macro F1, its AUC the macro one-vs-rest AUC). ``report.attrs`` holds
-        ``accuracy``, ``balanced_accuracy`` and ``macro_f1``.
+        One row per class, then ``"macro avg"`` over the classes present in ``y_true`` (its
+        recall is the balanced accuracy, its F1 the macro F1, its AUC the macro one-vs-rest
+        AUC; its support all cases). ``report.attrs`` holds ``accuracy``,
+        ``balanced_accuracy``, ``macro_f1`` and ``classes_absent`` (the classes without a
+        case in ``y_true``, a list; empty when every class is present).
 
     Examples
     --------
@@ -45,6 +77,15 @@ def clinical_report(y_true, proba, *, classes):
     ...                          classes=["a", "b"])
     >>> float(report.loc["b", "recall"]), report.attrs["balanced_accuracy"]
     (0.5, 0.75)
+
+    A class absent from the data (``"c"``) is marked, and left out of the averages:
+
+    >>> report = clinical_report(["a", "b"], [[0.7, 0.2, 0.1], [0.1, 0.2, 0.7]],
+    ...                          classes=["a", "b", "c"])
+    >>> report.loc["c"].tolist(), report.attrs["classes_absent"]
+    ([0.0, nan, nan, nan, 0.0], ['c'])
+    >>> report.attrs["balanced_accuracy"], report.attrs["macro_f1"]
+    (0.5, 0.5)
     """
     proba = np.asarray(proba, dtype=np.float64)
     classes = np.asarray(classes)
@@ -53,6 +94,11 @@ def clinical_report(y_true, proba, *, classes):
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=classes, zero_division=0
     )
+    absent = support == 0
+    predicted = np.array([(y_pred == c).sum() for c in classes])
+    recall = np.where(absent, np.nan, recall)
+    f1 = np.where(absent, np.nan, f1)
+    precision = np.where(absent & (predicted == 0), np.nan, precision)
     auc = [
         roc_auc_score(y_true == c, proba[:, k]) if 0 < (y_true == c).sum() < len(y_true) else np.nan
         for k, c in enumerate(classes)
@@ -61,12 +107,14 @@ def clinical_report(y_true, proba, *, classes):
         {"precision": precision, "recall": recall, "f1": f1, "auc": auc, "support": support},
         index=pd.Index(classes.tolist(), name="class"),
     )
-    frame.loc["macro avg"] = [*frame.iloc[:, :4].mean(axis=0).tolist(), int(support.sum())]
+    means = frame.loc[~absent].iloc[:, :4].mean(axis=0).tolist()
+    frame.loc["macro avg"] = [*means, int(support.sum())]
     frame["support"] = frame["support"].astype(int)
     frame.attrs.update(
         accuracy=float(accuracy_score(y_true, y_pred)),
-        balanced_accuracy=float(balanced_accuracy_score(y_true, y_pred)),
+        balanced_accuracy=_balanced_accuracy(y_true, y_pred),
         macro_f1=float(frame.loc["macro avg", "f1"]),
+        classes_absent=classes[absent].tolist(),
     )
     return frame
 

@@ -6,32 +6,32 @@ from __future__ import annotations
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+from sklearn.metrics import accuracy_score
 
 from .._utils._sklearn import Interval, validate_params
 from ._calibration import expected_calibration_error
 from ._operating import partial_auc, sensitivity_at_specificity, specificity_at_sensitivity
-from ._report import bootstrap_interval
+from ._report import _balanced_accuracy, _classes_present, _macro_f1, bootstrap_interval
 
 
 def _percent(fraction) -> str:
     return f"{100 * fraction:.3g}"  # 0.82 -> "82", 0.825 -> "82.5"
 
 
-def _summary_metrics(classes, pos_label, specificities, sensitivities, min_tpr):
+def _summary_metrics(classes, pos_label, specificities, sensitivities, min_tpr, present=None):
     """``{name: metric(y_true, proba)}``: the metrics of the whole model, then those of
-    ``pos_label`` against the rest (if it is one of ``classes``)."""
+    ``pos_label`` against the rest (if it is one of ``classes``). ``present``: the classes
+    of the macro F1 (those of the evaluated data); ``None``: all of ``classes``."""
     classes = np.asarray(classes)
+    present = classes if present is None else present
 
     def labels(proba):
         return classes[proba.argmax(axis=1)]
 
     metrics = {
-        "balanced_accuracy": lambda y, p: balanced_accuracy_score(y, labels(p)),
+        "balanced_accuracy": lambda y, p: _balanced_accuracy(y, labels(p)),
         "accuracy": lambda y, p: accuracy_score(y, labels(p)),
-        "macro_f1": lambda y, p: f1_score(
-            y, labels(p), labels=classes, average="macro", zero_division=0
-        ),
+        "macro_f1": lambda y, p: _macro_f1(y, labels(p), present),
         "ece": lambda y, p: expected_calibration_error(y, p, classes=classes),
     }
     if pos_label not in classes:
@@ -79,8 +79,13 @@ def clinical_summary(
 ):  # fmt: skip
     """The clinical metric set of a model's probabilities, with lesion-grouped intervals.
 
-    For the whole model: ``balanced_accuracy``, ``accuracy``, ``macro_f1`` (over all of
-    ``classes``) and ``ece`` (top-label :func:`expected_calibration_error`). For
+    For the whole model: ``balanced_accuracy``, ``accuracy``, ``macro_f1`` and ``ece``
+    (top-label :func:`expected_calibration_error`). ``balanced_accuracy`` and ``macro_f1``
+    are means over the classes present in ``y_true``: on data holding only some of
+    ``classes`` (another source; :func:`clinical_report` lists the absent ones), an absent
+    class is left out of the mean and a prediction of it counts as an error (a missed case
+    of the true class); with every class present they are the means over all of
+    ``classes``. For
     ``pos_label`` against the rest (when it is one of ``classes`` and ``y_true`` has cases
     of it): ``sensitivity_at_<s>_specificity`` for each of ``specificities``,
     ``specificity_at_<s>_sensitivity`` for each of ``sensitivities`` (``<s>`` in percent,
@@ -131,7 +136,10 @@ def clinical_summary(
     """
     y_true = np.asarray(y_true)
     proba = np.asarray(proba, dtype=np.float64)
-    functions = _summary_metrics(classes, pos_label, specificities, sensitivities, min_tpr)
+    present = _classes_present(y_true, classes)
+    functions = _summary_metrics(
+        classes, pos_label, specificities, sensitivities, min_tpr, present=present
+    )
     if not (y_true == pos_label).any():  # no operating point without a positive case
         functions = {k: f for k, f in functions.items() if k in _MODEL_METRICS}
     if metrics is not None:

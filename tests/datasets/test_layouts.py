@@ -284,7 +284,13 @@ def test_the_command_line_reads_every_layout(tmp_path, pixels, capsys):
     make_derm7pt(tmp_path / "derm", pixels)
     args = ["evaluate", str(model), "--data", str(tmp_path / "derm"), "--n-resamples", "10"]
     assert main([*args, "--quiet"]) == 0
-    assert "per-class report (5 images, 5 lesions)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "per-class report (5 images, 5 lesions)" in printed
+    # Derm7pt's classes are a subset of the model's, it has no age: both said
+    assert "classes present: 4 of the model's 7 (absent: akiec, df, vasc)" in printed
+    missing = lesions.frame["age"].isna().mean()
+    assert f"| age missing | {100 * missing:.0f}% | 100% |" in printed
+    assert "age: wholly missing here (the training data had it)" in printed
     make_pad_ufes20(tmp_path / "pad", pixels)
     out = tmp_path / "pad.csv"
     args = ["predict", str(model), "--data", str(tmp_path / "pad"), "--layout", "pad_ufes20"]
