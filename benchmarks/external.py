@@ -66,6 +66,10 @@ def parse_args(argv=None):
     parser.add_argument("--recipes", nargs="+", default=["partial"], choices=sorted(RECIPES))
     parser.add_argument("--held-out", type=int, default=6, help="1/k of the lesions held out")
     parser.add_argument("--no-ablation", action="store_true", help="no metadata-removed rows")
+    parser.add_argument(
+        "--image-only", action="store_true",
+        help="also each recipe without its metadata branch (every metadata= set to None)",
+    )  # fmt: skip
     parser.add_argument("--n-resamples", type=int, default=1000)
     parser.add_argument("--random-state", type=int, default=0)
     parser.add_argument("--cache-dir", default=None)
@@ -183,6 +187,28 @@ def tables(results) -> str:
     return "\n".join(lines)
 
 
+def without_metadata(model) -> dict:
+    """The parameters that take the metadata out of ``model``: a fusion network's
+    ``metadata=None``, a fusion pipeline's metadata transformer ``"drop"``."""
+    from sklearn.compose import ColumnTransformer
+
+    params = model.get_params()
+    out = {}
+    for key in params:
+        parent, _, name = key.rpartition("__")
+        if name != "metadata":
+            continue
+        owner = params[parent] if parent else model
+        out[key] = "drop" if isinstance(owner, ColumnTransformer) else None
+    return out
+
+
+def models(args):
+    """``(recipe, image only?)`` to fit: each recipe, then each without metadata if asked."""
+    out = [(recipe, False) for recipe in args.recipes]
+    return out + [(recipe, True) for recipe in args.recipes] if args.image_only else out
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.smoke:
@@ -198,9 +224,12 @@ def main(argv=None):
           + ", ".join(f"{k} ({len(v[1])})" for k, v in tests.items()), flush=True)  # fmt: skip
     results = {"source": source, "n_train": len(train), "held_out": args.held_out,
                "skinfuse": skinfuse.__version__, "fit_seconds": {}, "recipes": {}}  # fmt: skip
-    for recipe in args.recipes:
+    for recipe, image_only in models(args):
         model = make_recipe(recipe, random_state=args.random_state, cache_dir=args.cache_dir,
                             verbose=max(0, args.verbose - 1))  # fmt: skip
+        if image_only:
+            model.set_params(**without_metadata(model))
+            recipe = f"{recipe}-image-only"
         start = time.perf_counter()
         model.fit(X.iloc[train].reset_index(drop=True), y[train])
         fit_s = time.perf_counter() - start

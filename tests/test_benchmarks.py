@@ -251,7 +251,15 @@ def test_fingerprint_finds_a_changed_output(tmp_path, capsys):
 
 def test_external_smoke_scores_every_set_with_and_without_metadata(tmp_path):
     external = _load("external")
-    results = external.main(["--smoke", "--out", str(tmp_path), "--n-resamples", "20"])
+    results = external.main(
+        ["--smoke", "--out", str(tmp_path), "--n-resamples", "20", "--image-only"]
+    )
+    assert list(results["recipes"]) == ["tiny", "tiny-image-only"]
+    alone = results["recipes"]["tiny-image-only"]["held-out lesions"]
+    assert alone["as given"] == {
+        **alone["no metadata"],
+        "predict_s": alone["as given"]["predict_s"],
+    }
     rows = results["recipes"]["tiny"]
     assert set(rows) == {"held-out lesions", "synthetic-external"}
     for test, variants in rows.items():
