@@ -1,0 +1,198 @@
+"""The generalisation levers of docs/external.md, measured (issue 24).
+
+Two experiments, both scored on held-out HAM10000 lesions and on an external folder
+(Derm7pt by default), never fitted on the external images' labels:
+
+- ``proxy VARIANT ...``: frozen EfficientNet-Lite0 features (224 px, average pooling, image
+  only) and a logistic regression, trained on a lesion-grouped split of a subset of the share
+  (every non-nevus image and 2,500 nevi), for preprocessing variants of the pixels (``squash``:
+  the 4:3 frame squashed to a square, as the recipes do; ``square``: its central square;
+  ``sog``: shades-of-gray colour constancy; ``square+sog``; ``square0.8``);
+- ``batchnorm MODEL``: test-time batch-norm adaptation of a fitted partial fusion network
+  (``benchmarks/external.py`` saves one): the statistics of its trained top stages
+  (``--all``: of every batch-norm layer) recomputed on the external images, then scored.
+
+    python benchmarks/external_levers.py proxy squash square sog --cache-dir CACHE
+    python benchmarks/external_levers.py batchnorm runs/external/partial.skinfuse [--all]
+
+The batch-norm experiment reaches into ``skinfuse._nn`` (it changes a fitted network's
+internals), as the throughput benchmarks do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+import skinfuse
+from skinfuse.datasets import load_ham10000, load_lesion_folder
+from skinfuse.encoders import FrozenCNNEncoder
+
+MELANOMA = "mel"
+
+
+def shades_of_gray(img, p=6):
+    """Shades-of-gray colour constancy (Finlayson and Trezzi 2004): each channel divided by
+    its Minkowski p-norm mean, scaled so that a grey illuminant is left unchanged."""
+    x = img.astype(np.float64)
+    e = np.power(np.mean(np.power(x, p), axis=(0, 1)), 1 / p)
+    e = e / np.sqrt((e**2).sum())
+    return np.clip(x / (e * np.sqrt(3)), 0, 255).astype(np.uint8)
+
+
+def square(img, frac=1.0):
+    """The central square of ``img``, of side ``frac`` times its short side."""
+    h, w = img.shape[:2]
+    s = round(min(h, w) * frac)
+    top, left = (h - s) // 2, (w - s) // 2
+    return img[top : top + s, left : left + s]
+
+
+VARIANTS = {
+    "squash": lambda im: im,
+    "square": square,
+    "sog": shades_of_gray,
+    "square+sog": lambda im: shades_of_gray(square(im)),
+    "square0.8": lambda im: square(im, 0.8),
+}
+
+
+def _scores(proba, classes, y, *, among_present=False):
+    """Melanoma AUC (vs the rest) and balanced accuracy over the classes present; with
+    ``among_present`` the prediction is the most probable class present in ``y`` (the
+    proxy's), else the most probable of all (a class absent from ``y`` is an error)."""
+    classes = list(classes)
+    present = [c for c in classes if (y == c).any() or not among_present]
+    cols = [classes.index(c) for c in present]
+    pred = np.asarray(present)[proba[:, cols].argmax(axis=1)]
+    auc = roc_auc_score(y == MELANOMA, proba[:, classes.index(MELANOMA)])
+    return auc, balanced_accuracy_score(y, pred)
+
+
+def proxy(args):
+    bunch = load_ham10000(args.data)
+    y, g = bunch.target.to_numpy(dtype=object), np.asarray(bunch.groups)
+    paths = bunch.data["image_path"].to_numpy()
+    rng = np.random.default_rng(0)
+    keep = np.flatnonzero(y != "nv")
+    nevi = rng.choice(np.flatnonzero(y == "nv"), args.nevi, replace=False)
+    keep = np.sort(np.concatenate([keep, nevi]))
+    y, g, paths = y[keep], g[keep], paths[keep]
+    train, test = next(StratifiedGroupKFold(5, shuffle=True, random_state=0).split(paths, y, g))
+    ham = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    ext = load_lesion_folder(args.external)
+    ext_y = ext.target.to_numpy(dtype=object)
+    ext_images = [np.asarray(Image.open(p).convert("RGB")) for p in ext.data["image_path"]]
+    print(f"HAM subset {len(y)} (train {len(train)}, held-out {len(test)}); external "
+          f"{len(ext_y)}", flush=True)  # fmt: skip
+    for variant in args.variants:
+        start = time.perf_counter()
+
+        def embed(images, variant=variant):
+            size = (224, 224)
+            pixels = np.stack([
+                np.asarray(Image.fromarray(VARIANTS[variant](im)).resize(size, Image.BILINEAR))
+                for im in images
+            ])  # fmt: skip
+            encoder = FrozenCNNEncoder("efficientnet_lite0", image_size=224, pooling="avg",
+                                       cache_dir=args.cache_dir, device="cpu")  # fmt: skip
+            return encoder.fit_transform(pixels)
+
+        X_ham, X_ext = embed(ham), embed(ext_images)
+        clf = make_pipeline(StandardScaler(), LogisticRegression(
+            C=0.1, max_iter=2000, class_weight="balanced"))  # fmt: skip
+        clf.fit(X_ham[train], y[train])
+        a = _scores(clf.predict_proba(X_ham[test]), clf.classes_, y[test], among_present=True)
+        b = _scores(clf.predict_proba(X_ext), clf.classes_, ext_y, among_present=True)
+        print(f"{variant:12s} HAM held-out mel AUC {a[0]:.3f} bal {a[1]:.3f} | external mel "
+              f"AUC {b[0]:.3f} bal {b[1]:.3f}  ({time.perf_counter() - start:.0f} s)",
+              flush=True)  # fmt: skip
+
+
+def _batchnorms(module):
+    return [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def _recompute(bns, run):
+    """Running statistics of ``bns`` recomputed from scratch (cumulative) over ``run()``."""
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+        bn.train()
+    with torch.no_grad():
+        run()
+    for bn in bns:
+        bn.eval()
+
+
+def batchnorm(args):
+    from torch.utils.data import DataLoader
+
+    from skinfuse._nn.data import ImageDataset
+    from skinfuse._nn.partial import split_network, trunk_key, view_activations
+    from skinfuse._nn.views import views_for
+
+    ext = load_lesion_folder(args.external)
+    X, y = ext.data, ext.target.to_numpy(dtype=object)
+    model = skinfuse.load(args.model)
+    a = _scores(model.predict_proba(X), model.classes_, y)
+    print(f"before: external mel AUC {a[0]:.3f} bal {a[1]:.3f}", flush=True)
+    module, size = model.module_, int(model.image_size)
+    items = X["image_path"].tolist()
+    start = time.perf_counter()
+    if args.all:  # every layer, on the images (the frozen stages' activations change)
+        bns = _batchnorms(module.embedder)
+        loader = DataLoader(ImageDataset(items, size), batch_size=64)
+        _recompute(bns, lambda: [module.embedder(x) for x in loader])
+    else:  # the trained top stages, on the cached activations of the frozen ones
+        trunk, top, shape = split_network(module, model.trainable_blocks, size, check=False)
+        cached = model._activation_cache("cpu")(trunk_key(trunk, model.backbone))
+        acts = view_activations(items, trunk, views_for(int(model.tta)), cached=cached,
+                                image_size=size, batch_size=64, device="cpu", num_workers=0)  # fmt: skip
+        top.features_only = True
+        bns = _batchnorms(top.stages)
+
+        def run():
+            for view in acts:
+                for i in range(0, len(view), 128):
+                    top(torch.from_numpy(view[i : i + 128]).view(-1, *shape))
+
+        _recompute(bns, run)
+    b = _scores(model.predict_proba(X), model.classes_, y)
+    print(f"after ({len(bns)} batch-norm layers on the external images, "
+          f"{time.perf_counter() - start:.0f} s): external mel AUC {b[0]:.3f} bal {b[1]:.3f}")  # fmt: skip
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data", default=os.environ.get("SKINFUSE_DATA", "../shared/data/ham10000")
+    )
+    parser.add_argument("--external", default=None, help="default: derm7pt beside --data")
+    sub = parser.add_subparsers(dest="experiment", required=True)
+    p = sub.add_parser("proxy")
+    p.add_argument("variants", nargs="+", choices=sorted(VARIANTS))
+    p.add_argument("--nevi", type=int, default=2500)
+    p.add_argument("--cache-dir", default=None)
+    b = sub.add_parser("batchnorm")
+    b.add_argument("model")
+    b.add_argument("--all", action="store_true")
+    args = parser.parse_args(argv)
+    if args.external is None:
+        args.external = str(Path(args.data).parent / "derm7pt")
+    (proxy if args.experiment == "proxy" else batchnorm)(args)
+
+
+if __name__ == "__main__":
+    main()
