@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 from .._utils._sklearn import validate_params
 from ._maps import LABEL_MAPS, SEX_MAP, SITE_MAPS
-from ._presets import check_root, fill_preset_doc, first_existing, resolve_map
+from ._presets import PRESET_CONSTRAINTS, check_root, fill_preset_doc, first_existing, resolve_map
 from ._table import TableSpec, read_lesion_table
 
 __all__ = ["load_derm7pt"]
@@ -45,13 +43,7 @@ IMAGE_DIR = "images"
 
 
 @validate_params(
-    {
-        "data_home": [str, os.PathLike],
-        "label_map": [dict, None],
-        "site_map": [dict, None],
-        "as_frame": ["boolean"],
-        "return_X_y": ["boolean"],
-    },
+    PRESET_CONSTRAINTS,
     prefer_skip_nested_validation=True,
 )
 @fill_preset_doc("derm7pt")

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pandas as pd
 
 from .._utils._sklearn import validate_params
 from ._files import read_csv_table
 from ._maps import LABEL_MAPS, SEX_MAP, SITE_MAPS
-from ._presets import check_root, fill_preset_doc, first_existing, resolve_map
+from ._presets import PRESET_CONSTRAINTS, check_root, fill_preset_doc, first_existing, resolve_map
 from ._table import TableSpec, read_lesion_table
 
 __all__ = ["load_isic2019", "load_isic2020"]
@@ -82,14 +80,6 @@ ISIC2020_CSVS = (
 )
 ISIC2020_IMAGE_DIRS = ("train", "jpeg/train", "ISIC_2020_Training_JPEG")
 
-_PARAMS = {
-    "data_home": [str, os.PathLike],
-    "label_map": [dict, None],
-    "site_map": [dict, None],
-    "as_frame": ["boolean"],
-    "return_X_y": ["boolean"],
-}
-
 
 def _one_hot_labels(truth: pd.DataFrame, classes, csv) -> pd.Series:
     """The name of the one column set to 1 in each row of ISIC 2019's ground truth."""
@@ -110,7 +100,7 @@ def _one_hot_labels(truth: pd.DataFrame, classes, csv) -> pd.Series:
     return pd.Series(np.asarray(columns, dtype=object)[values.argmax(axis=1)], index=truth.index)
 
 
-@validate_params(_PARAMS, prefer_skip_nested_validation=True)
+@validate_params(PRESET_CONSTRAINTS, prefer_skip_nested_validation=True)
 @fill_preset_doc("isic2019")
 def load_isic2019(data_home, *, label_map=None, site_map=None, as_frame=True, return_X_y=False):
     """Load the ISIC 2019 challenge training set from a local folder.
@@ -171,7 +161,7 @@ def load_isic2019(data_home, *, label_map=None, site_map=None, as_frame=True, re
     )  # fmt: skip
 
 
-@validate_params(_PARAMS, prefer_skip_nested_validation=True)
+@validate_params(PRESET_CONSTRAINTS, prefer_skip_nested_validation=True)
 @fill_preset_doc("isic2020")
 def load_isic2020(data_home, *, label_map=None, site_map=None, as_frame=True, return_X_y=False):
     """Load the ISIC 2020 (SIIM-ISIC melanoma) challenge training set from a local folder.

@@ -4,9 +4,19 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 __all__ = ["check_root", "fill_preset_doc", "first_existing", "header", "resolve_map"]
+
+#: The parameter constraints every preset shares (``validate_params``).
+PRESET_CONSTRAINTS = {
+    "data_home": [str, os.PathLike],
+    "label_map": [dict, None],
+    "site_map": [dict, None],
+    "as_frame": ["boolean"],
+    "return_X_y": ["boolean"],
+}
 
 PRESET_PARAMETERS = """\
     label_map : dict, default=None
