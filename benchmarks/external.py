@@ -27,6 +27,7 @@ in for an external set): a check that the script runs, not a result.
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import json
 import os
@@ -69,6 +70,11 @@ def parse_args(argv=None):
     parser.add_argument(
         "--image-only", action="store_true",
         help="also each recipe without its metadata branch (every metadata= set to None)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--set", nargs="+", default=[], metavar="PARAM=VALUE", dest="settings",
+        help="parameters set on each recipe's model (set_params; values read as Python "
+        "literals), e.g. metadata_dropout=0.3; the recipe's name in the tables says so",
     )  # fmt: skip
     parser.add_argument("--n-resamples", type=int, default=1000)
     parser.add_argument("--random-state", type=int, default=0)
@@ -203,6 +209,20 @@ def without_metadata(model) -> dict:
     return out
 
 
+def settings(args):
+    """``{param: value}`` of ``--set``."""
+    out = {}
+    for item in args.settings:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--set takes PARAM=VALUE, got {item!r}")
+        try:
+            out[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[name] = text
+    return out
+
+
 def models(args):
     """``(recipe, image only?)`` to fit: each recipe, then each without metadata if asked."""
     out = [(recipe, False) for recipe in args.recipes]
@@ -227,6 +247,9 @@ def main(argv=None):
     for recipe, image_only in models(args):
         model = make_recipe(recipe, random_state=args.random_state, cache_dir=args.cache_dir,
                             verbose=max(0, args.verbose - 1))  # fmt: skip
+        if settings(args):
+            model.set_params(**settings(args))
+            recipe += "[" + ",".join(args.settings) + "]"
         if image_only:
             model.set_params(**without_metadata(model))
             recipe = f"{recipe}-image-only"

@@ -59,6 +59,14 @@ class FusionNetClassifier(FineTuningMixin, TorchEstimatorMixin, ClassifierMixin,
         Columns of a custom ``metadata`` transformer.
     metadata_hidden : int, default=64
         Width of the metadata branch.
+    metadata_dropout : float, default=0.0
+        In training, each metadata column of each row is set missing with this
+        probability, independently (as the fitted preprocessor encodes a missing value:
+        the imputed age and its indicator, the "missing" sex or site). A network trained
+        so predicts from the image alone when a clinic records no metadata, and from the
+        columns it has when it records some; 0 trains on the metadata as given. Needs a
+        ``metadata`` transformer that encodes each column apart from the others and a
+        missing value always the same way (the default one does).
     {network_parameters}
     dropout : float, default=0.2
         Dropout on the fused vector.
@@ -110,6 +118,7 @@ class FusionNetClassifier(FineTuningMixin, TorchEstimatorMixin, ClassifierMixin,
         "metadata": [StrOptions({"default"}), HasMethods(["fit", "transform"]), None],
         "metadata_columns": ["array-like"],
         "metadata_hidden": [Interval(Integral, 1, None, closed="left")],
+        "metadata_dropout": [Interval(Real, 0, 1, closed="left")],
         "pooling": [StrOptions({"avg", "max", "avgmax"})],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         **params.TRAINING,
@@ -128,6 +137,7 @@ class FusionNetClassifier(FineTuningMixin, TorchEstimatorMixin, ClassifierMixin,
         metadata="default",
         metadata_columns=METADATA_COLUMNS,
         metadata_hidden=64,
+        metadata_dropout=0.0,
         image_size=224,
         pooling="avg",
         dropout=0.2,
@@ -171,6 +181,8 @@ class FusionNetClassifier(FineTuningMixin, TorchEstimatorMixin, ClassifierMixin,
             inert.append("metadata_columns is only used with a metadata transformer")
         if self.metadata is None and self.metadata_hidden != 64:
             inert.append("metadata_hidden is not used without metadata")
+        if self.metadata is None and self.metadata_dropout:
+            inert.append("metadata_dropout is not used without metadata")
         return inert
 
     # -- input ---------------------------------------------------------------------------
@@ -203,6 +215,46 @@ class FusionNetClassifier(FineTuningMixin, TorchEstimatorMixin, ClassifierMixin,
         if self.metadata_ is None:
             return np.zeros((n, 0), dtype=np.float32)
         return np.asarray(self.metadata_.transform(X), dtype=np.float32)
+
+    def _missing_encoding(self, X, meta):
+        """What :class:`~skinfuse._nn.modules.MetadataDropout` needs: which features encode
+        each metadata column, and their values when it is missing, read from the fitted
+        preprocessor by setting each column missing in the training rows."""
+        columns = [
+            c
+            for name, _, cols in self.metadata_.transformers_
+            if name != "remainder"
+            for c in ([cols] if isinstance(cols, str) else cols)
+        ]
+        missing = np.full(meta.shape[1], np.nan)
+        features = []
+        for column in columns:
+            X_missing = X.copy()
+            X_missing[column] = np.nan
+            try:
+                encoded = self._metadata_matrix(X_missing, len(X))
+            except ValueError as error:
+                raise ValueError(
+                    f"metadata_dropout={self.metadata_dropout} sets metadata columns missing "
+                    f"(NaN) in training, but the metadata transformer refuses a missing "
+                    f"{column!r} ({error}). Put an imputer in front of it, or set "
+                    "metadata_dropout=0"
+                ) from error
+            changed = np.flatnonzero((encoded != meta).any(axis=0))
+            values = encoded[:, changed]
+            clash = changed[~np.isnan(missing[changed])]
+            if len(clash) or not (values == values[:1]).all():
+                raise ValueError(
+                    f"metadata_dropout={self.metadata_dropout}: the metadata transformer "
+                    f"does not encode column {column!r} apart from the others, or encodes a "
+                    "missing value of it differently from row to row; use the default "
+                    "metadata preprocessor (metadata='default'), or metadata_dropout=0"
+                )
+            missing[changed] = values[0] if len(values) else []
+            features.append(changed.tolist())
+        missing = np.where(np.isnan(missing), 0.0, missing)
+        return {"p": float(self.metadata_dropout), "columns": features,
+                "missing": missing.astype(float).tolist()}  # fmt: skip
 
     # -- fit -----------------------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
@@ -241,11 +293,14 @@ class FusionNetClassifier(FineTuningMixin, TorchEstimatorMixin, ClassifierMixin,
                 [("metadata", clone(self.metadata), list(self.metadata_columns))]
             ).fit(X)
         meta = self._metadata_matrix(X, len(items))
+        extra = {}
+        if self.metadata_dropout and self.metadata_ is not None:
+            extra["metadata_dropout"] = self._missing_encoding(X, meta)
 
         check_cache_dir(self.cache_dir, cache=self.cache)
         net = self._train(
             items, y_idx, seed, groups, metadata=meta, n_metadata=meta.shape[1],
-            metadata_hidden=self.metadata_hidden, dropout=self.dropout,
+            metadata_hidden=self.metadata_hidden, dropout=self.dropout, **extra,
         )  # fmt: skip
         self._keep(net)
         return self

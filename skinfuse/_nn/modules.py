@@ -37,6 +37,10 @@ class ClassifierNetwork(nn.Module):
     metadata_hidden : int
         Width of the metadata branch.
     dropout : float
+    metadata_dropout : dict or None
+        Training only (:class:`MetadataDropout`): ``{"p": p, "columns": [[feature indices of
+        input column 0], ...], "missing": [the encoding of a missing value, per feature]}``;
+        plain lists, so model files record it. Nothing changes in evaluation mode.
         Dropout on the vector the head sees.
     """
 
@@ -51,6 +55,7 @@ class ClassifierNetwork(nn.Module):
         n_metadata=0,
         metadata_hidden=64,
         dropout=0.0,
+        metadata_dropout=None,
     ):
         super().__init__()
         shared = not (isinstance(backbone, str) and weights is None)
@@ -67,6 +72,9 @@ class ClassifierNetwork(nn.Module):
                 nn.ReLU(),
             )
             n_head += int(metadata_hidden)
+        self.metadata_dropout = None
+        if n_metadata and metadata_dropout:
+            self.metadata_dropout = MetadataDropout(**metadata_dropout)
         self.dropout = nn.Dropout(float(dropout))
         self.head = nn.Linear(n_head, int(n_classes))
         self.n_features = n_features
@@ -87,12 +95,52 @@ class ClassifierNetwork(nn.Module):
         return self
 
     def forward(self, x, metadata=None):
-        features = self.embedder(x)
+        return self.classify(self.embedder(x), metadata)
+
+    def classify(self, features, metadata=None):
+        """Image features (and metadata rows) -> class logits: the fusion and the head."""
         if self.metadata is not None:
             if metadata is None:
                 raise ValueError("this network fuses metadata: call it with metadata=")
-            features = torch.cat([features, self.metadata(metadata.float())], dim=1)
+            metadata = metadata.float()
+            drop = getattr(self, "metadata_dropout", None)  # None in pickles made before it existed
+            if drop is not None:
+                metadata = drop(metadata)
+            features = torch.cat([features, self.metadata(metadata)], dim=1)
         return self.head(self.dropout(features))
+
+
+class MetadataDropout(nn.Module):
+    """In training, each input column of each metadata row set missing with probability ``p``.
+
+    The rows are preprocessed metadata; input column ``j`` is encoded in the features
+    ``columns[j]``, and a missing value of it as ``missing`` there (what the fitted
+    preprocessor gives for a missing value: the imputed, scaled value and its indicator, the
+    "missing" category). A network trained so has seen every pattern of missing columns,
+    as it will meet them where a clinic records no age or no site. The identity in
+    evaluation mode. Its tensors are not part of the state dict (model files rebuild it
+    from its arguments).
+    """
+
+    def __init__(self, p, columns, missing):
+        super().__init__()
+        self.p = float(p)
+        missing = torch.as_tensor(missing, dtype=torch.float32)
+        member = torch.zeros(len(columns), len(missing))
+        for j, features in enumerate(columns):
+            member[j, list(features)] = 1.0
+        self.register_buffer("member", member, persistent=False)
+        self.register_buffer("missing", missing, persistent=False)
+
+    def forward(self, rows):
+        if not self.training or self.p == 0 or not len(self.member):
+            return rows
+        drop = torch.rand(len(rows), len(self.member), device=rows.device) < self.p
+        hit = drop.to(rows.dtype) @ self.member.to(rows.dtype) > 0
+        return torch.where(hit, self.missing.to(rows.dtype), rows)
+
+    def extra_repr(self):
+        return f"p={self.p}, columns={len(self.member)}"
 
 
 class FixedMetadata(nn.Module):

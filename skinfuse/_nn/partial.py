@@ -83,9 +83,11 @@ class TopNetwork(nn.Module):
         self.stages = nn.ModuleList([features.get_submodule(name) for name in names])
         self.pooling = net.embedder.pooling
         self.metadata = net.metadata
+        self.metadata_dropout = getattr(net, "metadata_dropout", None)
         self.dropout = net.dropout
         self.head = net.head
         self.features_only = features_only
+        self._classify = net.classify
 
     def forward(self, x, metadata=None):
         for stage in self.stages:
@@ -93,9 +95,7 @@ class TopNetwork(nn.Module):
         features = pool_map(x, self.pooling)
         if self.features_only:
             return features
-        if self.metadata is not None:
-            features = torch.cat([features, self.metadata(metadata.float())], dim=1)
-        return self.head(self.dropout(features))
+        return self._classify(features, metadata)
 
 
 def split_network(net, trainable_blocks, image_size, *, check=True):
