@@ -91,7 +91,13 @@ SHARED_DOCS = {
     cached_views : int, default=4
         With ``trainable_blocks``: how many fixed views of each image (the first of:
         identity, horizontal flip, vertical flip, half turn, quarter turns, transposes)
-        have their activations cached for training. Inert without it.""",
+        have their activations cached for training. Inert without it.
+    view_jitter : bool, default=False
+        With ``trainable_blocks``: each cached view but the first is also changed in
+        colour, light and scale as another dermatoscope would change it (white balance,
+        brightness, contrast, saturation, gamma, zoom, resolution; amounts drawn per image
+        and fixed, so the cache keeps them): a network that depends less on the camera
+        it was trained on. Inert without ``trainable_blocks``.""",
     "performance_parameters": """\
     image_store : {"auto", "memory", "disk"} or None, default="auto"
         Where the training images live during ``fit`` (full fine-tuning; with
@@ -173,6 +179,8 @@ class FineTuningMixin(TrainedNetworkMixin):
         if self.trainable_blocks is None:
             if self.cached_views != 4:
                 inert.append("cached_views is only used with trainable_blocks")
+            if self.view_jitter:
+                inert.append("view_jitter is only used with trainable_blocks")
         else:
             if self.freeze is not None:
                 inert.append("freeze is replaced by trainable_blocks (all but the last stages)")

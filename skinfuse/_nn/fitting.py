@@ -148,7 +148,7 @@ def _train_partial(items, y_idx, classes, *, spec, seed, activation_cache, metad
     from .backbones import backbone_stages
     from .modules import ClassifierNetwork
     from .partial import ActivationDataset, split_network, trunk_key, view_activations
-    from .views import views_for
+    from .views import jittered, views_for
 
     config = spec.training
     device, size, k = config.device, spec.image_size, int(spec.trainable_blocks)
@@ -166,6 +166,8 @@ def _train_partial(items, y_idx, classes, *, spec, seed, activation_cache, metad
     key = trunk_key(trunk, spec.backbone)
     net.to(device)
     views = views_for(spec.cached_views if spec.augment else 1)
+    if spec.view_jitter:
+        views = jittered(views)
     acts = view_activations(
         items, trunk, views, cached=activation_cache(key), image_size=size,
         batch_size=int(config.batch_size), device=device, num_workers=config.num_workers,

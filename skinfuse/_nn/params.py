@@ -40,6 +40,7 @@ FINE_TUNING = {
     "warmup_epochs": [Interval(Real, 0, None, closed="left")],
     "trainable_blocks": [Interval(Integral, 1, None, closed="left"), None],
     "cached_views": [Interval(Integral, 1, 8, closed="both")],
+    "view_jitter": ["boolean"],
     "image_store": [StrOptions({"auto", "memory", "disk"}), None],
     "compile": ["boolean"],
 }

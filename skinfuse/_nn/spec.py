@@ -76,6 +76,8 @@ class NetworkSpec:
     trainable_blocks: int | None
     #: views whose activations are cached for partial fine-tuning
     cached_views: int
+    #: the cached views but the first also changed in colour, light and scale
+    view_jitter: bool
     #: "auto", "memory", "disk" or None (:func:`.store.resolve_store`)
     image_store: str | None
     training: TrainingConfig

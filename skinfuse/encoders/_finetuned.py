@@ -178,6 +178,7 @@ class FineTunedCNNEncoder(FineTuningMixin, ClassifierMixin, BaseImageEncoder):
         warmup_epochs=0,
         trainable_blocks=None,
         cached_views=4,
+        view_jitter=False,
         image_store="auto",
         compile=False,
         tta=1,

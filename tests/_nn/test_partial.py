@@ -231,3 +231,38 @@ def test_trunk_key_is_the_same_before_and_after_training(lesions):
     with torch.no_grad():
         net.embedder.features[0][0].weight.add_(1.0)  # a frozen stage changes: a new key
     assert trunk_key(split_network(net, 1, 32, check=False)[0], "tiny_cnn") != key[0]
+
+
+def test_jitter_is_fixed_per_image_and_changes_colour_and_scale():
+    from skinfuse._nn.views import jitter, jittered
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    a = jitter(x)
+    assert a.dtype == torch.float32 and a.shape == x.shape
+    assert 0 <= a.min() and a.max() <= 1
+    # an image's jitter depends on its pixels only: alone, in another batch, as float
+    torch.testing.assert_close(jitter(x[2:3]), a[2:3])
+    torch.testing.assert_close(jitter(x.flip(0)), a.flip(0))
+    torch.testing.assert_close(jitter(x.float() / 255), a, atol=1e-5, rtol=0)
+    assert not torch.allclose(a, x.float() / 255, atol=0.02)
+    assert jittered(("identity", "hflip", "vflip")) == ("identity", "hflip+jitter", "vflip+jitter")
+
+
+def test_view_jitter_caches_its_own_views_and_changes_training(lesions):
+    X, y = lesions.data, lesions.target
+    params = dict(**TINY, max_epochs=2, trainable_blocks=1, cached_views=2,
+                  validation_fraction=0)  # fmt: skip
+    plain = FusionNetClassifier(**params).fit(X, y)
+    encoded = cache_info()["encoded"]
+    jit = FusionNetClassifier(**params, view_jitter=True).fit(X, y)
+    assert cache_info()["encoded"] == encoded + len(X)  # the jittered flip only
+    assert not np.allclose(plain.predict_proba(X), jit.predict_proba(X))
+    # prediction sees the images as they are: the same cached identity view
+    assert cache_info()["encoded"] == encoded + len(X)
+
+
+def test_view_jitter_without_trainable_blocks_warns(lesions):
+    net = FusionNetClassifier(**TINY, max_epochs=1, view_jitter=True)
+    with pytest.warns(UserWarning, match="view_jitter is only used with trainable_blocks"):
+        net.fit(lesions.data, lesions.target)
