@@ -13,6 +13,7 @@ from pathlib import Path
 
 __all__ = [
     "check_data_dir",
+    "check_device",
     "check_in_file",
     "check_out_file",
     "load_data",
@@ -66,6 +67,20 @@ def check_out_file(path, option) -> Path:
             "that can be created and written to"
         ) from None
     return path
+
+
+def check_device(device):
+    """``device`` (``--device``) resolved to a torch device of this machine; ``None``: ``None``.
+
+    Raises ``ValueError`` naming the option when it is not available here."""
+    if device is None:
+        return None
+    from .._nn.device import resolve_device
+
+    try:
+        return resolve_device(device)
+    except ValueError as exc:
+        raise ValueError(f"--device {device}: {exc}") from None
 
 
 def load_model(path):
