@@ -20,6 +20,7 @@ from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._utils._sklearn import _check_feature_names, _check_n_features, _fit_context
+from ._utils._validation import user_stacklevel
 
 #: Numbers of this magnitude or more are refused: no clinical value is that large, and
 #: standardising them overflows float64 (their square is infinite beyond about 1e154).
@@ -156,7 +157,7 @@ class CategoryNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                     "infrequent column when min_frequency groups rare categories). Known: "
                     f"{_quote(list(self.categories_[j])) or 'none'}",
                     UserWarning,
-                    stacklevel=2,
+                    stacklevel=user_stacklevel(),
                 )
         return out
 
@@ -298,7 +299,7 @@ class NumberChecker(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                     "placeholder codes (999) look wrong. They are used as they are; fix or "
                     "set them to NaN (then they are imputed)",
                     UserWarning,
-                    stacklevel=3,
+                    stacklevel=user_stacklevel(),
                 )
         return out
 

@@ -26,12 +26,15 @@ __all__ = ["RECIPES", "Recipe", "make_recipe", "seed_ensemble"]
 
 
 class Recipe(NamedTuple):
-    """A named model: its one-line description and its builder."""
+    """A named model: its one-line description, its builder, and whether it needs a GPU."""
 
     #: One line, shown by ``skinfuse train --help``.
     description: str
     #: ``build(random_state, cache_dir, verbose)`` -> an unfitted classifier.
     build: Callable
+    #: True when training it on a CPU would take days: ``skinfuse train`` refuses it
+    #: without a CUDA device unless ``--force`` is given.
+    needs_gpu: bool = False
 
 
 def _mlp(random_state):
@@ -228,10 +231,12 @@ RECIPES = {
         "FusionNetClassifier fine-tuning all of EfficientNet-Lite2 at 260 px (30 epochs, "
         "warm-up + cosine, balanced class weights, label smoothing, TTA): needs a GPU",
         _gpu,
+        needs_gpu=True,
     ),
     "gpu-ensemble": Recipe(
         "soft vote (VotingClassifier) of two 'gpu' networks with different seeds",
         _gpu_ensemble,
+        needs_gpu=True,
     ),
     "tiny": Recipe(
         "untrained tiny CNN at 32 px + metadata: seconds, for tests only",
@@ -246,10 +251,11 @@ RECIPES = {
         "random_state": [Interval(Integral, 0, None, closed="left"), None],
         "cache_dir": [str, os.PathLike, None],
         "verbose": ["verbose"],
+        "device": [str, None],
     },
     prefer_skip_nested_validation=True,
 )
-def make_recipe(name, *, random_state=0, cache_dir=None, verbose=0):
+def make_recipe(name, *, random_state=0, cache_dir=None, verbose=0, device=None):
     """The unfitted model of recipe ``name``.
 
     Parameters
@@ -262,6 +268,9 @@ def make_recipe(name, *, random_state=0, cache_dir=None, verbose=0):
         Embedding cache of the recipe's encoders (ignored by recipes without one).
     verbose : int, default=0
         Progress bars of the recipe's estimators.
+    device : str or None, default=None
+        ``device`` of every estimator in the recipe that takes one (``"auto"``, ``"cpu"``,
+        ``"cuda"``, ``"cuda:N"``, ``"mps"``); ``None`` keeps their own (``"auto"``).
 
     Returns
     -------
@@ -275,4 +284,11 @@ def make_recipe(name, *, random_state=0, cache_dir=None, verbose=0):
     """
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
-    return RECIPES[name].build(random_state, cache_dir, verbose)
+    model = RECIPES[name].build(random_state, cache_dir, verbose)
+    if device is not None:
+        from ._utils._estimators import walk_estimators
+
+        for est in walk_estimators(model):
+            if "device" in est.get_params(deep=False):
+                est.set_params(device=device)
+    return model

@@ -1,14 +1,26 @@
 import json
+import warnings
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from skinfuse import show_versions
 from skinfuse._cli import demo as _demo
 from skinfuse._cli import main
 
+#: Categories Python shows by default (the others are hidden unless asked for).
+HIDDEN = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
 
-def test_demo_runs_end_to_end_and_fusion_wins(tmp_path, capsys):
-    assert main(["demo", "--n-samples", "150", "--image-size", "32", "--out", str(tmp_path)]) == 0
+
+def test_demo_runs_end_to_end_without_warnings_and_fusion_wins(tmp_path, capsys):
+    args = ["demo", "--n-samples", "150", "--image-size", "32", "--out", str(tmp_path)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(args) == 0
+    shown = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught
+             if not issubclass(w.category, HIDDEN)]  # fmt: skip
+    assert shown == []  # a fresh install's first run is quiet
     out = capsys.readouterr().out
     assert "| image + metadata |" in out and "lesion_id" in out
     saved = json.loads((tmp_path / "demo_results.json").read_text())
@@ -43,7 +55,7 @@ def metadata_only(monkeypatch):
     """Fast stand-ins for the demo's models: the metadata-only pipeline under both names."""
     from skinfuse.pipeline import make_fusion_pipeline
 
-    def models(image_size, random_state, verbose):
+    def models(*args):
         model = make_fusion_pipeline(None, classifier="logreg", sampler=None, random_state=0)
         return {"metadata only": model, "image + metadata": model}
 
@@ -100,3 +112,30 @@ def test_table_is_printed_before_files_are_written(tmp_path, capsys, metadata_on
     captured = capsys.readouterr()
     assert "| metadata only |" in captured.out  # the results survive the failure
     _one_line_error(captured.err, "No space left on device")
+
+
+@pytest.mark.parametrize("n_samples, random_state", [(60, 0), (150, 1), (400, 2)])
+def test_synthetic_sites_are_seen_in_training_in_every_split(n_samples, random_state,
+                                                            tmp_path):  # fmt: skip
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from skinfuse.datasets import make_synthetic_lesions
+
+    bunch = make_synthetic_lesions(n_samples, image_size=8, random_state=random_state,
+                                   data_dir=tmp_path)  # fmt: skip
+    cv = StratifiedGroupKFold(n_splits=3, shuffle=True, random_state=random_state)
+    X = _demo._sites_seen_in_training(bunch, cv, random_state)
+    before, after = bunch.data["localization"], X["localization"]
+    changed = before.notna() & after.isna()
+    assert 0 < changed.sum() <= 0.15 * n_samples  # only the rare sites of some folds
+    assert (after[~changed].fillna("-") == before[~changed].fillna("-")).all()
+    groups = np.asarray(bunch.groups)
+    splits = list(cv.split(X, bunch.target, groups))
+    first = splits[0][0]
+    inner = _demo._inner_cv(random_state).split(X.iloc[first], bunch.target.iloc[first],
+                                                groups[first])  # fmt: skip
+    for train, test in splits + [(first[a], first[b]) for a, b in inner]:
+        seen = set(after.iloc[train].dropna())
+        assert set(after.iloc[test].dropna()) <= seen
+    assert X.drop(columns="localization").equals(bunch.data.drop(columns="localization"))
+    assert isinstance(X, pd.DataFrame)

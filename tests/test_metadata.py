@@ -98,6 +98,7 @@ def test_unseen_category_at_predict_warns_and_is_encoded_as_zeros():
     with pytest.warns(UserWarning, match=match) as record:
         out = model.transform(new)
     assert len(record) == 1  # sex has no unseen value: one warning
+    assert record[0].filename == __file__  # the caller's line, not scikit-learn's
     names = model.get_feature_names_out()
     location = np.char.startswith(names.astype(str), "localization_")
     np.testing.assert_array_equal(out[[0, 2]][:, location], 0.0)

@@ -13,12 +13,16 @@ from pathlib import Path
 
 __all__ = [
     "check_data_dir",
+    "check_device",
     "check_in_file",
     "check_out_file",
     "load_data",
     "load_model",
+    "metadata_columns_of",
+    "model_input",
     "prepare_out",
     "say",
+    "set_device",
     "set_verbose",
     "warn",
 ]
@@ -66,6 +70,69 @@ def check_out_file(path, option) -> Path:
             "that can be created and written to"
         ) from None
     return path
+
+
+def check_device(device):
+    """``device`` (``--device``) resolved to a torch device of this machine; ``None``: ``None``.
+
+    Raises ``ValueError`` naming the option when it is not available here."""
+    if device is None:
+        return None
+    from .._nn.device import resolve_device
+
+    try:
+        return resolve_device(device)
+    except ValueError as exc:
+        raise ValueError(f"--device {device}: {exc}") from None
+
+
+def model_input(bunch, columns):
+    """The model's input from a dataset Bunch: ``bunch.data`` for the default metadata
+    columns (``None``), else the image column and ``columns`` of the dataset's table."""
+    from .._columns import IMAGE_COLUMN, METADATA_COLUMNS
+    from ..datasets import _typed_metadata as typed_metadata
+
+    if columns is None or tuple(columns) == METADATA_COLUMNS:
+        return bunch.data
+    table = bunch.frame.reset_index(drop=True)
+    absent = [c for c in columns if c not in table.columns]
+    if absent:
+        known = [c for c in table.columns if c not in (IMAGE_COLUMN, "dx", "lesion_id")]
+        raise ValueError(
+            f"--metadata-columns: {', '.join(absent)} not in the dataset's table; its columns "
+            f"are {', '.join(map(str, known))}"
+        )
+    images = bunch.data[[IMAGE_COLUMN]].reset_index(drop=True)
+    return images.join(typed_metadata(table, columns))
+
+
+def metadata_columns_of(model, columns):
+    """The metadata columns to hand ``model``: ``columns`` (``--metadata-columns``), checked
+    against those it was trained on, or those (``None``)."""
+    from .._columns import IMAGE_COLUMN, METADATA_COLUMNS
+
+    names = getattr(model, "feature_names_in_", None)
+    trained = None if names is None else tuple(str(c) for c in names if c != IMAGE_COLUMN)
+    if columns is None:
+        return METADATA_COLUMNS if trained is None else trained
+    if trained is not None and set(columns) != set(trained):
+        raise ValueError(
+            f"--metadata-columns {','.join(columns)}: the model was trained on the metadata "
+            f"columns {','.join(trained) or '(none)'}; pass those, or leave the option out"
+        )
+    return tuple(columns) if trained is None else trained
+
+
+def set_device(model, device) -> None:
+    """Run the torch networks of a loaded model on ``device`` (resolved); ``None``: as loaded."""
+    if device is None:
+        return
+    from .._model_files import torch_estimators_in
+
+    for est in torch_estimators_in(model):
+        if hasattr(est, "device_"):  # fitted ones only: an unfitted step stays unfitted
+            est._forget_device_copies()
+            est.device_ = device
 
 
 def load_model(path):

@@ -16,12 +16,14 @@ MELANOMA = "mel"
 
 
 def run_evaluate(
-    model, *, data, layout=None, out=None, n_resamples=1000, random_state=0, verbose=1
-):
+    model, *, data, layout=None, out=None, n_resamples=1000, random_state=0,
+    metadata_columns=None, device=None, verbose=1,
+):  # fmt: skip
     """Score a model on a labelled folder, with lesion-grouped 95 % intervals.
 
     ``layout`` names the folder's layout (:data:`skinfuse.datasets.LAYOUTS`); ``None``
-    detects it.
+    detects it. ``metadata_columns`` (``None``: those the model was trained on) are read
+    from the dataset's table; ``device`` runs the networks there.
 
     Prints the per-class clinical report, which of the model's classes the data has (the
     macro metrics are over those), the clinical summary
@@ -34,6 +36,7 @@ def run_evaluate(
     from .._model_files import read_manifest
     from ..metrics import clinical_report, clinical_summary, dataset_summary, shift_report
 
+    device = common.check_device(device)
     model_path = common.check_in_file(model, "model file", "MODEL")
     data = common.check_data_dir(data)
     if out is not None:
@@ -42,7 +45,9 @@ def run_evaluate(
     model = common.load_model(model_path)
     training = read_manifest(model_path)["training_data"]
     common.set_verbose(model, verbose)
-    X, y, groups = bunch.data, bunch.target.to_numpy(dtype=object), bunch.groups
+    common.set_device(model, device)
+    X = common.model_input(bunch, common.metadata_columns_of(model, metadata_columns))
+    y, groups = bunch.target.to_numpy(dtype=object), bunch.groups
     classes = np.asarray(model.classes_)
     unknown = sorted(set(y) - set(classes.tolist()))
     if unknown:

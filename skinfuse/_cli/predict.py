@@ -7,30 +7,39 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._columns import IMAGE_COLUMN, METADATA_COLUMNS
+from .._columns import IMAGE_COLUMN
 from . import common
 
 __all__ = ["run_predict"]
 
 
-def _uses_metadata(model) -> bool:
-    names = getattr(model, "feature_names_in_", None)
-    if names is None:
-        return True
-    return any(col in set(names) for col in METADATA_COLUMNS)
+def _check_subfolders(images: Path, recursive) -> None:
+    """Without ``recursive``, warn about (or, with no image on top, refuse) the images of
+    ``images``' subfolders, which would be skipped."""
+    from ..datasets import _image_files as image_files
+
+    if recursive:
+        return
+    nested = [p for p in image_files(images, recursive=True) if p.parent != images]
+    if not nested:
+        return
+    n_folders = len({p.relative_to(images).parts[0] for p in nested})
+    where = f"{len(nested)} images in {n_folders} subfolder(s) of {images}"
+    if not image_files(images):
+        raise ValueError(f"no images in {images} itself, but {where}: pass --recursive")
+    common.warn("predict", f"{where} are skipped; pass --recursive to predict them too")
 
 
-def _image_folder(images: Path, metadata, uses_metadata):
+def _image_folder(images: Path, metadata, columns, recursive):
     """``(X, image ids)`` for the images in ``images`` (sorted), metadata joined by id; warns
     (once) when a model that reads metadata gets missing values."""
     from ..datasets import _load_image_folder
 
-    X, ids, unmatched = _load_image_folder(images, metadata)
-    if uses_metadata and metadata is None:
-        common.warn("predict", "no --metadata: age, sex and localization are treated as "
-                               "missing values; predictions without metadata are less "
-                               "accurate")  # fmt: skip
-    elif uses_metadata and unmatched:
+    X, ids, unmatched = _load_image_folder(images, metadata, columns=columns, recursive=recursive)
+    if columns and metadata is None:
+        common.warn("predict", f"no --metadata: {', '.join(columns)} are treated as missing "
+                               "values; predictions without metadata are less accurate")  # fmt: skip
+    elif columns and unmatched:
         common.warn("predict", f"{unmatched} of {len(ids)} images have no row in {metadata}: "
                                "their metadata are missing values (less accurate)")  # fmt: skip
     return X, ids
@@ -73,11 +82,15 @@ def _write_grad_cam(model, X, ids, y_pred, folder: Path, per_figure, verbose) ->
 
 
 def run_predict(
-    model, *, out, data=None, layout=None, images=None, metadata=None, grad_cam=None,
-    per_figure=16, verbose=1,
+    model, *, out, data=None, layout=None, images=None, recursive=False, metadata=None,
+    metadata_columns=None, grad_cam=None, per_figure=16, device=None, verbose=1,
 ):  # fmt: skip
     """Predict every image of a dataset folder (``data``, in ``layout`` or a detected one)
-    or of a folder of images.
+    or of a folder of images (with ``recursive``, its subfolders' too; without, a warning
+    names the images skipped there).
+
+    ``metadata_columns`` (``None``: those the model was trained on) are read from the
+    dataset's table or the ``metadata`` CSV; ``device`` runs the networks there.
 
     Writes ``out`` (CSV): ``image_id``, ``image_path``, ``prediction`` and one
     ``proba_<class>`` column per class; with ``grad_cam``, Grad-CAM figures of
@@ -89,11 +102,15 @@ def run_predict(
         raise ValueError("--metadata goes with --images (a dataset folder has its own)")
     if layout is not None and data is None:
         raise ValueError("--layout goes with --data (the layout of a dataset folder)")
+    if recursive and images is None:
+        raise ValueError("--recursive goes with --images (a dataset folder has its layout)")
+    device = common.check_device(device)
     model_path = common.check_in_file(model, "model file", "MODEL")
     if data is not None:
         data = common.check_data_dir(data)
     else:
         images = common.check_data_dir(images, "--images")
+        _check_subfolders(images, recursive)
         if metadata is not None:
             metadata = common.check_in_file(metadata, "metadata file", "--metadata")
     out = common.check_out_file(out, "--out")
@@ -101,11 +118,14 @@ def run_predict(
         grad_cam = common.prepare_out(grad_cam)
     if data is not None:
         bunch = common.load_data(data, layout, "predict", verbose)
-        X, ids = bunch.data, bunch.frame["image_id"].to_numpy(dtype=object)
     model = common.load_model(model_path)
     common.set_verbose(model, verbose)
-    if images is not None:
-        X, ids = _image_folder(images, metadata, _uses_metadata(model))
+    common.set_device(model, device)
+    columns = common.metadata_columns_of(model, metadata_columns)
+    if data is not None:
+        X, ids = common.model_input(bunch, columns), bunch.frame["image_id"].to_numpy(dtype=object)
+    else:
+        X, ids = _image_folder(images, metadata, columns, recursive)
     if grad_cam is not None:
         _check_grad_cam(model, X)
     common.say(verbose, f"predicting {len(X)} images with {model_path}")

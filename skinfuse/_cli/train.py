@@ -74,9 +74,47 @@ def _check_savable(model, out: Path) -> None:
             raise ValueError(f"this model cannot be saved: {exc}") from None
 
 
+def _check_gpu(recipe, device, force) -> None:
+    """Refuse, before any work, to train a recipe that needs a GPU on another device."""
+    from ..recipes import RECIPES
+
+    if not RECIPES[recipe].needs_gpu or force:
+        return
+    where = common.check_device(device or "auto")
+    if where.startswith("cuda"):
+        return
+    why = "no CUDA device is available" if device in (None, "auto") else f"--device {device}"
+    raise ValueError(
+        f"recipe {recipe!r} needs a CUDA GPU and would train on {where} ({why}), which takes "
+        "days; choose a CPU recipe such as partial-ensemble, or pass --force to train it anyway"
+    )
+
+
+def _use_metadata_columns(model, X, columns) -> None:
+    """Point every metadata preprocessor of ``model`` at ``columns`` of ``X`` (numbers:
+    numeric, the others: categories), in place."""
+    from .._utils._estimators import walk_estimators
+    from ..metadata import make_metadata_preprocessor
+
+    numeric = tuple(c for c in columns if pd.api.types.is_numeric_dtype(X[c]))
+    categorical = tuple(c for c in columns if c not in numeric)
+    for est in walk_estimators(model):
+        params = est.get_params(deep=False)
+        if {"metadata", "metadata_columns"} <= params.keys() and params["metadata"] is not None:
+            est.set_params(metadata=make_metadata_preprocessor(numeric, categorical),
+                           metadata_columns=list(columns))  # fmt: skip
+        elif "transformers" in params and any(t[0] == "metadata" for t in params["transformers"]):
+            branches = [
+                (name, make_metadata_preprocessor(numeric, categorical), list(columns))
+                if name == "metadata" else (name, step, cols)
+                for name, step, cols in params["transformers"]
+            ]  # fmt: skip
+            est.set_params(transformers=branches)
+
+
 def run_train(
     data, *, recipe, out, layout=None, cv=None, cache_dir=None, random_state=0, card=False,
-    verbose=1,
+    metadata_columns=None, device=None, force=False, verbose=1,
 ):  # fmt: skip
     """Fit recipe ``recipe`` on every image of a labelled folder; save it to ``out``.
 
@@ -88,12 +126,18 @@ def run_train(
     The training data's summary (:func:`skinfuse.metrics.dataset_summary`: image sizes,
     class mix, metadata) is stored in the model file too, for ``skinfuse evaluate`` to
     print next to the data it scores. Returns the path of the model file.
+
+    ``metadata_columns`` (``None``: age, sex, localization) may name any column of the
+    dataset's table; ``device`` is set on every estimator of the recipe that takes one. A
+    recipe that needs a GPU is refused without a CUDA device unless ``force``.
     """
     from .. import recipes, save
     from ..metrics import dataset_summary
 
     if recipe not in recipes.RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(recipes.RECIPES)}")
+    _check_gpu(recipe, device, force)
+    common.check_device(device)
     data = common.check_data_dir(data)
     out = common.check_out_file(out, "--out")
     if cache_dir is not None:
@@ -102,15 +146,17 @@ def run_train(
         check_cache_dir(cache_dir)
         cache_dir = os.fspath(cache_dir)  # a str: the model file stores plain parameters
     bunch = common.load_data(data, layout, "train", verbose)
-    X, y, groups = bunch.data, bunch.target, bunch.groups
+    X, y, groups = common.model_input(bunch, metadata_columns), bunch.target, bunch.groups
     n_lesions = len(pd.unique(groups))
     common.say(verbose, f"data: {data} ({len(y)} images, {n_lesions} lesions, "
                         f"{len(bunch.target_names)} classes); recipe: {recipe}")  # fmt: skip
     model = recipes.make_recipe(
-        recipe, random_state=random_state, cache_dir=cache_dir, verbose=verbose
+        recipe, random_state=random_state, cache_dir=cache_dir, verbose=verbose, device=device
     )
+    if metadata_columns is not None:
+        _use_metadata_columns(model, X, metadata_columns)
     _check_savable(model, out)
-    metrics = None
+    metrics = {"recipe": recipe}
     if cv is not None:
         t0 = time.perf_counter()
         scores = _cross_validate(model, X, y, groups, cv, random_state, verbose)

@@ -26,8 +26,10 @@ Modules: ``_format`` (the members of the archive, the format version, the truste
 ``_save`` (:func:`save`), ``_load`` (:func:`load`: checks, then rebuilds), ``_networks``
 (walking a model for its torch parts, stashing and rebuilding them: a new fitted torch
 attribute or network class needs a line there), ``_manifest`` (the manifest and the model
-card). :func:`estimators_in` (every estimator inside a model) and :func:`read_manifest`
-(the manifest alone, e.g. the training data's summary) serve the command line.
+card), ``_inspect`` (:func:`inspect_file`: what a file holds, read without building
+anything). :func:`estimators_in` (every estimator inside a model), :func:`read_manifest`
+(the manifest alone, e.g. the training data's summary), :func:`inspect_file` and
+:func:`training_data_markdown` serve the command line.
 """
 
 from ._format import (
@@ -35,7 +37,9 @@ from ._format import (
     TRUSTED_TYPES,
     _TorchPart,  # noqa: F401 (named in model files by this path)
 )
+from ._inspect import inspect_file
 from ._load import load, read_manifest
+from ._manifest import _training_data_markdown as training_data_markdown
 from ._networks import estimators_in, torch_estimators_in
 from ._save import save
 
@@ -43,8 +47,10 @@ __all__ = [
     "FORMAT_VERSION",
     "TRUSTED_TYPES",
     "estimators_in",
+    "inspect_file",
     "load",
     "read_manifest",
     "save",
     "torch_estimators_in",
+    "training_data_markdown",
 ]

@@ -6,7 +6,9 @@ from ._derm7pt import load_derm7pt
 from ._fetch import fetch_ham10000
 
 # private, for `skinfuse predict --images` (the command line imports no private module)
+from ._folder import image_files as _image_files  # noqa: F401
 from ._folder import load_image_folder as _load_image_folder  # noqa: F401
+from ._folder import typed_metadata as _typed_metadata  # noqa: F401
 from ._ham10000 import load_ham10000
 from ._isic import load_isic2019, load_isic2020
 from ._layouts import LAYOUTS, detect_layout, load_lesion_folder
