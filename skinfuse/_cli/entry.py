@@ -47,6 +47,19 @@ def _int_between(low, high):
     return parse
 
 
+def _coverage(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.9, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (e.g. 0.9), got {value}")
+    return value
+
+
+_coverage.__name__ = "coverage in (0, 1)"
+
+
 def _recipes_help() -> str:
     from ..recipes import RECIPES
 
@@ -94,6 +107,13 @@ def _add_commands(sub) -> None:
     train.add_argument("--cache-dir", default=None, metavar="DIR",
                        help="embedding cache on disk, reused across runs")  # fmt: skip
     train.add_argument("--random-state", type=_int_at_least(0), default=0, metavar="N")
+    train.add_argument("--no-calibration", action="store_true",
+                       help="skip the temperature scaling on 3 lesion-grouped inner folds that "
+                       "ends every recipe (saves 3 fits; probabilities uncalibrated)")  # fmt: skip
+    train.add_argument("--coverage", type=_coverage, default=None, metavar="P",
+                       help="also conformalize prediction sets (class-conditional, on the "
+                       "calibration's lesion-grouped out-of-fold probabilities) for "
+                       "'skinfuse predict --coverage', e.g. 0.9")  # fmt: skip
     train.add_argument("--card", action="store_true",
                        help="also write a Markdown model card next to the model")  # fmt: skip
     train.add_argument("--quiet", action="store_true", help="no progress bars or messages")
@@ -115,6 +135,10 @@ def _add_commands(sub) -> None:
     predict.add_argument("--metadata", default=None, metavar="CSV",
                          help="with --images: age, sex, localization per image")  # fmt: skip
     predict.add_argument("--out", required=True, metavar="CSV", help="predictions file to write")
+    predict.add_argument("--coverage", type=_coverage, default=None, metavar="P",
+                         help="also write each image's prediction set at this coverage and "
+                         "whether to refer it (melanoma in the set, or not one class); needs "
+                         "a model trained with --coverage")  # fmt: skip
     predict.add_argument("--grad-cam", default=None, metavar="DIR",
                          help="write Grad-CAM overlays (PNG) to this folder")  # fmt: skip
     predict.add_argument(
@@ -143,6 +167,9 @@ def _add_commands(sub) -> None:
     evaluate.add_argument("--n-resamples", type=_int_at_least(10), default=1000, metavar="N",
                           help="bootstrap resamples (default 1000)")  # fmt: skip
     evaluate.add_argument("--random-state", type=_int_at_least(0), default=0, metavar="N")
+    evaluate.add_argument("--no-subgroups", action="store_true",
+                          help="skip the report by sex, age band and body site (printed "
+                          "when the data have metadata)")  # fmt: skip
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars or messages")
 
 
@@ -160,6 +187,7 @@ def _run_command(args) -> None:
         run_train(
             args.data, layout=args.layout, recipe=args.recipe, out=args.out, cv=args.cv,
             cache_dir=args.cache_dir, random_state=args.random_state, card=args.card, verbose=verbose,
+            calibrate=not args.no_calibration, coverage=args.coverage,
         )  # fmt: skip
     elif args.command == "predict":
         from .predict import run_predict
@@ -167,7 +195,7 @@ def _run_command(args) -> None:
         run_predict(
             args.model, out=args.out, data=args.data, layout=args.layout, images=args.images,
             metadata=args.metadata, grad_cam=args.grad_cam, per_figure=args.per_figure,
-            verbose=verbose,
+            verbose=verbose, coverage=args.coverage,
         )  # fmt: skip
     else:
         from .evaluate import run_evaluate
@@ -175,6 +203,7 @@ def _run_command(args) -> None:
         run_evaluate(
             args.model, data=args.data, layout=args.layout, out=args.out,
             n_resamples=args.n_resamples, random_state=args.random_state, verbose=verbose,
+            subgroups=not args.no_subgroups,
         )  # fmt: skip
 
 
