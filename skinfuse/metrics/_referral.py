@@ -135,6 +135,17 @@ def referral_summary(y_true, sets, *, classes, pos_label="mel", refer_classes=No
     }
 
 
+@validate_params(
+    {
+        "y_true": ["array-like"],
+        "sets_by_coverage": [dict],
+        "classes": ["array-like"],
+        "pos_label": "no_validation",
+        "refer_classes": ["array-like", None],
+        "max_set_size": [Interval(Integral, 1, None, closed="left")],
+    },
+    prefer_skip_nested_validation=True,
+)
 def referral_curve(y_true, sets_by_coverage, *, classes, pos_label="mel", refer_classes=None,
                    max_set_size=1):  # fmt: skip
     """:func:`referral_summary` at several coverage levels: the referral trade-off.
