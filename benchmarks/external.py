@@ -14,6 +14,15 @@ present, accuracy, melanoma AUC (vs the rest), sensitivity at 80 % specificity, 
 at 82 % sensitivity, ECE, and the recall of every class. The external sets are only ever
 predicted: nothing is fitted or selected on them here.
 
+The recipes are calibrated (temperature scaling on lesion-grouped inner folds, as
+``skinfuse train``; ``--no-calibration``: the bare models) and wrapped in class-conditional
+prediction sets conformalized on their out-of-fold probabilities (issue 26). Per test set
+(metadata as given) at each ``--coverage`` level: coverage overall and per class, mean set
+size, referral rate and melanomas caught (refer: melanoma in the set, or not one class),
+with ``prediction_sets_<recipe>_<set>.png`` (at 90 %) and ``referral_<recipe>.png``. For
+the held-out HAM10000 lesions: the subgroup report by sex, age band and site
+(``subgroups_<recipe>.md``, ``.json`` and the forest plot ``subgroups_<recipe>.png``).
+
 Writes ``results.json``, ``table.md`` (the tables of docs/external.md), each model file
 and each test set's probabilities (``proba_<recipe>_<set>.npz``) under ``--out``::
 
@@ -35,10 +44,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _external_sets import set_rows, sets_tables, write_figures, write_subgroups
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
 import skinfuse
+from skinfuse.conformal import PredictionSets
 from skinfuse.datasets import load_ham10000, load_lesion_folder, make_synthetic_lesions
 from skinfuse.metrics import bootstrap_interval, clinical_summary
 from skinfuse.recipes import RECIPES, make_recipe
@@ -76,6 +87,10 @@ def parse_args(argv=None):
         help="parameters set on each recipe's model (set_params; values read as Python "
         "literals), e.g. metadata_dropout=0.3; the recipe's name in the tables says so",
     )  # fmt: skip
+    parser.add_argument("--no-calibration", action="store_true",
+                        help="bare recipes: no temperature scaling, no prediction sets")  # fmt: skip
+    parser.add_argument("--coverage", type=float, nargs="+", default=[0.8, 0.9, 0.95],
+                        help="target coverage levels of the prediction sets")  # fmt: skip
     parser.add_argument("--n-resamples", type=int, default=1000)
     parser.add_argument("--random-state", type=int, default=0)
     parser.add_argument("--cache-dir", default=None)
@@ -238,23 +253,29 @@ def main(argv=None):
     (X, y, groups), externals, source = load_sets(args)
     cv = StratifiedGroupKFold(args.held_out, shuffle=True, random_state=args.random_state)
     train, held = next(cv.split(X, y, groups))
-    tests = {"held-out HAM10000 lesions" if not args.smoke else "held-out lesions":
-             (X.iloc[held].reset_index(drop=True), y[held], groups[held]), **externals}  # fmt: skip
+    held_name = "held-out HAM10000 lesions" if not args.smoke else "held-out lesions"
+    tests = {held_name: (X.iloc[held].reset_index(drop=True), y[held], groups[held]),
+             **externals}  # fmt: skip
     print(f"training data: {source}; {len(train)} training images, test sets: "
           + ", ".join(f"{k} ({len(v[1])})" for k, v in tests.items()), flush=True)  # fmt: skip
     results = {"source": source, "n_train": len(train), "held_out": args.held_out,
-               "skinfuse": skinfuse.__version__, "fit_seconds": {}, "recipes": {}}  # fmt: skip
+               "skinfuse": skinfuse.__version__, "calibrated": not args.no_calibration, "fit_seconds": {}, "recipes": {}}  # fmt: skip
     for recipe, image_only in models(args):
         model = make_recipe(recipe, random_state=args.random_state, cache_dir=args.cache_dir,
-                            verbose=max(0, args.verbose - 1))  # fmt: skip
+                            verbose=max(0, args.verbose - 1),
+                            calibrate=not args.no_calibration)  # fmt: skip
         if settings(args):
             model.set_params(**settings(args))
             recipe += "[" + ",".join(args.settings) + "]"
         if image_only:
             model.set_params(**without_metadata(model))
             recipe = f"{recipe}-image-only"
+        if not args.no_calibration:
+            model = PredictionSets(model, coverage=0.9, prefit=False)
         start = time.perf_counter()
-        model.fit(X.iloc[train].reset_index(drop=True), y[train])
+        # the lesion groups reach the calibration's inner folds and the networks' early stopping
+        model.fit(X.iloc[train].reset_index(drop=True), y[train],
+                  **({} if args.no_calibration else {"groups": groups[train]}))  # fmt: skip
         fit_s = time.perf_counter() - start
         results["fit_seconds"][recipe] = round(fit_s, 1)
         print(f"{recipe}: fitted in {fit_s:.0f} s", flush=True)
@@ -271,13 +292,20 @@ def main(argv=None):
                                         proba=proba, y=yt, groups=gt, classes=classes)  # fmt: skip
                 rows[test][variant] = row = score(yt, proba, classes, gt, args)
                 row["predict_s"] = time.perf_counter() - start
+                if variant == "as given" and isinstance(model, PredictionSets):
+                    row["sets"] = set_rows(model, yt, proba, args.coverage)
+                    write_figures(out, recipe, test, model, yt, proba, row["sets"])
+                    if test == held_name:
+                        row["subgroups"] = write_subgroups(
+                            out, recipe, yt, proba, classes, gt, Xt, args)  # fmt: skip
                 print(f"  {test:26s} {variant:16s} " + "  ".join(
                     f"{SHOWN[k]} {cell(row.get(k))}" for k in
                     ("balanced_accuracy", "melanoma_auc", "sensitivity_at_80_specificity")),
                     flush=True)  # fmt: skip
         (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    (out / "table.md").write_text(tables(results))
-    print(tables(results))
+    text = tables(results) + sets_tables(results)
+    (out / "table.md").write_text(text)
+    print(text)
     return results
 
 

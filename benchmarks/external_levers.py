@@ -148,7 +148,10 @@ def batchnorm(args):
     model = skinfuse.load(args.model)
     a = _scores(model.predict_proba(X), model.classes_, y)
     print(f"before: external mel AUC {a[0]:.3f} bal {a[1]:.3f}", flush=True)
-    module, size = model.module_, int(model.image_size)
+    net = model  # the network inside a calibrated model or its prediction sets (issue 26)
+    while not hasattr(net, "module_") and hasattr(net, "estimator_"):
+        net = net.estimator_
+    module, size = net.module_, int(net.image_size)
     items = X["image_path"].tolist()
     start = time.perf_counter()
     if args.all:  # every layer, on the images (the frozen stages' activations change)
@@ -156,9 +159,9 @@ def batchnorm(args):
         loader = DataLoader(ImageDataset(items, size), batch_size=64)
         _recompute(bns, lambda: [module.embedder(x) for x in loader])
     else:  # the trained top stages, on the cached activations of the frozen ones
-        trunk, top, shape = split_network(module, model.trainable_blocks, size, check=False)
-        cached = model._activation_cache("cpu")(trunk_key(trunk, model.backbone))
-        acts = view_activations(items, trunk, views_for(int(model.tta)), cached=cached,
+        trunk, top, shape = split_network(module, net.trainable_blocks, size, check=False)
+        cached = net._activation_cache("cpu")(trunk_key(trunk, net.backbone))
+        acts = view_activations(items, trunk, views_for(int(net.tta)), cached=cached,
                                 image_size=size, batch_size=64, device="cpu", num_workers=0)  # fmt: skip
         top.features_only = True
         bns = _batchnorms(top.stages)

@@ -114,7 +114,7 @@ def finetune_class_weight(args):
 def recipe_params(args):
     """The parameters of a single-network recipe (``--finetune-recipe``), with this run's
     device, workers, cache and verbosity; ``--finetune-seeds`` sets the seeds."""
-    model = make_recipe(args.finetune_recipe, cache_dir=args.cache_dir)
+    model = make_recipe(args.finetune_recipe, cache_dir=args.cache_dir, calibrate=False)
     if not isinstance(model, FusionNetClassifier):
         raise ValueError(
             f"--finetune-recipe {args.finetune_recipe!r} is not a single FusionNetClassifier; "

@@ -16,6 +16,8 @@ import importlib
 __version__ = "0.2.0.dev0"
 
 _SUBMODULES = (
+    "calibration",
+    "conformal",
     "datasets",
     "encoders",
     "explain",

@@ -2,15 +2,20 @@
 benchmarks, defined in one place.
 
 Each recipe is an unfitted scikit-learn classifier built by :func:`make_recipe`;
-:data:`RECIPES` lists them with a one-line description. A soft vote of one network per seed
-is :func:`seed_ensemble`.
+:data:`RECIPES` lists them with a one-line description. Every recipe ends in temperature
+scaling fitted on lesion-grouped inner folds
+(:class:`~skinfuse.calibration.TemperatureCalibratedClassifier`; ``calibrate=False``: the
+bare model). Fit it with ``groups=lesion_ids``. A soft vote of one network per seed is
+:func:`seed_ensemble`.
 
 Examples
 --------
 >>> from skinfuse.recipes import RECIPES, make_recipe
 >>> model = make_recipe("partial", random_state=0)
->>> type(model).__name__, "partial-ensemble" in RECIPES
-('FusionNetClassifier', True)
+>>> type(model).__name__, type(model.estimator).__name__, "partial-ensemble" in RECIPES
+('TemperatureCalibratedClassifier', 'FusionNetClassifier', True)
+>>> type(make_recipe("partial", calibrate=False)).__name__
+'FusionNetClassifier'
 """
 
 from __future__ import annotations
@@ -252,10 +257,11 @@ RECIPES = {
         "cache_dir": [str, os.PathLike, None],
         "verbose": ["verbose"],
         "device": [str, None],
+        "calibrate": ["boolean"],
     },
     prefer_skip_nested_validation=True,
 )
-def make_recipe(name, *, random_state=0, cache_dir=None, verbose=0, device=None):
+def make_recipe(name, *, random_state=0, cache_dir=None, verbose=0, device=None, calibrate=True):
     """The unfitted model of recipe ``name``.
 
     Parameters
@@ -271,6 +277,13 @@ def make_recipe(name, *, random_state=0, cache_dir=None, verbose=0, device=None)
     device : str or None, default=None
         ``device`` of every estimator in the recipe that takes one (``"auto"``, ``"cpu"``,
         ``"cuda"``, ``"cuda:N"``, ``"mps"``); ``None`` keeps their own (``"auto"``).
+    calibrate : bool, default=True
+        End in temperature scaling on 3 lesion-grouped inner folds
+        (:class:`~skinfuse.calibration.TemperatureCalibratedClassifier`, seeded by
+        ``random_state``): calibrated probabilities, the same predictions, 3 extra fits on
+        2/3 of the data (a recipe's cached embeddings and activations are reused).
+        ``fit(X, y, groups=lesion_ids)`` groups the inner folds by lesion. ``False``: the
+        model alone.
 
     Returns
     -------
@@ -291,4 +304,8 @@ def make_recipe(name, *, random_state=0, cache_dir=None, verbose=0, device=None)
         for est in walk_estimators(model):
             if "device" in est.get_params(deep=False):
                 est.set_params(device=device)
-    return model
+    if not calibrate:
+        return model
+    from .calibration import TemperatureCalibratedClassifier
+
+    return TemperatureCalibratedClassifier(model, n_splits=3, random_state=random_state)

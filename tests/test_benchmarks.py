@@ -256,10 +256,24 @@ def test_external_smoke_scores_every_set_with_and_without_metadata(tmp_path):
     )
     assert list(results["recipes"]) == ["tiny", "tiny-image-only"]
     alone = results["recipes"]["tiny-image-only"]["held-out lesions"]
-    assert alone["as given"] == {
-        **alone["no metadata"],
-        "predict_s": alone["as given"]["predict_s"],
+    sets_keys = ("predict_s", "sets", "subgroups")
+    assert {k: v for k, v in alone["as given"].items() if k not in sets_keys} == {
+        k: v for k, v in alone["no metadata"].items() if k not in sets_keys
     }
+    # calibrated recipes: prediction sets, referral and the held-out subgroup report
+    held = results["recipes"]["tiny"]["held-out lesions"]["as given"]
+    at_90 = held["sets"]["levels"]["0.9"]
+    assert 0 <= at_90["coverage"] <= 1 and at_90["mean_set_size"] >= 1
+    assert set(at_90["coverage_per_class"]) == set(held["classes_present"])
+    assert 0 <= at_90["referral_rate"] <= 1 and held["sets"]["temperature"] > 0
+    assert held["subgroups"]["rows"][0]["attribute"] == "all"
+    for name in (
+        "subgroups_tiny.md",
+        "subgroups_tiny.png",
+        "prediction_sets_tiny_held-out.png",
+        "referral_tiny_synthetic-external.png",
+    ):
+        assert (tmp_path / name).exists(), name
     rows = results["recipes"]["tiny"]
     assert set(rows) == {"held-out lesions", "synthetic-external"}
     for test, variants in rows.items():
@@ -276,4 +290,5 @@ def test_external_smoke_scores_every_set_with_and_without_metadata(tmp_path):
     ] == pytest.approx(rows["held-out lesions"]["as given"]["balanced_accuracy"]["estimate"])
     table = (tmp_path / "table.md").read_text()
     assert "| synthetic-external | no metadata |" in table and "Recall per class" in table
+    assert "prediction sets (class-conditional) and the referral rule" in table
     assert (tmp_path / "tiny.skinfuse").exists()

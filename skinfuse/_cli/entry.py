@@ -32,7 +32,7 @@ def _run_command(args) -> None:
             args.data, layout=args.layout, recipe=args.recipe, out=args.out, cv=args.cv,
             cache_dir=args.cache_dir, random_state=args.random_state, card=args.card,
             metadata_columns=args.metadata_columns, device=args.device, force=args.force,
-            verbose=verbose,
+            calibrate=not args.no_calibration, coverage=args.coverage, verbose=verbose,
         )  # fmt: skip
     elif args.command == "predict":
         from .predict import run_predict
@@ -41,7 +41,8 @@ def _run_command(args) -> None:
             args.model, out=args.out, data=args.data, layout=args.layout, images=args.images,
             recursive=args.recursive, metadata=args.metadata,
             metadata_columns=args.metadata_columns, grad_cam=args.grad_cam,
-            per_figure=args.per_figure, device=args.device, verbose=verbose,
+            per_figure=args.per_figure, device=args.device, coverage=args.coverage,
+            verbose=verbose,
         )  # fmt: skip
     elif args.command == "evaluate":
         from .evaluate import run_evaluate
@@ -49,7 +50,8 @@ def _run_command(args) -> None:
         run_evaluate(
             args.model, data=args.data, layout=args.layout, out=args.out,
             n_resamples=args.n_resamples, random_state=args.random_state,
-            metadata_columns=args.metadata_columns, device=args.device, verbose=verbose,
+            metadata_columns=args.metadata_columns, device=args.device,
+            subgroups=not args.no_subgroups, verbose=verbose,
         )  # fmt: skip
     elif args.command == "demo":
         from .demo import run_demo

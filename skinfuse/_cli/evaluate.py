@@ -17,7 +17,7 @@ MELANOMA = "mel"
 
 def run_evaluate(
     model, *, data, layout=None, out=None, n_resamples=1000, random_state=0,
-    metadata_columns=None, device=None, verbose=1,
+    metadata_columns=None, device=None, subgroups=True, verbose=1,
 ):  # fmt: skip
     """Score a model on a labelled folder, with lesion-grouped 95 % intervals.
 
@@ -31,7 +31,14 @@ def run_evaluate(
     model sees it next to the training data's, when the model file records it
     (:func:`skinfuse.metrics.shift_report`). With ``out`` (a folder) writes
     ``clinical_report.csv``, ``metrics.json``, ``reliability.png`` and
-    ``melanoma_tradeoff.png``. Returns ``(report, metrics)``.
+    ``melanoma_tradeoff.png``.
+
+    With ``subgroups`` (default) and metadata in the data: the report by sex, age band and
+    body site (:func:`skinfuse.metrics.subgroup_report`; ``out``: ``subgroups.csv`` and the
+    forest plot ``subgroups.png``). A model with prediction sets (trained with
+    ``--coverage``): their coverage, per class, mean size and the referral rule
+    (:func:`skinfuse.metrics.referral_summary`; ``out``: ``prediction_sets.png``).
+    Returns ``(report, metrics)``.
     """
     from .._model_files import read_manifest
     from ..metrics import clinical_report, clinical_summary, dataset_summary, shift_report
@@ -74,6 +81,13 @@ def run_evaluate(
              "|---|---|"]  # fmt: skip
     lines += [f"| {name} | {iv} |" for name, iv in metrics.items()]
     print("\n".join(lines), flush=True)
+    extra_out = {}
+    sets = _sets_summary(model, proba, y, classes)
+    if sets is not None:
+        extra_out["prediction_sets"] = sets
+    if subgroups and _has_metadata(X):
+        extra_out["subgroups"] = _subgroups(y, proba, classes, groups, X, n_resamples,
+                                            random_state)  # fmt: skip
     summary = dataset_summary(X, y, proba, classes=classes)
     shift = shift_report(summary, training, names=("training", "evaluated"))
     print(_shift_text(shift, training is not None), flush=True)
@@ -84,8 +98,78 @@ def run_evaluate(
             "shift": {"training": training, "evaluated": summary, **shift.attrs},
         }  # fmt: skip
         _write_evaluation(out, report, metrics, y, proba, classes, model_path, data, extra)
+        _write_groups(out, extra_out, y, classes, model)
         common.say(verbose, f"report written to {out}")
     return report, metrics
+
+
+def _has_metadata(X) -> bool:
+    from .._columns import METADATA_COLUMNS
+
+    return any(c in X.columns and X[c].notna().any() for c in METADATA_COLUMNS)
+
+
+def _sets_summary(model, proba, y, classes):
+    """Coverage, set sizes and the referral rule of a model with prediction sets, printed."""
+    from ..conformal import PredictionSets
+    from ..metrics import referral_summary
+
+    if not isinstance(model, PredictionSets):
+        return None
+    sets = model.sets_from_proba(proba)
+    s = referral_summary(y, sets, classes=classes, pos_label=MELANOMA)
+    per_class = ", ".join(f"{c} {v:.3f} (n={s['support_per_class'][c]})"
+                          for c, v in s["coverage_per_class"].items())  # fmt: skip
+    print(f"prediction sets at {model.coverage:g} coverage ("
+          f"{'class-conditional' if model.class_conditional else 'marginal'}): coverage "
+          f"{s['coverage']:.3f}, mean set size {s['mean_set_size']:.2f}, singletons "
+          f"{s['singletons']:.3f}, empty {s['empty_sets']:.3f}\n  per class: {per_class}\n"
+          f"  referral (melanoma in the set, or not one class): {s['referral_rate']:.3f} of "
+          f"images referred, {s['melanomas_caught']:.3f} of {s['n_positive']} melanomas "
+          "caught", flush=True)  # fmt: skip
+    return {"summary": s, "sets": sets, "coverage": model.coverage}
+
+
+def _subgroups(y, proba, classes, groups, X, n_resamples, random_state):
+    from ..metrics import subgroup_report
+
+    report = subgroup_report(
+        y, proba, classes=classes, groups=groups, metadata=X, pos_label=MELANOMA,
+        n_resamples=n_resamples, random_state=random_state,
+    )  # fmt: skip
+    shown = ["n_images", "n_lesions", "n_positive"]
+    table = report[shown].astype(str)
+    for name in ("sensitivity", "specificity", "balanced_accuracy", "ece"):
+        if name in report:
+            table[name] = [
+                "-" if np.isnan(r[name]) else f"{r[name]:.3f} [{r[name + '_low']:.3f}, "
+                f"{r[name + '_high']:.3f}]" for _, r in report.iterrows()
+            ]  # fmt: skip
+    table["flagged"] = np.where(report["flagged"], "BELOW", "")
+    print(f"by patient group ({MELANOMA} sensitivity and specificity of the predicted class; "
+          f"95% lesion-grouped intervals; BELOW: the {MELANOMA} sensitivity interval lies "
+          "wholly below the overall one):", flush=True)  # fmt: skip
+    lines = ["| group | " + " | ".join(table.columns) + " |", "|---" * (table.shape[1] + 1) + "|"]
+    lines += [f"| {a}: {g} | " + " | ".join(row) + " |" for (a, g), row in table.iterrows()]
+    print("\n".join(lines), flush=True)
+    return report
+
+
+def _write_groups(out, extra, y, classes, model) -> None:
+    """``subgroups.csv`` and ``subgroups.png``; ``prediction_sets.png``."""
+    from ..metrics import plot_prediction_sets, plot_subgroup_report
+
+    if "subgroups" in extra and "sensitivity" in extra["subgroups"]:
+        extra["subgroups"].to_csv(out / "subgroups.csv")
+        plot_subgroup_report(extra["subgroups"], path=out / "subgroups.png")
+    elif "subgroups" in extra:
+        extra["subgroups"].to_csv(out / "subgroups.csv")
+    if "prediction_sets" in extra:
+        sets = extra["prediction_sets"]
+        plot_prediction_sets(y, sets["sets"], classes=classes, coverage=sets["coverage"],
+                             path=out / "prediction_sets.png")  # fmt: skip
+        summary = json.dumps(sets["summary"], indent=2)
+        (out / "prediction_sets.json").write_text(summary)
 
 
 def _classes_note(classes, absent) -> str:

@@ -86,6 +86,19 @@ def _int_between(low, high):
     return parse
 
 
+def _coverage(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.9, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (e.g. 0.9), got {value}")
+    return value
+
+
+_coverage.__name__ = "coverage in (0, 1)"
+
+
 def _device(text):
     if text in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", text):
         return text
@@ -176,6 +189,13 @@ def _add_train(sub, shared) -> None:
     train.add_argument("--cache-dir", default=None, metavar="DIR",
                        help="embedding cache on disk, reused across runs")  # fmt: skip
     train.add_argument("--random-state", type=_int_at_least(0), default=0, metavar="N")
+    train.add_argument("--no-calibration", action="store_true",
+                       help="skip the temperature scaling on 3 lesion-grouped inner folds that "
+                       "ends every recipe (saves 3 fits; probabilities uncalibrated)")  # fmt: skip
+    train.add_argument("--coverage", type=_coverage, default=None, metavar="P",
+                       help="also conformalize prediction sets (class-conditional, on the "
+                       "calibration's lesion-grouped out-of-fold probabilities) for "
+                       "'skinfuse predict --coverage', e.g. 0.9")  # fmt: skip
     train.add_argument("--card", action="store_true",
                        help="also write a Markdown model card next to the model")  # fmt: skip
     _add_metadata_columns(train, "age,sex,localization; any column of the dataset's table")
@@ -205,6 +225,10 @@ def _add_predict(sub, shared) -> None:
                          help="with --images: the metadata of each image")  # fmt: skip
     _add_metadata_columns(predict, "those the model was trained on")
     predict.add_argument("--out", required=True, metavar="CSV", help="predictions file to write")
+    predict.add_argument("--coverage", type=_coverage, default=None, metavar="P",
+                         help="also write each image's prediction set at this coverage and "
+                         "whether to refer it (melanoma in the set, or not one class); needs "
+                         "a model trained with --coverage")  # fmt: skip
     predict.add_argument("--grad-cam", default=None, metavar="DIR",
                          help="write Grad-CAM overlays (PNG) to this folder")  # fmt: skip
     predict.add_argument("--per-figure", type=_int_between(1, 16), default=16, metavar="N",
@@ -231,6 +255,9 @@ def _add_evaluate(sub, shared) -> None:
     evaluate.add_argument("--n-resamples", type=_int_at_least(10), default=1000, metavar="N",
                           help="bootstrap resamples (default 1000)")  # fmt: skip
     evaluate.add_argument("--random-state", type=_int_at_least(0), default=0, metavar="N")
+    evaluate.add_argument("--no-subgroups", action="store_true",
+                          help="skip the report by sex, age band and body site (printed "
+                          "when the data have metadata)")  # fmt: skip
     _add_metadata_columns(evaluate, "those the model was trained on")
     _add_device(evaluate, "where the model was fitted, if this machine has it, else cpu")
 

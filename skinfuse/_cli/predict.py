@@ -81,9 +81,33 @@ def _write_grad_cam(model, X, ids, y_pred, folder: Path, per_figure, verbose) ->
     return written
 
 
+def _prediction_sets(model, model_path):
+    """The model's :class:`~skinfuse.conformal.PredictionSets`, or a ValueError saying how to
+    get one."""
+    from ..conformal import PredictionSets
+
+    if not isinstance(model, PredictionSets):
+        raise ValueError(
+            f"--coverage needs prediction sets, and {model_path} has none: train the model "
+            "with 'skinfuse train ... --coverage 0.9' (conformalized on lesion-grouped "
+            "out-of-fold probabilities), or wrap it in skinfuse.conformal.PredictionSets "
+            "fitted on held-out lesions and save that"
+        )
+    return model
+
+
+def _set_columns(table, sets, classes) -> None:
+    from ..metrics import referral
+
+    table["prediction_set"] = ["|".join(map(str, classes[row])) for row in sets]
+    table["set_size"] = sets.sum(axis=1)
+    table["refer"] = referral(sets, classes=classes)
+
+
 def run_predict(
     model, *, out, data=None, layout=None, images=None, recursive=False, metadata=None,
-    metadata_columns=None, grad_cam=None, per_figure=16, device=None, verbose=1,
+    metadata_columns=None, grad_cam=None, per_figure=16, device=None, coverage=None,
+    verbose=1,
 ):  # fmt: skip
     """Predict every image of a dataset folder (``data``, in ``layout`` or a detected one)
     or of a folder of images (with ``recursive``, its subfolders' too; without, a warning
@@ -94,7 +118,10 @@ def run_predict(
 
     Writes ``out`` (CSV): ``image_id``, ``image_path``, ``prediction`` and one
     ``proba_<class>`` column per class; with ``grad_cam``, Grad-CAM figures of
-    ``per_figure`` images each in that folder. Returns the predictions DataFrame.
+    ``per_figure`` images each in that folder. With ``coverage`` (a model trained with
+    ``--coverage``): ``prediction_set`` (its classes joined by ``|``; empty: no class
+    plausible enough), ``set_size`` and ``refer`` (:func:`skinfuse.metrics.referral`:
+    melanoma in the set, or not exactly one class). Returns the predictions DataFrame.
     """
     if (data is None) == (images is None):
         raise ValueError("pass either --data (a dataset folder) or --images (a folder)")
@@ -121,6 +148,7 @@ def run_predict(
     model = common.load_model(model_path)
     common.set_verbose(model, verbose)
     common.set_device(model, device)
+    sets_model = None if coverage is None else _prediction_sets(model, model_path)
     columns = common.metadata_columns_of(model, metadata_columns)
     if data is not None:
         X, ids = common.model_input(bunch, columns), bunch.frame["image_id"].to_numpy(dtype=object)
@@ -136,8 +164,13 @@ def run_predict(
                           "prediction": y_pred})  # fmt: skip
     for k, c in enumerate(classes):
         table[f"proba_{c}"] = proba[:, k]
+    if sets_model is not None:
+        _set_columns(table, sets_model.sets_from_proba(proba, coverage=coverage), classes)
     table.to_csv(out, index=False)
     counts = ", ".join(f"{c}: {n}" for c, n in table["prediction"].value_counts().items())
+    if sets_model is not None:
+        counts += (f"; at {coverage:g} coverage, mean set size {table['set_size'].mean():.2f}, "
+                   f"{int(table['refer'].sum())} referred")  # fmt: skip
     common.say(verbose, f"predictions written to {out} ({counts})")
     if grad_cam is not None:
         written = _write_grad_cam(model, X, ids, y_pred, grad_cam, per_figure, verbose)

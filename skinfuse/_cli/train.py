@@ -49,7 +49,7 @@ def _cross_validate(model, X, y, groups, n_splits, random_state, verbose) -> dic
     for k, (train, test) in enumerate(cv.split(X, y, groups), start=1):
         common.say(verbose, f"cross-validation fold {k}/{n_splits}: {len(train)} train, "
                             f"{len(test)} test")  # fmt: skip
-        fitted = clone(model).fit(X.iloc[train], y.iloc[train])
+        fitted = clone(model).fit(X.iloc[train], y.iloc[train], **_groups(model, groups, train))
         proba = fitted.predict_proba(X.iloc[test])
         folds.append(_fold_metrics(y.iloc[test], proba, fitted.classes_))
     names = [name for name in folds[0] if all(name in f for f in folds)]
@@ -61,6 +61,33 @@ def _cross_validate(model, X, y, groups, n_splits, random_state, verbose) -> dic
         }
         for name in names
     }
+
+
+def _groups(model, groups, rows=None) -> dict:
+    """``{"groups": lesion ids}`` for a model whose ``fit`` takes them (a calibrated recipe,
+    a fusion network: lesion-grouped inner folds and early-stopping splits), else ``{}``."""
+    import inspect
+
+    if "groups" not in inspect.signature(model.fit).parameters:
+        return {}
+    groups = np.asarray(groups)
+    return {"groups": groups if rows is None else groups[rows]}
+
+
+def _calibration_note(model) -> str:
+    inner = getattr(model, "estimator_", None) if _coverage_of(model) else model
+    t = getattr(inner, "temperature_", None)
+    note = "" if t is None else f"; temperature {t:.3f} (lesion-grouped inner folds)"
+    if _coverage_of(model):
+        note += f"; prediction sets at {_coverage_of(model):g} coverage"
+    return note
+
+
+def _coverage_of(model):
+    """The coverage of a model's prediction sets, or None."""
+    from ..conformal import PredictionSets
+
+    return model.coverage if isinstance(model, PredictionSets) else None
 
 
 def _check_savable(model, out: Path) -> None:
@@ -114,7 +141,7 @@ def _use_metadata_columns(model, X, columns) -> None:
 
 def run_train(
     data, *, recipe, out, layout=None, cv=None, cache_dir=None, random_state=0, card=False,
-    metadata_columns=None, device=None, force=False, verbose=1,
+    metadata_columns=None, device=None, force=False, calibrate=True, coverage=None, verbose=1,
 ):  # fmt: skip
     """Fit recipe ``recipe`` on every image of a labelled folder; save it to ``out``.
 
@@ -130,6 +157,13 @@ def run_train(
     ``metadata_columns`` (``None``: age, sex, localization) may name any column of the
     dataset's table; ``device`` is set on every estimator of the recipe that takes one. A
     recipe that needs a GPU is refused without a CUDA device unless ``force``.
+
+    ``calibrate`` (default): the recipe ends in temperature scaling on 3 lesion-grouped
+    inner folds (:func:`skinfuse.recipes.make_recipe`); the model file records it. With
+    ``coverage`` (e.g. 0.9), the model is wrapped in
+    :class:`skinfuse.conformal.PredictionSets` conformalized on the calibration's
+    lesion-grouped out-of-fold probabilities (class-conditional), so that ``skinfuse
+    predict --coverage`` can write each image's set.
     """
     from .. import recipes, save
     from ..metrics import dataset_summary
@@ -138,6 +172,9 @@ def run_train(
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(recipes.RECIPES)}")
     _check_gpu(recipe, device, force)
     common.check_device(device)
+    if coverage is not None and not calibrate:
+        raise ValueError("--coverage conformalizes on the calibration's out-of-fold "
+                         "probabilities: drop --no-calibration")  # fmt: skip
     data = common.check_data_dir(data)
     out = common.check_out_file(out, "--out")
     if cache_dir is not None:
@@ -151,10 +188,15 @@ def run_train(
     common.say(verbose, f"data: {data} ({len(y)} images, {n_lesions} lesions, "
                         f"{len(bunch.target_names)} classes); recipe: {recipe}")  # fmt: skip
     model = recipes.make_recipe(
-        recipe, random_state=random_state, cache_dir=cache_dir, verbose=verbose, device=device
-    )
+        recipe, random_state=random_state, cache_dir=cache_dir, verbose=verbose,
+        device=device, calibrate=calibrate,
+    )  # fmt: skip
     if metadata_columns is not None:
         _use_metadata_columns(model, X, metadata_columns)
+    if coverage is not None:
+        from ..conformal import PredictionSets
+
+        model = PredictionSets(model, coverage=coverage, prefit=False)
     _check_savable(model, out)
     metrics = {"recipe": recipe}
     if cv is not None:
@@ -170,8 +212,8 @@ def run_train(
         metrics |= {"cv": f"StratifiedGroupKFold({cv}) grouped by lesion_id", "recipe": recipe}
     t0 = time.perf_counter()
     common.say(verbose, f"fitting {recipe!r} on all {len(y)} images")
-    model.fit(X, y)
-    common.say(verbose, f"fitted in {time.perf_counter() - t0:.0f} s")
+    model.fit(X, y, **_groups(model, groups))
+    common.say(verbose, f"fitted in {time.perf_counter() - t0:.0f} s" + _calibration_note(model))
     training_data = dataset_summary(X, y, classes=model.classes_)
     path = save(model, out, metrics=metrics, training_data=training_data, card=card)
     common.say(verbose, f"model written to {path}")

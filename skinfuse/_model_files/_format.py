@@ -21,6 +21,7 @@ TRUSTED_TYPES = (
     "imblearn.over_sampling._random_over_sampler.RandomOverSampler",
     "imblearn.under_sampling._prototype_selection._random_under_sampler.RandomUnderSampler",
     "numpy.dtype",
+    "sklearn.calibration._TemperatureScaling",  # TemperatureCalibratedClassifier.calibrator_
     "sklearn.feature_selection._univariate_selection.f_classif",
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
     "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
@@ -53,6 +54,8 @@ def _type_name(cls) -> str:
 def _skinfuse_types() -> list[str]:
     """skinfuse's own classes that may appear in a model (imports no torch)."""
     from .._metadata_steps import CategoryNormalizer, NumberChecker
+    from ..calibration import TemperatureCalibratedClassifier
+    from ..conformal import PredictionSets
     from ..encoders import ConvAutoencoderEncoder, FineTunedCNNEncoder, FrozenCNNEncoder
     from ..fusion import FusionNetClassifier
     from ..imbalance import AdaptiveSMOTE, PriorCorrectedClassifier
@@ -60,7 +63,7 @@ def _skinfuse_types() -> list[str]:
     classes = (
         CategoryNormalizer, NumberChecker, FrozenCNNEncoder, FineTunedCNNEncoder,
         ConvAutoencoderEncoder, FusionNetClassifier, AdaptiveSMOTE, PriorCorrectedClassifier,
-        _TorchPart,
+        TemperatureCalibratedClassifier, PredictionSets, _TorchPart,
     )  # fmt: skip
     return [_type_name(cls) for cls in classes]
 

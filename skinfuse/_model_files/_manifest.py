@@ -40,11 +40,42 @@ def _describe(model, torch_estimators) -> dict:
     )  # fmt: skip
     return {
         "model_class": _type_name(type(model)),
+        **_uncertainty(model),
         "classes": listed("classes_"),
         "feature_names_in": listed("feature_names_in_"),
         "n_features_in": _json_safe(getattr(model, "n_features_in_", None), "n_features_in_"),
         "image_size": (sizes[0] if len(sizes) == 1 else sizes) if sizes else None,
     }
+
+
+def _uncertainty(model) -> dict:
+    """``calibration`` and ``prediction_sets``: what a fitted model says of its probabilities
+    (``None`` when it has no such step, or is not fitted)."""
+    from .._utils._estimators import walk_estimators
+    from ..calibration import TemperatureCalibratedClassifier
+    from ..conformal import PredictionSets
+
+    out = {"calibration": None, "prediction_sets": None}
+    for est in walk_estimators(model):
+        # the fitted copy (estimator_) wins over the unfitted template (estimator)
+        if isinstance(est, TemperatureCalibratedClassifier) and (
+            out["calibration"] is None or not out["calibration"]["fitted"]
+        ):
+            out["calibration"] = {
+                "method": "temperature",
+                "inner_folds": int(est.n_splits),
+                "fitted": hasattr(est, "temperature_"),
+                "temperature": float(est.temperature_) if hasattr(est, "temperature_") else None,
+            }
+        if isinstance(est, PredictionSets) and out["prediction_sets"] is None:
+            out["prediction_sets"] = {
+                "coverage": float(est.coverage),
+                "class_conditional": bool(est.class_conditional),
+                "conformalized_on": "held-out images" if est.prefit else (
+                    "lesion-grouped out-of-fold probabilities of the training images"),
+                "n_scores": len(est.scores_) if hasattr(est, "scores_") else None,
+            }  # fmt: skip
+    return out
 
 
 def _sha256(data: bytes) -> str:
@@ -101,6 +132,23 @@ def _training_data_markdown(summary) -> str:
     return "\n".join(lines) + "\n\n"
 
 
+def _calibration_line(manifest) -> str:
+    calibration = manifest.get("calibration")
+    if not calibration:
+        return "none (probabilities as the model gives them)"
+    t = calibration["temperature"]
+    return (f"temperature scaling on {calibration['inner_folds']} lesion-grouped inner folds"
+            + (f", T = {t:.3f}" if t is not None else " (not fitted)"))  # fmt: skip
+
+
+def _sets_line(manifest) -> str:
+    sets = manifest.get("prediction_sets")
+    if not sets:
+        return "none"
+    kind = "class-conditional" if sets["class_conditional"] else "marginal"
+    return f"{100 * sets['coverage']:.3g} % {kind} coverage, conformalized on {sets['conformalized_on']}"
+
+
 def _model_card(model, manifest, path) -> str:
     versions = manifest["versions"]
     classes = manifest["classes"]
@@ -123,6 +171,8 @@ File `{path.name}` (skinfuse model file, format {manifest["format_version"]}), s
 - Classes: {", ".join(map(str, classes)) if classes else "not recorded (not a fitted classifier)"}
 - Input columns: {", ".join(map(str, columns)) if columns else "not recorded"}
 - Image size: {manifest["image_size"] or "no images (metadata only)"}
+- Calibration: {_calibration_line(manifest)}
+- Prediction sets: {_sets_line(manifest)}
 
 ## Intended use
 

@@ -147,8 +147,15 @@ def grad_cam(
 def _make_source(model, X):
     from sklearn.utils.validation import check_is_fitted
 
+    from ..calibration import TemperatureCalibratedClassifier
+    from ..conformal import PredictionSets
     from ._sources import PipelineSource, ProtocolSource
 
+    # a calibrated model or its prediction sets: the fitted network inside is explained (a
+    # temperature keeps the order of the classes, and the maps' class is the predicted one)
+    while isinstance(model, (TemperatureCalibratedClassifier, PredictionSets)):
+        check_is_fitted(model, "estimator_")
+        model = model.estimator_
     if hasattr(model, "__skinfuse_gradcam__"):
         check_is_fitted(model)
         return ProtocolSource(model, X)
