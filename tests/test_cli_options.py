@@ -140,12 +140,15 @@ def test_ctrl_c_ends_with_one_line_and_status_130(command, monkeypatch, capsys):
 
 # -- --device and recipes that need a GPU ------------------------------------------------------
 def test_make_recipe_sets_the_device_of_every_estimator_that_takes_one():
-    vote = make_recipe("partial-ensemble", device="cpu")
+    vote = make_recipe("partial-ensemble", device="cpu").estimator  # inside the calibration
     assert [member.device for _, member in vote.estimators] == ["cpu", "cpu"]
-    encoder = make_recipe("tiny", device="cuda:1").named_steps["features"].transformers[0][1]
-    assert encoder.device == "cuda:1"
-    assert make_recipe("tiny").named_steps["features"].transformers[0][1].device == "auto"
-    assert make_recipe("partial", device=None).get_params() == make_recipe("partial").get_params()
+    bare = {"calibrate": False}
+    encoder = make_recipe("tiny", device="cuda:1", **bare).named_steps["features"]
+    assert encoder.transformers[0][1].device == "cuda:1"
+    encoder = make_recipe("tiny", **bare).named_steps["features"]
+    assert encoder.transformers[0][1].device == "auto"
+    default = make_recipe("partial", **bare).get_params()
+    assert make_recipe("partial", device=None, **bare).get_params() == default
 
 
 def test_only_the_gpu_recipes_need_a_gpu():
@@ -215,12 +218,16 @@ def test_predict_runs_the_networks_on_the_device_asked(model_file):
     from skinfuse._model_files import torch_estimators_in
 
     model = skinfuse.load(model_file)
-    unfitted, fitted = torch_estimators_in(model)  # the pipeline's step and its fitted copy
-    assert fitted.device_ == "cpu" and not hasattr(unfitted, "device_")
+    # the recipe's unfitted steps (inside the calibration's ``estimator``) and fitted copies
+    found = torch_estimators_in(model)
+    fitted = [est for est in found if hasattr(est, "device_")]
+    unfitted = [est for est in found if not hasattr(est, "device_")]
+    assert fitted and unfitted and {est.device_ for est in fitted} == {"cpu"}
     common.set_device(model, "cuda:3")  # set, not run: no GPU needed
-    assert fitted.device_ == "cuda:3" and not hasattr(unfitted, "device_")
+    assert {est.device_ for est in fitted} == {"cuda:3"}
+    assert not any(hasattr(est, "device_") for est in unfitted)
     common.set_device(model, None)
-    assert fitted.device_ == "cuda:3"
+    assert {est.device_ for est in fitted} == {"cuda:3"}
 
 
 # -- predict --recursive -----------------------------------------------------------------------
