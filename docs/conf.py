@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "docs"))  # sg_scrapers
+sys.path.insert(0, str(ROOT / "docs"))  # sg_scrapers, cli_parser
 # Gallery scripts run in this process: keep plotting headless and torch on 2 cores polite.
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
@@ -32,11 +32,15 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.viewcode",
+    "sphinx.ext.intersphinx",
     "numpydoc",
     "myst_parser",
     "sphinx_gallery.gen_gallery",
+    "sphinxarg.ext",  # docs/cli.md: the command line's reference, from its parser
 ]
 
+# Quotes and ellipses only: "--data" stays two hyphens (command-line options), not a dash.
+smartquotes_action = "qe"
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
 templates_path = ["_templates"]
@@ -55,7 +59,21 @@ autodoc_typehints = "none"
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_attributes_as_param_list = True
-numpydoc_xref_param_type = False
+# Parameter types link to the projects below where their inventories are reachable
+# (numpydoc_xref_param_type is set with intersphinx_mapping): dotted names, numpydoc's own
+# aliases (array_like, bool, sequence...) and these, never the words around them.
+numpydoc_xref_ignore = "all"
+numpydoc_xref_aliases = {
+    "DataFrame": "pandas.DataFrame",
+    "Series": "pandas.Series",
+    "ndarray": "numpy.ndarray",
+    "Bunch": "sklearn.utils.Bunch",
+    "Pipeline": "imblearn.pipeline.Pipeline",
+    "nn.Module": "torch.nn.Module",
+    "Module": "torch.nn.Module",
+    "Generator": "numpy.random.Generator",
+    "RandomState": "numpy.random.RandomState",
+}
 # Check the sections that break pages; the style checks (summary punctuation, missing
 # "See Also" / "Examples" sections...) are ruff's and the reviewers' job, not the build's.
 numpydoc_validation_checks = {"GL08"}  # a public name without a docstring fails the build
@@ -81,6 +99,47 @@ def setup(app):
     app.connect("autodoc-skip-member", _skip_member)
     app.connect("autodoc-process-docstring", _drop_builtin_docstring)
 
+
+# -- Links to other projects' documentation (intersphinx) ---------------------------------
+# The build must pass with -W offline, where intersphinx's fetch failure is a warning that
+# cannot be silenced: each inventory is probed first (in parallel, 3 s at most) and only
+# those that answer are used. Offline, names of these projects are plain text, not links.
+# SKINFUSE_DOCS_OFFLINE=1 skips the probe.
+_INVENTORIES = {
+    "python": "https://docs.python.org/3/",
+    "numpy": "https://numpy.org/doc/stable/",
+    "pandas": "https://pandas.pydata.org/docs/",
+    "sklearn": "https://scikit-learn.org/stable/",
+    "imblearn": "https://imbalanced-learn.org/stable/",
+    "torch": "https://docs.pytorch.org/docs/stable/",
+    "skorch": "https://skorch.readthedocs.io/en/stable/",
+}
+
+
+def _reachable(urls: dict, timeout: float = 3.0) -> dict:
+    """The ``{name: url}`` whose ``objects.inv`` answers within ``timeout`` seconds."""
+    if os.environ.get("SKINFUSE_DOCS_OFFLINE"):
+        return {}
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    def answers(url):
+        try:
+            with urllib.request.urlopen(url + "objects.inv", timeout=timeout) as response:
+                return response.status == 200 and bool(response.read(16))
+        except (OSError, ValueError):  # URLError, timeouts and HTTP errors are OSErrors
+            return False
+
+    with ThreadPoolExecutor(len(urls)) as pool:
+        ok = dict(zip(urls, pool.map(answers, urls.values())))
+    return {name: url for name, url in urls.items() if ok[name]}
+
+
+intersphinx_mapping = {name: (url, None) for name, url in _reachable(_INVENTORIES).items()}
+intersphinx_timeout = 10
+# numpydoc's aliases refer to Python's and NumPy's glossaries, which are warnings when
+# unresolved: cross-reference the parameter types only when both inventories are there.
+numpydoc_xref_param_type = {"python", "numpy"} <= set(intersphinx_mapping)
 
 # -- Gallery (sphinx-gallery) -----------------------------------------------------------
 sphinx_gallery_conf = {

