@@ -167,10 +167,10 @@ def _add_device(parser, what) -> None:
 
 def _add_threads(parser) -> None:
     parser.add_argument("--num-threads", type=_int_at_least(1), default=None, metavar="N",
-                        help="CPU threads of torch's operators (torch.set_num_threads: "
-                        "intra-op threads only; inter-op threads and the image-decoding "
-                        "workers, one thread each, are unchanged). Default: torch's own, "
-                        "the machine's physical cores or $OMP_NUM_THREADS")  # fmt: skip
+                        help="CPU threads of torch's operators: torch.set_num_threads(N), "
+                        "the intra-op threads only (torch's inter-op pool is left as it is; "
+                        "the image-decoding workers run one thread each). Default: torch's "
+                        "own, the machine's physical cores or $OMP_NUM_THREADS")  # fmt: skip
 
 
 def _add_metadata_columns(parser, default) -> None:
