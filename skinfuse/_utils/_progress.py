@@ -139,6 +139,8 @@ class LogProgress:
         self.iterable, self.desc, self.total, self.unit = iterable, desc, total, unit
         self.unit_scale, self.unit_divisor = unit_scale, unit_divisor
         self.disable, self.file = disable, sys.stderr if file is None else file
+        if disable:  # nothing to show: the environment is not read either
+            interval = PROGRESS_INTERVAL
         self.interval = progress_interval() if interval is None else float(interval)
         self.n, self.postfix, self.closed = 0, "", disable
         self.start = self.last = time.monotonic()

@@ -76,6 +76,7 @@ def test_a_bad_interval_is_named_with_the_fix(monkeypatch, bad):
     monkeypatch.setenv(PROGRESS_INTERVAL_ENV, bad)
     with pytest.raises(ValueError, match=f"{PROGRESS_INTERVAL_ENV}=.*e.g. 30, or unset it"):
         progress_interval()
+    assert list(LogProgress(range(2), desc="quiet", disable=True)) == [0, 1]  # not read
 
 
 def test_no_total_sizes_postfix_and_disable(clock):
