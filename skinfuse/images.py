@@ -410,9 +410,9 @@ def load_images(
     failures = _path_problems(items)
     iterator = range(len(items))
     if verbose:
-        from tqdm.auto import tqdm
+        from ._utils._progress import progress
 
-        iterator = tqdm(iterator, desc="decoding images", unit="img")
+        iterator = progress(iterator, desc="decoding images", unit="img")
     for i in iterator:
         if not ok[i]:
             continue

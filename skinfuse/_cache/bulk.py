@@ -33,9 +33,9 @@ def embed_in_chunks(encoder, items, *, cache_dir, client, chunk_size, torch_thre
         n_images=len(items), encoded=0, skipped=0, n_chunks=len(chunks), worker_seconds=0.0
     )
     folders = set()
-    from tqdm.auto import tqdm
+    from .._utils._progress import progress
 
-    with tqdm(
+    with progress(
         total=len(items), unit="img", desc=f"embedding ({where})", disable=not verbose
     ) as bar:
         for done in results:

@@ -23,6 +23,7 @@ __all__ = [
     "prepare_out",
     "say",
     "set_device",
+    "set_num_threads",
     "set_verbose",
     "warn",
 ]
@@ -133,6 +134,15 @@ def set_device(model, device) -> None:
         if hasattr(est, "device_"):  # fitted ones only: an unfitted step stays unfitted
             est._forget_device_copies()
             est.device_ = device
+
+
+def set_num_threads(n) -> None:
+    """``--num-threads N``: torch's intra-op threads (``torch.set_num_threads``), for the
+    rest of the process. Inter-op threads are left as they are, and DataLoader workers run
+    one thread each whatever this says."""
+    import torch
+
+    torch.set_num_threads(int(n))
 
 
 def load_model(path):

@@ -25,6 +25,10 @@ def _verbose(args) -> int:
 
 def _run_command(args) -> None:
     verbose = _verbose(args)
+    if getattr(args, "num_threads", None) is not None:  # the commands that compute
+        from .common import set_num_threads
+
+        set_num_threads(args.num_threads)
     if args.command == "train":
         from .train import run_train
 

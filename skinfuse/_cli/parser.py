@@ -1,7 +1,8 @@
 """The argument parser of the command line: its commands, their options and their help.
 
 Help text is wrapped to at most :data:`WIDTH` characters (narrower terminals: theirs);
-the options every command shares (``-v``/``-q``, ``--device``) are defined once here.
+the options every command shares (``-v``/``-q``, ``--device``, ``--num-threads``) are defined
+once here.
 """
 
 from __future__ import annotations
@@ -164,6 +165,14 @@ def _add_device(parser, what) -> None:
                         f"(default: {what})")  # fmt: skip
 
 
+def _add_threads(parser) -> None:
+    parser.add_argument("--num-threads", type=_int_at_least(1), default=None, metavar="N",
+                        help="CPU threads of torch's operators: torch.set_num_threads(N), "
+                        "the intra-op threads only (torch's inter-op pool is left as it is; "
+                        "the image-decoding workers run one thread each). Default: torch's "
+                        "own, the machine's physical cores or $OMP_NUM_THREADS")  # fmt: skip
+
+
 def _add_metadata_columns(parser, default) -> None:
     parser.add_argument("--metadata-columns", type=_columns, default=None, metavar="COLS",
                         help="metadata columns, separated by commas (e.g. age,sex); columns "
@@ -200,6 +209,7 @@ def _add_train(sub, shared) -> None:
                        help="also write a Markdown model card next to the model")  # fmt: skip
     _add_metadata_columns(train, "age,sex,localization; any column of the dataset's table")
     _add_device(train, "auto: cuda, then mps, then cpu")
+    _add_threads(train)
     train.add_argument("--force", action="store_true",
                        help="train a recipe that needs a GPU without one (it takes days)")  # fmt: skip
 
@@ -234,6 +244,7 @@ def _add_predict(sub, shared) -> None:
     predict.add_argument("--per-figure", type=_int_between(1, 16), default=16, metavar="N",
                          help="images per Grad-CAM figure (1: one file per image; default 16)")  # fmt: skip
     _add_device(predict, "where the model was fitted, if this machine has it, else cpu")
+    _add_threads(predict)
 
 
 def _add_evaluate(sub, shared) -> None:
@@ -260,6 +271,7 @@ def _add_evaluate(sub, shared) -> None:
                           "when the data have metadata)")  # fmt: skip
     _add_metadata_columns(evaluate, "those the model was trained on")
     _add_device(evaluate, "where the model was fitted, if this machine has it, else cpu")
+    _add_threads(evaluate)
 
 
 def _add_demo(sub, shared) -> None:
@@ -280,6 +292,7 @@ def _add_demo(sub, shared) -> None:
                       help="output folder (default: skinfuse_demo)")  # fmt: skip
     demo.add_argument("--random-state", type=_int_at_least(0), default=0, metavar="N")
     _add_device(demo, "auto: cuda, then mps, then cpu")
+    _add_threads(demo)
 
 
 def _add_info(sub, shared) -> None:

@@ -62,9 +62,9 @@ def _write_grad_cam(model, X, ids, y_pred, folder: Path, per_figure, verbose) ->
 
     starts = range(0, len(X), per_figure)
     if verbose:
-        from tqdm.auto import tqdm
+        from .._utils._progress import progress
 
-        starts = tqdm(starts, desc="Grad-CAM", unit="figure")
+        starts = progress(starts, desc="Grad-CAM", unit="figure")
     written = []
     for start in starts:
         rows = slice(start, min(start + per_figure, len(X)))

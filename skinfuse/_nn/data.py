@@ -153,9 +153,9 @@ def decode_images(items, image_size, *, batch_size, num_workers=None, verbose=0,
         ImageDataset(items, image_size), batch_size=batch_size, num_workers=workers
     )
     if verbose:
-        from tqdm.auto import tqdm
+        from .._utils._progress import progress
 
-        loader = tqdm(loader, desc="decoding images", unit="batch")
+        loader = progress(loader, desc="decoding images", unit="batch")
     start = 0
     for batch in unwrap_worker_errors(loader):  # no list of batches: one copy of the pixels
         out[start : start + len(batch)] = batch

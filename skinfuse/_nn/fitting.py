@@ -119,7 +119,7 @@ def _train_from_store(items, y_idx, train, valid, spec, metadata, *, store, modu
     transform = BatchAugment() if augment is True else PerImage(augment) if augment else None
     with decoded_store(
         items, spec.image_size, store, batch_size=int(config.batch_size),
-        num_workers=config.num_workers, verbose=int(config.verbose) > 1,
+        num_workers=config.num_workers, verbose=int(config.verbose) > 0,
     ) as pixels:  # fmt: skip
         pixels = on_device_if_it_fits(pixels, config.device)
 
@@ -171,7 +171,7 @@ def _train_partial(items, y_idx, classes, *, spec, seed, activation_cache, metad
     acts = view_activations(
         items, trunk, views, cached=activation_cache(key), image_size=size,
         batch_size=int(config.batch_size), device=device, num_workers=config.num_workers,
-        verbose=int(config.verbose) > 1,
+        verbose=int(config.verbose) > 0,
     )  # fmt: skip
     train, valid = splits.validation_split(
         len(items), y_idx, spec.validation_fraction, seed, groups

@@ -81,10 +81,7 @@ def run_batches(module, loader, device, *, chunk=None, channels_last=True, verbo
     if channels_last:
         with torch.no_grad():
             module.to(memory_format=torch.channels_last)
-    if verbose:
-        from tqdm.auto import tqdm
-
-        loader = tqdm(loader, desc=desc, unit="batch")
+    bar = _progress_of(loader, total, desc, verbose)
     if read_back_late is None:
         read_back_late = device.type != "cpu"
     parts, out, done, pending = [], None, 0, None
@@ -112,9 +109,11 @@ def run_batches(module, loader, device, *, chunk=None, channels_last=True, verbo
                     if pending is not None:
                         read_back(pending)
                     pending = result
+                bar.update(_len_of(batch) if total is not None else 1)
             if pending is not None:
                 read_back(pending)
     finally:
+        bar.close()
         if channels_last:
             with torch.no_grad():
                 module.to(memory_format=torch.contiguous_format)
@@ -123,6 +122,24 @@ def run_batches(module, loader, device, *, chunk=None, channels_last=True, verbo
     if not parts:
         return np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def _len_of(batch) -> int:
+    return len(batch["x"] if isinstance(batch, dict) else batch)
+
+
+def _progress_of(loader, total, desc, verbose):
+    """The progress display of :func:`run_batches`: images where their number is known,
+    else batches (counted as each batch arrives)."""
+    from .._utils._progress import progress
+
+    if total is not None:
+        return progress(total=total, desc=desc, unit="img", disable=not verbose)
+    try:
+        n_batches = len(loader)
+    except TypeError:
+        n_batches = None
+    return progress(total=n_batches, desc=desc, unit="batch", disable=not verbose)
 
 
 def _n_rows(loader):

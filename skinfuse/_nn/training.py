@@ -7,20 +7,24 @@ and channels-last on CUDA. The fine-tuned encoder, the fusion network (task
 ``"classification"``) and the autoencoder (task ``"reconstruction"``) all use it, with a
 :class:`.spec.TrainingConfig`. Which data a classifier trains on (images, a decoded store,
 cached activations) is chosen in :mod:`.fitting`; the validation splits are in :mod:`.splits`.
+The epoch table (:class:`EpochTable`) and skorch's per-batch bar (``verbose > 1``) follow
+:mod:`skinfuse._utils._progress`: no colour codes and no bar where output is not a terminal.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import sys
 
 import numpy as np
 import torch
 from skorch import NeuralNet, NeuralNetClassifier
-from skorch.callbacks import EarlyStopping, LRScheduler, ProgressBar
+from skorch.callbacks import EarlyStopping, LRScheduler, PrintLog, ProgressBar
 from skorch.helper import predefined_split
 from skorch.utils import to_device, to_tensor
 
+from .._utils._progress import redraws, strip_ansi
 from .data import default_num_workers, plain_worker_errors
 from .device import torch_seed
 from .inference import autocast
@@ -28,8 +32,8 @@ from .modules import as_unit_float
 from .spec import TrainingConfig
 
 __all__ = [
-    "ClassifierNet", "ReconstructionNet", "TrainingConfig", "WarmupCosine", "finish_training",
-    "net_to_cpu", "optimizer_class", "train_network",
+    "ClassifierNet", "EpochTable", "ReconstructionNet", "TrainingConfig", "WarmupCosine",
+    "finish_training", "net_to_cpu", "optimizer_class", "train_network",
 ]  # fmt: skip
 
 
@@ -59,6 +63,30 @@ class WarmupCosine:
             return (step + 1) / self.warmup
         done = (step + 1 - self.warmup) / max(1, self.total + 1 - self.warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
+
+
+class EpochTable(PrintLog):
+    """skorch's epoch table (:class:`skorch.callbacks.PrintLog`), without its colour codes
+    where standard output is not a terminal or a notebook (a log file, CI, ``nohup``).
+
+    skorch colours each column's best value with ANSI codes and has no switch for it; the
+    codes are stripped from the formatted table (tabulate aligns on the visible text, so the
+    columns stay aligned). Whether standard output is a terminal is asked at each epoch.
+    """
+
+    def table(self, row):
+        text = super().table(row)
+        return text if redraws(sys.stdout) else strip_ansi(text)
+
+
+class _PlainLogs:
+    """skorch's default callbacks, with :class:`EpochTable` as ``print_log``."""
+
+    def get_default_callbacks(self):
+        return [
+            (name, EpochTable() if name == "print_log" and type(cb) is PrintLog else cb)
+            for name, cb in super().get_default_callbacks()
+        ]
 
 
 class _DeviceInference:
@@ -91,11 +119,11 @@ class _DeviceInference:
             return super().infer(x, **fit_params).float()
 
 
-class ClassifierNet(_DeviceInference, NeuralNetClassifier):
+class ClassifierNet(_PlainLogs, _DeviceInference, NeuralNetClassifier):
     """skorch classifier over image batches (class indices as targets)."""
 
 
-class ReconstructionNet(_DeviceInference, NeuralNet):
+class ReconstructionNet(_PlainLogs, _DeviceInference, NeuralNet):
     """skorch net whose loss compares the output with the input images (in [0, 1])."""
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
@@ -173,7 +201,7 @@ def train_network(module, module_kwargs, train_data, *, config, seed, task="clas
                 EarlyStopping(monitor="valid_loss", patience=config.patience, load_best=True),
             )
         )
-    if config.verbose > 1:
+    if config.verbose > 1 and redraws(sys.stderr):  # elsewhere: the epoch table alone
         callbacks.append(("progress_bar", ProgressBar()))
     if task == "classification":
         net_class, criterion = ClassifierNet, torch.nn.CrossEntropyLoss

@@ -15,8 +15,7 @@ from pathlib import Path, PurePosixPath
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
-from tqdm.auto import tqdm
-
+from .._utils._progress import progress
 from .._utils._sklearn import validate_params
 from ._base import get_data_home
 from ._ham10000 import load_ham10000
@@ -385,7 +384,7 @@ def _stream(url: str, out: Path, hasher, *, desc: str, verbose: int) -> None:
     request = Request(url, headers={"User-Agent": _USER_AGENT})
     with urlopen(request, timeout=_TIMEOUT_S) as response, out.open("wb") as fh:
         length = response.headers.get("Content-Length")
-        with tqdm(
+        with progress(
             total=int(length) if length and length.isdigit() else None,
             unit="B",
             unit_scale=True,
@@ -451,7 +450,7 @@ def _unpack_flat(archive: Path, dest_dir: Path, *, verbose: int) -> None:
                     f"{archive.name} contains no files; delete {archive} and call "
                     "fetch_ham10000 again."
                 )
-            for member in tqdm(
+            for member in progress(
                 members,
                 desc=f"Unpacking {archive.name}",
                 unit="file",

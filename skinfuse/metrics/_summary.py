@@ -152,9 +152,9 @@ def clinical_summary(
         return {name: float(f(y_true, proba)) for name, f in functions.items()}
     items = functions.items()
     if verbose:
-        from tqdm.auto import tqdm
+        from .._utils._progress import progress
 
-        items = tqdm(items, desc="bootstrap intervals", unit="metric", total=len(functions))
+        items = progress(items, desc="bootstrap intervals", unit="metric", total=len(functions))
     return {
         name: bootstrap_interval(
             f, y_true, proba, groups=groups, n_resamples=n_resamples, random_state=random_state
