@@ -61,7 +61,17 @@ def inner_folds(y, groups, n_splits, random_state):
                 "lesions or a smaller n_splits"
             )
         cv = StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)
-        return list(cv.split(X, y, groups))
+        try:
+            return list(cv.split(X, y, groups))
+        except ValueError as error:  # every class rarer than n_splits
+            counts = np.unique(y, return_counts=True)[1]
+            raise ValueError(
+                f"temperature scaling on {n_splits} lesion-grouped inner folds needs a class "
+                f"with at least {n_splits} images, but the largest has {counts.max()} "
+                f"({error}); train on more images, use a smaller n_splits, or skip the "
+                "calibration (make_recipe(..., calibrate=False), skinfuse train "
+                "--no-calibration)"
+            ) from error
 
 
 def _fit_kwargs(estimator, groups, rows=None) -> dict:

@@ -124,3 +124,11 @@ def test_every_recipe_ends_in_temperature_scaling_unless_told_not_to():
         model = make_recipe(name, random_state=4)
         assert isinstance(model, TemperatureCalibratedClassifier) and model.random_state == 4
         assert not isinstance(make_recipe(name, calibrate=False), TemperatureCalibratedClassifier)
+
+
+def test_too_few_images_for_the_inner_folds_says_how_to_go_on():
+    from skinfuse.calibration import inner_folds
+
+    y = np.array([0, 0, 1, 1, 2, 2])
+    with pytest.raises(ValueError, match="--no-calibration"):
+        inner_folds(y, np.arange(6), 3, 0)

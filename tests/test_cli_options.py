@@ -293,7 +293,8 @@ def custom_model(ham, tmp_path_factory):
 def test_train_on_chosen_metadata_columns(custom_model, ham):
     model = skinfuse.load(custom_model)
     assert model.feature_names_in_.tolist() == ["image_path", "age", "diameter", "sex"]
-    metadata = model.named_steps["features"].named_transformers_["metadata"]
+    pipeline = model.estimator_  # the recipe's pipeline, inside its calibration
+    metadata = pipeline.named_steps["features"].named_transformers_["metadata"]
     assert metadata.get_feature_names_out().tolist()[:3] == ["age", "diameter", "sex_female"]
     table = pd.read_csv(ham / "metadata.csv")
     X = pd.DataFrame({"image_path": [str(ham / "images" / f"{i}.png") for i in table.image_id],
