@@ -30,9 +30,11 @@ def _classes_present(y_true, classes) -> np.ndarray:
 def _balanced_accuracy(y_true, y_pred) -> float:
     """Mean recall over the classes present in ``y_true`` (scikit-learn's
     ``balanced_accuracy_score``); a prediction of a class absent from ``y_true`` is an error.
-    scikit-learn warns about such predictions; on data of another source they are expected."""
+    scikit-learn warns about such predictions; on data of another source they are expected,
+    and so is a single class in both (a small group's resample, in the subgroup report)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "y_pred contains classes not in y_true", UserWarning)
+        warnings.filterwarnings("ignore", "A single label was found", UserWarning)
         return float(balanced_accuracy_score(y_true, y_pred))
 
 
