@@ -309,6 +309,27 @@ def _add_info(sub, shared) -> None:
     info.add_argument("--json", action="store_true", help="print it as JSON")
 
 
+def _add_serve(sub, shared) -> None:
+    serve = sub.add_parser(
+        "serve", parents=shared, help="a local web page: one image (and metadata) in, the "
+        "model's probabilities, prediction set, referral and Grad-CAM out",
+        description="Serve a page where a user uploads one dermoscopic image, optionally with "
+        "the model's metadata (age, sex, body site), and sees the class probabilities, the "
+        "prediction set and referral flag (models trained with --coverage), the Grad-CAM "
+        "overlay and the model card's facts. Uploads are kept in memory for the request only; "
+        "nothing is written to disk. Binds to 127.0.0.1 (this machine only) unless --host "
+        "says otherwise: see the documentation's serve page before exposing it.",
+    )  # fmt: skip
+    serve.add_argument("model", metavar="MODEL", help="model file written by skinfuse train")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only; "
+                       "0.0.0.0: every network interface, no login or encryption)")  # fmt: skip
+    serve.add_argument("--port", type=_int_between(0, 65535), default=8000, metavar="N",
+                       help="port to listen on (default 8000; 0: any free port)")  # fmt: skip
+    _add_device(serve, "where the model was fitted, if this machine has it, else cpu")
+    _add_threads(serve)
+
+
 def _recipe_names():
     from ..recipes import RECIPES
 
@@ -329,6 +350,7 @@ def build_parser(description) -> argparse.ArgumentParser:
     _add_evaluate(sub, shared)
     _add_demo(sub, shared)
     _add_info(sub, shared)
+    _add_serve(sub, shared)
     sub.add_parser("versions", parents=shared,
                    help="print versions of skinfuse and its dependencies")  # fmt: skip
     return parser
