@@ -252,8 +252,10 @@ def analyse(page: ModelPage, data: bytes, fields=None, *, overlay=True) -> dict:
     proba = np.asarray(page.model.predict_proba(X))[0]
     order = np.argsort(-proba, kind="stable")
     result = {
-        "probabilities": [{"class": page.classes[k], "name": page.class_names[page.classes[k]],
-                           "probability": float(proba[k])} for k in order],  # fmt: skip
+        "probabilities": [
+            {"class": c, "name": page.class_names[c], "probability": float(proba[k])}
+            for k, c in ((k, page.classes[k]) for k in order)
+        ],
         "top": page.class_names[page.classes[order[0]]],
         "width": int(image.shape[1]),
         "height": int(image.shape[0]),

@@ -31,7 +31,7 @@ def make_server(page, host="127.0.0.1", port=0, *, log=None):
     class Handler(BaseHTTPRequestHandler):
         server_version = "skinfuse"
 
-        def log_message(self, format, *args):  # noqa: A002 (the base class's name)
+        def log_message(self, format, *args):
             if log is not None:
                 log(f"{self.address_string()} {format % args}")
 
