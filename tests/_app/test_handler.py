@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skinfuse._app import InputError, ModelPage, analyse
-from skinfuse._app import _handler
+from skinfuse._app import InputError, ModelPage, _handler, analyse
 
 
 @pytest.fixture(scope="module")
