@@ -10,6 +10,7 @@ h1{font-size:1.4rem;margin:0 0 .3rem}
 .notice{background:#fff4e5;border-left:4px solid #e69500;padding:.5rem .8rem;margin:.6rem 0}
 form{display:flex;flex-wrap:wrap;gap:.8rem;align-items:end;margin:.8rem 0}
 label{display:flex;flex-direction:column;font-size:.85rem;gap:.2rem}
+#fields{display:flex;gap:.8rem;flex-wrap:wrap;align-items:end}
 #error{color:#a00;font-weight:600;min-height:1.2em}
 .row{display:flex;gap:1rem;flex-wrap:wrap}
 .row figure{margin:0}.row img{max-width:320px;image-rendering:pixelated;border:1px solid #ccc}
