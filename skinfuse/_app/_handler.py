@@ -51,17 +51,19 @@ class ModelPage:
     @classmethod
     def from_file(cls, path):
         """Load the model file ``path`` (``skinfuse.load``) and read its manifest's facts."""
-        from .._cli import common
-        from .._model_files import inspect_file, read_manifest
+        from .._columns import IMAGE_COLUMN, METADATA_COLUMNS
+        from .._model_files import inspect_file, load, read_manifest
         from ..conformal import PredictionSets
-        from ..datasets._base import HAM10000_CLASSES
+        from ..datasets import HAM10000_CLASSES
         from ..metadata import VALID_RANGES
 
-        model = common.load_model(path)
+        model = load(path)
         info = inspect_file(path)
         manifest = read_manifest(path)
         classes = tuple(str(c) for c in model.classes_)
-        columns = tuple(common.metadata_columns_of(model, None))
+        names = getattr(model, "feature_names_in_", None)
+        columns = (METADATA_COLUMNS if names is None
+                   else tuple(str(c) for c in names if c != IMAGE_COLUMN))  # fmt: skip
         summary = (info.get("training_data") or {}).get("metadata") or {}
         categories = {
             c: sorted(summary[c]["categories"])
@@ -70,9 +72,9 @@ class ModelPage:
         }
         coverage = model.coverage if isinstance(model, PredictionSets) else None
         card = _card(info, manifest, path)
-        names = {c: HAM10000_CLASSES.get(c, c) for c in classes}
+        words = {c: HAM10000_CLASSES.get(c, c) for c in classes}
         age_range = VALID_RANGES.get("age", (0.0, 120.0))
-        return cls(model, classes, names, columns, categories, age_range, coverage, card)
+        return cls(model, classes, words, columns, categories, age_range, coverage, card)
 
     def form(self) -> dict:
         """The form's fields: which metadata the model reads, and their allowed values."""
@@ -94,7 +96,7 @@ def _card(info, manifest, path) -> dict:
     """The model card's facts, as label -> text."""
     from pathlib import Path
 
-    from .._model_files._manifest import _calibration_line, _sets_line
+    from .._model_files import calibration_line, sets_line
 
     facts = {
         "Model file": Path(path).name,
@@ -107,15 +109,10 @@ def _card(info, manifest, path) -> dict:
     training = info.get("training_data") or {}
     if training.get("n_images"):
         facts["Training data"] = f"{training['n_images']} images"
-    for label, line in (("Calibration", _calibration_line(manifest)),
-                        ("Prediction sets", _sets_line(manifest))):  # fmt: skip
-        line = line.strip().lstrip("- ").split(": ", 1)[-1] if line else ""
-        if line:
-            facts[label] = line
+    facts["Calibration"] = calibration_line(manifest)
+    facts["Prediction sets"] = sets_line(manifest)
     for key, value in (info.get("metrics") or {}).items():
         facts[f"Metric: {key}"] = f"{value:.3g}" if isinstance(value, float) else str(value)
-    if "Calibration" not in facts:
-        facts["Calibration"] = "none: the probabilities are the model's own, uncalibrated"
     return facts
 
 

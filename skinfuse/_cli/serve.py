@@ -19,7 +19,10 @@ def run_serve(model, *, host="127.0.0.1", port=8000, device=None, verbose=1, rea
 
     device = common.check_device(device)
     model_path = common.check_in_file(model, "model file", "MODEL")
-    page = ModelPage.from_file(model_path)
+    try:
+        page = ModelPage.from_file(model_path)
+    except TypeError as exc:  # untrusted types in the file: a user-facing refusal
+        raise ValueError(str(exc)) from None
     common.set_verbose(page.model, 0)
     common.set_device(page.model, device)
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if verbose > 1 else None

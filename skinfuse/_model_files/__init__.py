@@ -39,6 +39,8 @@ from ._format import (
 )
 from ._inspect import inspect_file
 from ._load import load, read_manifest
+from ._manifest import _calibration_line as calibration_line
+from ._manifest import _sets_line as sets_line
 from ._manifest import _training_data_markdown as training_data_markdown
 from ._networks import estimators_in, torch_estimators_in
 from ._save import save
@@ -46,11 +48,13 @@ from ._save import save
 __all__ = [
     "FORMAT_VERSION",
     "TRUSTED_TYPES",
+    "calibration_line",
     "estimators_in",
     "inspect_file",
     "load",
     "read_manifest",
     "save",
+    "sets_line",
     "torch_estimators_in",
     "training_data_markdown",
 ]
