@@ -183,6 +183,9 @@ def _train_partial(items, y_idx, classes, *, spec, seed, activation_cache, metad
             metadata=None if metadata is None else metadata[rows], random_view=random_view,
         )  # fmt: skip
 
+    from .._utils._malloc import keep_freed_heap
+
+    keep_freed_heap()  # no page faults from the per-step blocks (issue 25)
     # the top trains in fp32 on the (bf16-computed) activations: a bf16 train step of the
     # last stages was not faster on an AMX CPU (0.93x, issue 25)
     trained = train_network(
