@@ -9,6 +9,9 @@ compare (``--out`` saves them as JSON, ``--compare`` checks against such a file)
     python benchmarks/fingerprint.py --out /tmp/before.json          # on the old code
     python benchmarks/fingerprint.py --compare /tmp/before.json      # on the new code
 
+On a CPU with native bf16 units (AMX, AVX512-BF16, Arm BF16) ``precision="auto"`` runs
+bf16: there, compare the new code's ``--precision fp32`` with the old code's default.
+
 The digests are of this machine's floating point: compare runs of one machine and one
 torch build. The data folder is ``--data``, else ``SKINFUSE_DATA``, else
 ``../shared/data/ham10000``; without it, the synthetic lesions stand in (say so).
@@ -58,12 +61,15 @@ def load_data(data_home, n):
     return frame, frame["dx"].to_numpy(), groups, source
 
 
-def cases():
-    """(name, factory, how it is used) for every approach."""
+def cases(precision=None):
+    """(name, factory, how it is used) for every approach; ``precision`` (``None``: the
+    estimators' default) is set on each."""
     from skinfuse.encoders import ConvAutoencoderEncoder, FineTunedCNNEncoder, FrozenCNNEncoder
     from skinfuse.fusion import FusionNetClassifier
 
     run = dict(num_workers=0, device="cpu")
+    if precision is not None:
+        run["precision"] = precision
     common = dict(random_state=0, **run)
     small = dict(image_size=64, batch_size=8, max_epochs=2, **common)
     return [
@@ -151,7 +157,7 @@ def cases():
     ]
 
 
-def run(data_home, n, only=None):
+def run(data_home, n, only=None, precision=None):
     import torch
 
     import skinfuse
@@ -161,7 +167,7 @@ def run(data_home, n, only=None):
     print(f"data: {source}; {len(frame)} images, classes {sorted(set(y))}", flush=True)
     images = frame["image_path"].to_numpy()
     out = {}
-    for name, make, use in cases():
+    for name, make, use in cases(precision):
         if only and name not in only:
             continue
         start = time.perf_counter()
@@ -205,8 +211,13 @@ def main(argv=None):
     parser.add_argument("--only", nargs="*", help="case names to run (default: all)")
     parser.add_argument("--out", help="save the digests as JSON here")
     parser.add_argument("--compare", help="a JSON of an earlier run: exit 1 on any difference")
+    parser.add_argument(
+        "--precision", choices=("auto", "fp32", "bf16"), default=None,
+        help="the estimators' precision (default: theirs; 'auto' is bf16 on a CPU with native "
+        "bf16 units: force fp32 there to compare with a code without the parameter)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    out = run(args.data, args.n, args.only)
+    out = run(args.data, args.n, args.only, args.precision)
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=1))
     if args.compare:

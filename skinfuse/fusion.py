@@ -161,6 +161,7 @@ class FusionNetClassifier(FineTuningMixin, TorchEstimatorMixin, ClassifierMixin,
         tta=1,
         num_workers=None,
         device="auto",
+        precision="auto",
         cache=True,
         cache_dir=None,
         random_state=None,
@@ -335,7 +336,7 @@ class FusionNetClassifier(FineTuningMixin, TorchEstimatorMixin, ClassifierMixin,
             logits.append(embed(
                 ViewOf(module, view), items, size,
                 batch_size=int(self.batch_size), device=device, num_workers=self.num_workers,
-                metadata=meta,
+                metadata=meta, precision=self._precision(device),
             ))  # fmt: skip
         return np.stack(logits).astype(np.float64)
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from numbers import Integral
 from typing import NamedTuple
 
-from ._utils._sklearn import Interval, validate_params
+from ._utils._sklearn import Interval, StrOptions, validate_params
 
 __all__ = ["RECIPES", "Recipe", "make_recipe", "seed_ensemble"]
 
@@ -257,11 +257,13 @@ RECIPES = {
         "cache_dir": [str, os.PathLike, None],
         "verbose": ["verbose"],
         "device": [str, None],
+        "precision": [StrOptions({"auto", "fp32", "bf16"}), None],
         "calibrate": ["boolean"],
     },
     prefer_skip_nested_validation=True,
 )
-def make_recipe(name, *, random_state=0, cache_dir=None, verbose=0, device=None, calibrate=True):
+def make_recipe(name, *, random_state=0, cache_dir=None, verbose=0, device=None, calibrate=True,
+                precision=None):  # fmt: skip
     """The unfitted model of recipe ``name``.
 
     Parameters
@@ -277,6 +279,9 @@ def make_recipe(name, *, random_state=0, cache_dir=None, verbose=0, device=None,
     device : str or None, default=None
         ``device`` of every estimator in the recipe that takes one (``"auto"``, ``"cpu"``,
         ``"cuda"``, ``"cuda:N"``, ``"mps"``); ``None`` keeps their own (``"auto"``).
+    precision : {"auto", "fp32", "bf16"} or None, default=None
+        ``precision`` of every estimator in the recipe that takes one; ``None`` keeps their
+        own (``"auto"``: bf16 on CUDA and on CPUs with native bf16 units, else fp32).
     calibrate : bool, default=True
         End in temperature scaling on 3 lesion-grouped inner folds
         (:class:`~skinfuse.calibration.TemperatureCalibratedClassifier`, seeded by
@@ -298,12 +303,14 @@ def make_recipe(name, *, random_state=0, cache_dir=None, verbose=0, device=None,
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
     model = RECIPES[name].build(random_state, cache_dir, verbose)
-    if device is not None:
-        from ._utils._estimators import walk_estimators
+    from ._utils._estimators import walk_estimators
 
+    for name, value in (("device", device), ("precision", precision)):
+        if value is None:
+            continue
         for est in walk_estimators(model):
-            if "device" in est.get_params(deep=False):
-                est.set_params(device=device)
+            if name in est.get_params(deep=False):
+                est.set_params(**{name: value})
     if not calibrate:
         return model
     from .calibration import TemperatureCalibratedClassifier

@@ -10,6 +10,7 @@ import pytest
 import skinfuse
 from skinfuse._cli import common, main
 from skinfuse._cli.parser import WIDTH
+from skinfuse._model_files import torch_estimators_in
 from skinfuse.datasets import make_synthetic_lesions
 from skinfuse.recipes import RECIPES, make_recipe
 
@@ -170,6 +171,42 @@ def test_train_passes_the_device_to_the_recipe(ham, tmp_path, monkeypatch):
     assert seen["device"] == "cpu"
     assert main(args) == 2
     assert seen["device"] is None  # the estimators' own default ("auto")
+
+
+def test_the_precision_flag_reaches_train_and_is_checked(ham, tmp_path, monkeypatch, capsys):
+    from skinfuse import recipes
+
+    seen = {}
+
+    def make(name, **kwargs):
+        seen.update(kwargs)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(recipes, "make_recipe", make)
+    args = ["train", "--data", str(ham), "--recipe", "tiny", "--out", str(tmp_path / "m"), "-q"]
+    assert main([*args, "--precision", "fp32"]) == 2
+    assert seen["precision"] == "fp32"
+    assert main(args) == 2
+    assert seen["precision"] is None  # the estimators' own default ("auto")
+    assert _exit_code([*args, "--precision", "fp16"]) == 2
+    assert "invalid choice: 'fp16'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_the_precision_flag_is_set_on_a_loaded_model(command, model_file, ham, tmp_path,
+                                                     monkeypatch):  # fmt: skip
+    seen = []
+    real = common.set_precision
+
+    def spy(model, precision):
+        real(model, precision)
+        seen.extend(est.precision for est in torch_estimators_in(model))
+
+    monkeypatch.setattr(common, "set_precision", spy)
+    out = ["--out", str(tmp_path / "p.csv")] if command == "predict" else []
+    assert main([command, str(model_file), "--data", str(ham), *out, "-q",
+                 "--precision", "fp32"]) == 0  # fmt: skip
+    assert seen and set(seen) == {"fp32"}
 
 
 @pytest.mark.parametrize("recipe", ["gpu", "gpu-ensemble"])

@@ -15,7 +15,6 @@ from collections import Counter
 
 import numpy as np
 
-from .._nn.device import precision
 from .._utils._malloc import restore_mmap_threshold
 from .disk import encoding_lock, forget_disk, load_disk, save_disk, usable_folder
 from .keys import _FILE_KEYS, image_key
@@ -115,7 +114,7 @@ def activation_cache(estimator, trunk_key, device):
 
     def cached(items, encode, view):
         return encode_cached(
-            items, encode, config_key=f"{trunk_key}-{precision(device)}-{view}",
+            items, encode, config_key=f"{trunk_key}-{estimator._precision(device)}-{view}",
             cache=getattr(estimator, "cache", True), cache_dir=getattr(estimator, "cache_dir", None),
             chunk_size=chunk_size,
         )  # fmt: skip

@@ -24,6 +24,7 @@ __all__ = [
     "say",
     "set_device",
     "set_num_threads",
+    "set_precision",
     "set_verbose",
     "warn",
 ]
@@ -134,6 +135,19 @@ def set_device(model, device) -> None:
         if hasattr(est, "device_"):  # fitted ones only: an unfitted step stays unfitted
             est._forget_device_copies()
             est.device_ = device
+
+
+def set_precision(model, precision) -> None:
+    """``--precision``: the ``precision`` of every torch estimator of a loaded model;
+    ``None``: as saved (``"auto"`` for a model file written before the parameter)."""
+    if precision is None:
+        return
+    from .._model_files import torch_estimators_in
+
+    for est in torch_estimators_in(model):
+        if "precision" in est.get_params(deep=False):
+            est._forget_device_copies()
+            est.set_params(precision=precision)
 
 
 def set_num_threads(n) -> None:

@@ -14,14 +14,14 @@ from .common import check_device, prepare_out
 __all__ = ["run_demo"]
 
 
-def _models(image_size, random_state, verbose, device=None):
+def _models(image_size, random_state, verbose, device=None, precision=None):
     from ..encoders import FrozenCNNEncoder
     from ..pipeline import make_fusion_pipeline
 
     def encoder():
         return FrozenCNNEncoder(
             "efficientnet_lite0", image_size=image_size, pooling="avg", verbose=verbose,
-            device=device or "auto",
+            device=device or "auto", precision=precision or "auto",
         )  # fmt: skip
 
     common = dict(
@@ -70,7 +70,7 @@ def _sites_seen_in_training(bunch, cv, random_state):
 
 def run_demo(
     data=None, *, n_samples=400, n_splits=3, image_size=None, out=None, random_state=0,
-    device=None, verbose=1,
+    device=None, verbose=1, precision=None,
 ):  # fmt: skip
     """Cross-validate metadata-only, image-only and fused models; print a table.
 
@@ -93,6 +93,9 @@ def run_demo(
     device : str or None, default=None
         Device of the frozen CNN (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``);
         ``None``: ``"auto"``.
+    precision : {"auto", "fp32", "bf16"} or None, default=None
+        Numeric precision of the frozen CNN (see
+        :class:`~skinfuse.encoders.FrozenCNNEncoder`); ``None``: ``"auto"``.
     verbose : int, default=1
         0: the results table only; 1 or more: progress messages and bars too.
 
@@ -139,7 +142,7 @@ def run_demo(
         "f1_macro": "f1_macro",
     }
     results = {}
-    for name, model in _models(image_size, random_state, verbose, device).items():
+    for name, model in _models(image_size, random_state, verbose, device, precision).items():
         t0 = time.perf_counter()
         cv_res = cross_validate(
             model, bunch.data, bunch.target, groups=bunch.groups, cv=cv, scoring=scoring
@@ -157,7 +160,7 @@ def run_demo(
         table.append(f"| {name} | {cells} |")
     print("\n".join(table), flush=True)  # before any file is written: a failure there loses none
     if out is not None:
-        fused = _models(image_size, random_state, 0, device)["image + metadata"]
+        fused = _models(image_size, random_state, 0, device, precision)["image + metadata"]
         pictures = _explain(fused, bunch, cv, out, random_state)
         (out / "demo_results.json").write_text(
             json.dumps({"data": source, "results": results, "pictures": pictures}, indent=2)

@@ -37,6 +37,7 @@ def _run_command(args) -> None:
             args.data, layout=args.layout, recipe=args.recipe, out=args.out, cv=args.cv,
             cache_dir=args.cache_dir, random_state=args.random_state, card=args.card,
             metadata_columns=args.metadata_columns, device=args.device, force=args.force,
+            precision=args.precision,
             calibrate=not args.no_calibration, coverage=args.coverage, verbose=verbose,
         )  # fmt: skip
     elif args.command == "predict":
@@ -47,6 +48,7 @@ def _run_command(args) -> None:
             recursive=args.recursive, metadata=args.metadata,
             metadata_columns=args.metadata_columns, grad_cam=args.grad_cam,
             per_figure=args.per_figure, device=args.device, coverage=args.coverage,
+            precision=args.precision,
             verbose=verbose,
         )  # fmt: skip
     elif args.command == "evaluate":
@@ -56,7 +58,7 @@ def _run_command(args) -> None:
             args.model, data=args.data, layout=args.layout, out=args.out,
             n_resamples=args.n_resamples, random_state=args.random_state,
             metadata_columns=args.metadata_columns, device=args.device,
-            subgroups=not args.no_subgroups, verbose=verbose,
+            precision=args.precision, subgroups=not args.no_subgroups, verbose=verbose,
         )  # fmt: skip
     elif args.command == "demo":
         from .demo import run_demo
@@ -64,7 +66,7 @@ def _run_command(args) -> None:
         run_demo(
             args.data, n_samples=args.n_samples, n_splits=args.n_splits,
             image_size=args.image_size, out=args.out, random_state=args.random_state,
-            device=args.device, verbose=verbose,
+            device=args.device, precision=args.precision, verbose=verbose,
         )  # fmt: skip
     elif args.command == "info":
         from .info import run_info

@@ -17,13 +17,14 @@ MELANOMA = "mel"
 
 def run_evaluate(
     model, *, data, layout=None, out=None, n_resamples=1000, random_state=0,
-    metadata_columns=None, device=None, subgroups=True, verbose=1,
+    metadata_columns=None, device=None, subgroups=True, verbose=1, precision=None,
 ):  # fmt: skip
     """Score a model on a labelled folder, with lesion-grouped 95 % intervals.
 
     ``layout`` names the folder's layout (:data:`skinfuse.datasets.LAYOUTS`); ``None``
     detects it. ``metadata_columns`` (``None``: those the model was trained on) are read
-    from the dataset's table; ``device`` runs the networks there.
+    from the dataset's table; ``device`` runs the networks there, in ``precision`` (``None``:
+    the model's own).
 
     Prints the per-class clinical report, which of the model's classes the data has (the
     macro metrics are over those), the clinical summary
@@ -53,6 +54,7 @@ def run_evaluate(
     training = read_manifest(model_path)["training_data"]
     common.set_verbose(model, verbose)
     common.set_device(model, device)
+    common.set_precision(model, precision)
     X = common.model_input(bunch, common.metadata_columns_of(model, metadata_columns))
     y, groups = bunch.target.to_numpy(dtype=object), bunch.groups
     classes = np.asarray(model.classes_)

@@ -1,7 +1,8 @@
 """The argument parser of the command line: its commands, their options and their help.
 
 Help text is wrapped to at most :data:`WIDTH` characters (narrower terminals: theirs);
-the options every command shares (``-v``/``-q``, ``--device``, ``--num-threads``) are defined
+the options every command shares (``-v``/``-q``, ``--device``, ``--precision``,
+``--num-threads``) are defined
 once here.
 """
 
@@ -163,6 +164,10 @@ def _add_device(parser, what) -> None:
     parser.add_argument("--device", type=_device, default=None, metavar="DEVICE",
                         help=f"where the networks run: auto, cpu, cuda, cuda:N or mps "
                         f"(default: {what})")  # fmt: skip
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+                        help="numeric precision of the networks: auto (bf16 autocast on CUDA "
+                        "and on CPUs with native bf16 units: Intel AMX or AVX512-BF16, Arm "
+                        "BF16; fp32 elsewhere), or forced (default: the model's own, auto)")  # fmt: skip
 
 
 def _add_threads(parser) -> None:

@@ -107,14 +107,15 @@ def _set_columns(table, sets, classes) -> None:
 def run_predict(
     model, *, out, data=None, layout=None, images=None, recursive=False, metadata=None,
     metadata_columns=None, grad_cam=None, per_figure=16, device=None, coverage=None,
-    verbose=1,
+    verbose=1, precision=None,
 ):  # fmt: skip
     """Predict every image of a dataset folder (``data``, in ``layout`` or a detected one)
     or of a folder of images (with ``recursive``, its subfolders' too; without, a warning
     names the images skipped there).
 
     ``metadata_columns`` (``None``: those the model was trained on) are read from the
-    dataset's table or the ``metadata`` CSV; ``device`` runs the networks there.
+    dataset's table or the ``metadata`` CSV; ``device`` runs the networks there, in
+    ``precision`` (``None``: the model's own).
 
     Writes ``out`` (CSV): ``image_id``, ``image_path``, ``prediction`` and one
     ``proba_<class>`` column per class; with ``grad_cam``, Grad-CAM figures of
@@ -148,6 +149,7 @@ def run_predict(
     model = common.load_model(model_path)
     common.set_verbose(model, verbose)
     common.set_device(model, device)
+    common.set_precision(model, precision)
     sets_model = None if coverage is None else _prediction_sets(model, model_path)
     columns = common.metadata_columns_of(model, metadata_columns)
     if data is not None:

@@ -142,6 +142,7 @@ def _use_metadata_columns(model, X, columns) -> None:
 def run_train(
     data, *, recipe, out, layout=None, cv=None, cache_dir=None, random_state=0, card=False,
     metadata_columns=None, device=None, force=False, calibrate=True, coverage=None, verbose=1,
+    precision=None,
 ):  # fmt: skip
     """Fit recipe ``recipe`` on every image of a labelled folder; save it to ``out``.
 
@@ -155,7 +156,8 @@ def run_train(
     print next to the data it scores. Returns the path of the model file.
 
     ``metadata_columns`` (``None``: age, sex, localization) may name any column of the
-    dataset's table; ``device`` is set on every estimator of the recipe that takes one. A
+    dataset's table; ``device`` and ``precision`` (``None``: the estimators' own, ``"auto"``)
+    are set on every estimator of the recipe that takes them. A
     recipe that needs a GPU is refused without a CUDA device unless ``force``.
 
     ``calibrate`` (default): the recipe ends in temperature scaling on 3 lesion-grouped
@@ -189,7 +191,7 @@ def run_train(
                         f"{len(bunch.target_names)} classes); recipe: {recipe}")  # fmt: skip
     model = recipes.make_recipe(
         recipe, random_state=random_state, cache_dir=cache_dir, verbose=verbose,
-        device=device, calibrate=calibrate,
+        device=device, precision=precision, calibrate=calibrate,
     )  # fmt: skip
     if metadata_columns is not None:
         _use_metadata_columns(model, X, metadata_columns)

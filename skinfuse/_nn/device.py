@@ -62,12 +62,64 @@ def available_device(device: str) -> str:
     return device
 
 
-def precision(device: str) -> str:
-    """The numeric precision networks run in on ``device``: bf16 autocast on CUDA, else fp32.
+#: The ``precision`` settings: ``"auto"`` (bf16 where the hardware computes it natively),
+#: or forced.
+PRECISIONS = ("auto", "fp32", "bf16")
 
-    Embeddings differ in their last bits between the two, so cache keys include it.
+#: /proc/cpuinfo flags of native bf16 matrix units: Intel AMX and AVX512-BF16, Arm's BF16.
+_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16", "bf16"})
+
+
+def _cpu_flags() -> frozenset:
+    """The CPU feature flags of /proc/cpuinfo (``flags`` on x86, ``Features`` on Arm);
+    empty where there is no such file (macOS, Windows)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                if name.strip() in ("flags", "Features"):
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 in native matrix units (AMX, AVX512-BF16, Arm BF16)
+    and PyTorch's oneDNN backend can use them. Detected from the CPU's flags, never guessed:
+    on a CPU without them bf16 is emulated and slower than fp32."""
+    import torch
+
+    if not torch.backends.mkldnn.is_available():
+        return False
+    return bool(_cpu_flags() & _BF16_FLAGS)
+
+
+def resolve_precision(precision="auto", device="cpu") -> str:
+    """``"fp32"`` or ``"bf16"``: the numeric precision networks run in on ``device``.
+
+    ``"auto"`` gives bf16 autocast on CUDA and on CPUs with native bf16 units
+    (:func:`cpu_has_bf16`), fp32 elsewhere (MPS, other CPUs); ``"fp32"`` and ``"bf16"``
+    force it. Embeddings differ in their last bits between the two, so cache keys include it.
     """
-    return "bf16" if str(device).startswith("cuda") else "fp32"
+    if precision is None:
+        precision = "auto"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
+    if precision != "auto":
+        return precision
+    device = str(device)
+    if device.startswith("cuda"):
+        return "bf16"
+    if device == "cpu" and cpu_has_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def precision(device: str, requested="auto") -> str:
+    """``requested`` (``"auto"``, ``"fp32"``, ``"bf16"``) resolved on ``device``
+    (:func:`resolve_precision`); the precision part of the cache keys."""
+    return resolve_precision(requested, device)
 
 
 def seed_from_random_state(random_state) -> int:
@@ -121,6 +173,11 @@ class TorchEstimatorMixin:
     on it. Pickles carry no device copy and only CPU modules, so a model fitted on a GPU
     loads and predicts on a machine without one.
     """
+
+    def _precision(self, device) -> str:
+        """``"fp32"`` or ``"bf16"``: this estimator's ``precision`` (``"auto"`` when it has
+        none, e.g. a model file written before the parameter) resolved on ``device``."""
+        return resolve_precision(getattr(self, "precision", "auto"), device)
 
     def _inference_device(self) -> str:
         """``device_`` where it exists in this process, else the CPU."""

@@ -120,10 +120,14 @@ SHARED_DOCS = {
         (each worker has its own random stream).
     device : str, default="auto"
         ``"auto"`` uses CUDA, then MPS, then the CPU. Resolved in ``fit``
-        (``device_``). On CUDA, training and inference run in bfloat16 autocast with
-        channels-last tensors. The fitted network is stored on the CPU and moved to
-        ``device_`` for inference when that device exists (so a GPU-fitted model
-        unpickles and runs on a CPU-only machine).""",
+        (``device_``). On CUDA, training and inference run channels-last. The fitted
+        network is stored on the CPU and moved to ``device_`` for inference when that device exists (so a GPU-fitted model
+        unpickles and runs on a CPU-only machine).
+    precision : {"auto", "fp32", "bf16"}, default="auto"
+        The numeric precision of the network: ``"auto"`` runs bf16 autocast on CUDA and on
+        CPUs with native bf16 matrix units (Intel AMX or AVX512-BF16, Arm BF16; detected from
+        the CPU's flags), fp32 elsewhere (so results on other CPUs do not change);
+        ``"fp32"`` and ``"bf16"`` force it. Embeddings are cached per precision.""",
     "random_state_parameters": """\
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation of the head (and of the backbone when
@@ -248,6 +252,7 @@ class FineTuningMixin(TrainedNetworkMixin):
         acts = view_activations(
             items, trunk, views, cached=self._activation_cache(device)(trunk_key(trunk, self.backbone)),
             image_size=size, batch_size=int(self.batch_size), device=device,
-            num_workers=self.num_workers, verbose=verbose,
+            num_workers=self.num_workers, verbose=verbose, precision=self._precision(device),
         )  # fmt: skip
-        return run_top(top, acts, shape, device=device, metadata=metadata)
+        # the trained top runs in fp32, as it was trained (:func:`.fitting._train_partial`)
+        return run_top(top, acts, shape, device=device, metadata=metadata, precision="fp32")

@@ -171,7 +171,7 @@ def _train_partial(items, y_idx, classes, *, spec, seed, activation_cache, metad
     acts = view_activations(
         items, trunk, views, cached=activation_cache(key), image_size=size,
         batch_size=int(config.batch_size), device=device, num_workers=config.num_workers,
-        verbose=int(config.verbose) > 0,
+        verbose=int(config.verbose) > 0, precision=config.precision,
     )  # fmt: skip
     train, valid = splits.validation_split(
         len(items), y_idx, spec.validation_fraction, seed, groups
@@ -183,10 +183,15 @@ def _train_partial(items, y_idx, classes, *, spec, seed, activation_cache, metad
             metadata=None if metadata is None else metadata[rows], random_view=random_view,
         )  # fmt: skip
 
+    from .._utils._malloc import keep_freed_heap
+
+    keep_freed_heap()  # no page faults from the per-step blocks (issue 25)
+    # the top trains in fp32 on the (bf16-computed) activations: a bf16 train step of the
+    # last stages was not faster on an AMX CPU (0.93x, issue 25)
     trained = train_network(
         top, {}, dataset(train, len(views) > 1),
         valid_data=None if valid is None else dataset(valid, False),
-        config=replace(config, num_workers=0), seed=seed, n_classes=len(classes),
+        config=replace(config, num_workers=0, precision="fp32"), seed=seed, n_classes=len(classes),
         class_weight=class_weights(spec.class_weight, classes, y_idx),
     )  # fmt: skip
     trained.module_ = net

@@ -14,10 +14,15 @@ from .data import ImageDataset, make_loader, unwrap_worker_errors
 CPU_CHUNK = 8
 
 
-def autocast(device):
-    """bf16 autocast on CUDA, a no-op elsewhere."""
+def autocast(device, precision="auto"):
+    """bf16 autocast where ``precision`` resolves to bf16 on ``device``
+    (:func:`.device.resolve_precision`: CUDA and CPUs with native bf16 units for ``"auto"``),
+    a no-op elsewhere."""
+    from .device import resolve_precision
+
     device_type = str(device).split(":")[0]
-    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda")
+    enabled = resolve_precision(precision, device) == "bf16"
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=enabled)
 
 
 @contextlib.contextmanager
@@ -52,7 +57,7 @@ def _chunks(batch, chunk, channels_last):
 
 
 def run_batches(module, loader, device, *, chunk=None, channels_last=True, verbose=0,
-                desc="inference", read_back_late=None):  # fmt: skip
+                desc="inference", read_back_late=None, precision="auto"):  # fmt: skip
     """Run ``module`` in eval mode over a loader's batches; return float32 ``(n, ...)``.
 
     Batches are input tensors or arrays (image batches), or dicts with the images under ``"x"``
@@ -60,7 +65,8 @@ def run_batches(module, loader, device, *, chunk=None, channels_last=True, verbo
     through in chunks of :data:`CPU_CHUNK` unless ``chunk`` says otherwise (small chunks
     keep activations in cache: 8 beat 64 by ~1.4x). With ``channels_last`` the module and
     the images run channels-last (oneDNN's fast path on CPU, tensor cores on GPU). On
-    CUDA everything runs in bf16 autocast. The module gets its format and mode back.
+    ``precision`` (:func:`.device.resolve_precision`): bf16 autocast or fp32; ``"auto"`` is
+    bf16 on CUDA and on CPUs with native bf16 units. The module gets its format and mode back.
 
     Where the number of rows is known (a ``DataLoader``, a list of batches), the results
     are copied into one array allocated at the first forward pass, not kept pass by pass:
@@ -101,7 +107,7 @@ def run_batches(module, loader, device, *, chunk=None, channels_last=True, verbo
         with eval_mode(module):  # each submodule gets its own mode back
             for batch in _batches(loader, device):
                 for images, extra in _chunks(batch, chunk, channels_last):
-                    with torch.inference_mode(), autocast(device):
+                    with torch.inference_mode(), autocast(device, precision):
                         result = module(images, **extra)
                     if not read_back_late:
                         read_back(result)
@@ -168,13 +174,14 @@ def _batches(loader, device):
 
 
 def embed(module, images, image_size, *, batch_size, device, num_workers=None, metadata=None,
-          decode="pil", verbose=0, desc="encoding"):  # fmt: skip
+          decode="pil", verbose=0, desc="encoding", precision="auto"):  # fmt: skip
     """Run ``module`` over images (paths, arrays or a decoded uint8 tensor) in batches.
 
     With ``metadata`` rows, the module is called as ``module(images, metadata=rows)``.
     ``decode="device"``: JPEG files are decoded and resized on ``device``, in batches
     (:mod:`skinfuse._nn.decode`), the rest with PIL; ``"pil"``: every image with PIL, in the
-    loader's workers. Returns a float32 ndarray ``(n, d)``.
+    loader's workers. ``precision``: as in :func:`run_batches`. Returns a float32 ndarray
+    ``(n, d)``.
     """
     if decode == "device" and metadata is None and not torch.is_tensor(images):
         from .decode import DeviceDecodedBatches
@@ -182,7 +189,7 @@ def embed(module, images, image_size, *, batch_size, device, num_workers=None, m
         loader = DeviceDecodedBatches(
             images, image_size, batch_size=batch_size, device=device, num_workers=num_workers
         )
-        return run_batches(module, loader, device, verbose=verbose, desc=desc)
+        return run_batches(module, loader, device, verbose=verbose, desc=desc, precision=precision)
     dataset = ImageDataset(images, image_size, metadata=metadata)
     loader = make_loader(dataset, batch_size=batch_size, num_workers=num_workers, device=device)
-    return run_batches(module, loader, device, verbose=verbose, desc=desc)
+    return run_batches(module, loader, device, verbose=verbose, desc=desc, precision=precision)

@@ -52,6 +52,7 @@ TTA = {"tta": [Interval(Integral, 1, 8, closed="both")]}
 RUNTIME = {
     "num_workers": [Interval(Integral, 0, None, closed="left"), None],
     "device": [str],
+    "precision": [StrOptions({"auto", "fp32", "bf16"})],
     "verbose": ["verbose"],
 }
 

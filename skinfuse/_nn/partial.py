@@ -140,7 +140,7 @@ def split_network(net, trainable_blocks, image_size, *, check=True):
 
 
 def view_activations(items, trunk, views, *, cached, image_size, batch_size, device,
-                     num_workers=None, verbose=0):  # fmt: skip
+                     num_workers=None, verbose=0, precision="auto"):  # fmt: skip
     """Trunk activations of ``items`` for each view: float32 ``(n_views, n, C*h*w)``.
 
     ``cached(items, encode, view)`` returns ``encode(todo)``'s rows for the items not cached
@@ -155,6 +155,7 @@ def view_activations(items, trunk, views, *, cached, image_size, batch_size, dev
             return embed(
                 ViewOf(trunk, view), todo, image_size, batch_size=batch_size, device=device,
                 num_workers=num_workers, verbose=verbose, desc=f"activations ({view})",
+                precision=precision,
             )  # fmt: skip
 
         out.append(cached(items, encode, view))
@@ -189,7 +190,7 @@ class ActivationDataset(Dataset):
         return x, self.y[i]
 
 
-def run_top(top, acts, shape, *, device, batch_size=256, metadata=None):
+def run_top(top, acts, shape, *, device, batch_size=256, metadata=None, precision="auto"):
     """``top`` over the activations of each view; float32 ``(n_views, n, d)``."""
     from .inference import run_batches
 
@@ -197,7 +198,9 @@ def run_top(top, acts, shape, *, device, batch_size=256, metadata=None):
     for v in range(len(acts)):
         data = ActivationDataset(acts[v : v + 1], shape, metadata=metadata)
         loader = DataLoader(data, batch_size=batch_size, shuffle=False)
-        out.append(run_batches(top, loader, device, chunk=batch_size, channels_last=False))
+        out.append(run_batches(
+            top, loader, device, chunk=batch_size, channels_last=False, precision=precision
+        ))  # fmt: skip
     return np.stack(out)
 
 

@@ -48,6 +48,8 @@ class TrainingConfig:
     warmup_epochs: float = 0.0
     #: train through torch.compile (skorch's compile=True); the plain modules are kept
     compile: bool = False
+    #: "auto", "fp32" or "bf16" (:func:`.device.resolve_precision`)
+    precision: str = "auto"
 
     @classmethod
     def from_estimator(cls, estimator, **values) -> TrainingConfig:

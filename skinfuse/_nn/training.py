@@ -90,16 +90,17 @@ class _PlainLogs:
 
 
 class _DeviceInference:
-    """skorch ``infer`` over uint8 image batches: channels-last and bf16 autocast on CUDA.
+    """skorch ``infer`` over uint8 image batches: channels-last on CUDA, bf16 autocast by ``precision``.
 
     ``batch_transform`` (a callable, e.g. :class:`.augment.BatchAugment`; not a module,
     which skorch would refuse as an attribute) augments the images
     of each training batch on the device, before the forward pass (not in evaluation).
     """
 
-    def __init__(self, *args, batch_transform=None, **kwargs):
+    def __init__(self, *args, batch_transform=None, precision="auto", **kwargs):
         super().__init__(*args, **kwargs)
         self.batch_transform = batch_transform
+        self.precision = precision
 
     def infer(self, x, **fit_params):
         transform = self.batch_transform
@@ -115,7 +116,7 @@ class _DeviceInference:
                 x = {**x, "x": x["x"].contiguous(memory_format=torch.channels_last)}
             else:
                 x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(self.device):
+        with autocast(self.device, getattr(self, "precision", "auto")):
             return super().infer(x, **fit_params).float()
 
 
@@ -218,6 +219,8 @@ def train_network(module, module_kwargs, train_data, *, config, seed, task="clas
         task_kwargs = {**task_kwargs, "iterator_train": iterator, "iterator_valid": iterator}
     if batch_transform is not None:
         task_kwargs = {**task_kwargs, "batch_transform": batch_transform}
+    if config.precision != "auto":  # the nets' default
+        task_kwargs = {**task_kwargs, "precision": config.precision}
     with torch_seed(seed, config.device):
         net = net_class(
             module=module,

@@ -46,3 +46,40 @@ def restore_mmap_threshold() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) == 1
+
+
+#: glibc's ``mallopt`` numbers of the trim threshold and the top pad
+_M_TRIM_THRESHOLD, _M_TOP_PAD = -1, -2
+_kept = False
+
+
+def keep_freed_heap(trim=256 * 2**20, top_pad=64 * 2**20) -> bool:
+    """Once per process: glibc keeps up to ``trim`` bytes of freed heap (and grows it by
+    ``top_pad``) instead of returning it to the kernel after each free, with blocks up to
+    32 MB from the heap. True when set.
+
+    Training on cached activations allocates and frees the same batch-sized blocks every
+    step; by default glibc maps and unmaps them, each page faulting afresh. One epoch of the
+    top of EfficientNet-Lite0 (last 2 stages, 384 synthetic activations, batch 64): 168,646
+    minor faults and 0.9 s system time by default, 76,330 and 0.1 s with this (issue 25).
+    Nothing happens where the user set any ``MALLOC_*`` variable, or outside Linux/glibc.
+    """
+    global _kept
+    if _kept:
+        return False
+    _kept = True
+    if any(name.startswith("MALLOC_") for name in os.environ):
+        return False
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # pragma: no cover
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    settings = (
+        (_M_TRIM_THRESHOLD, trim),
+        (_M_TOP_PAD, top_pad),
+        (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD),
+    )
+    return all(mallopt(param, value) == 1 for param, value in settings)

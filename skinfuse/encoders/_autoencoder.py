@@ -77,6 +77,11 @@ class ConvAutoencoderEncoder(TrainedNetworkMixin, BaseImageEncoder):
         (``device_``). A fitted encoder is stored on the CPU and moved to
         ``device_`` for inference when that device exists, else it runs on
         the CPU (so a GPU-fitted encoder unpickles and runs anywhere).
+    precision : {"auto", "fp32", "bf16"}, default="auto"
+        The numeric precision of the network: ``"auto"`` runs bf16 autocast on CUDA and on
+        CPUs with native bf16 matrix units (Intel AMX or AVX512-BF16, Arm BF16; detected from
+        the CPU's flags), fp32 elsewhere (so results on other CPUs do not change);
+        ``"fp32"`` and ``"bf16"`` force it. Embeddings are cached per precision.
     cache : bool, default=True
         Keep embeddings in memory, keyed by image and trained weights.
     cache_dir : str or None, default=None
@@ -160,6 +165,7 @@ class ConvAutoencoderEncoder(TrainedNetworkMixin, BaseImageEncoder):
         tta=1,
         num_workers=None,
         device="auto",
+        precision="auto",
         cache=True,
         cache_dir=None,
         random_state=None,

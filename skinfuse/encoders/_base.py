@@ -7,7 +7,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils.validation import check_is_fitted
 
 from .._cache import check_cache_dir, chunk_images, encode_cached
-from .._nn.device import TorchEstimatorMixin, precision
+from .._nn.device import TorchEstimatorMixin
 from .._utils._images import validate_images
 
 
@@ -126,7 +126,7 @@ class BaseImageEncoder(
                 images = pixels[np.array([index[id(item)] for item in todo])]
             return self._encode(images, view, device)
 
-        key = f"{self.config_key_}-{precision(device)}"
+        key = f"{self.config_key_}-{self._precision(device)}"
         if self._decoding(device) == "device":  # other pixels than PIL's: other embeddings
             key = f"{key}-devdecode"
         if view != "identity":
@@ -158,4 +158,5 @@ class BaseImageEncoder(
             decode=self._decoding(device),
             verbose=self.verbose,
             desc=f"encoding ({type(self).__name__}, {view})",
+            precision=self._precision(device),
         )

@@ -186,6 +186,7 @@ class FineTunedCNNEncoder(FineTuningMixin, ClassifierMixin, BaseImageEncoder):
         align_folds=True,
         num_workers=None,
         device="auto",
+        precision="auto",
         cache=True,
         cache_dir=None,
         random_state=None,
@@ -367,6 +368,7 @@ class FineTunedCNNEncoder(FineTuningMixin, ClassifierMixin, BaseImageEncoder):
                 ViewOf(module.embedder, view), images, int(self.image_size),
                 batch_size=int(self.batch_size), device=device, num_workers=self.num_workers,
                 verbose=self.verbose > 1, desc=f"encoding ({view})",
+                precision=self._precision(device),
             )  # fmt: skip
         return self._partial_outputs(
             module, images, [view], device, features_only=True, verbose=self.verbose > 1

@@ -83,6 +83,11 @@ class FrozenCNNEncoder(BaseImageEncoder):
     device : str, default="auto"
         ``"auto"`` uses CUDA, then MPS, then the CPU. Resolved in ``fit``
         (``device_``).
+    precision : {"auto", "fp32", "bf16"}, default="auto"
+        The numeric precision of the network: ``"auto"`` runs bf16 autocast on CUDA and on
+        CPUs with native bf16 matrix units (Intel AMX or AVX512-BF16, Arm BF16; detected from
+        the CPU's flags), fp32 elsewhere (so results on other CPUs do not change);
+        ``"fp32"`` and ``"bf16"`` force it. Embeddings are cached per precision.
     cache : bool, default=True
         Keep embeddings in memory, keyed by image and configuration.
     cache_dir : str or None, default=None
@@ -146,6 +151,7 @@ class FrozenCNNEncoder(BaseImageEncoder):
         num_workers=None,
         decode="auto",
         device="auto",
+        precision="auto",
         cache=True,
         cache_dir=None,
         verbose=0,
