@@ -111,6 +111,12 @@ def save(model, path, *, metrics=None, training_data=None, card=False, trusted=N
     tensors, histories, records, restore = {}, {}, [], []
     try:
         for i, est in enumerate(torch_estimators):
+            # a fit's watchers and its resumable state belong to the training machine,
+            # not to the model: the file stores callbacks=None, checkpoint_dir=None
+            for attr in ("callbacks", "checkpoint_dir"):
+                if getattr(est, attr, None) is not None:
+                    restore.append((est, attr, getattr(est, attr)))
+                    setattr(est, attr, None)
             record = _stash(est, f"part{i}", tensors, histories, restore)
             if record["parts"]:
                 records.append(record)
