@@ -56,7 +56,8 @@ def save(model, path, *, metrics=None, training_data=None, card=False, trusted=N
         metadata-only, with :class:`~skinfuse.imbalance.AdaptiveSMOTE` or
         :class:`~skinfuse.imbalance.PriorCorrectedClassifier`), a
         :class:`~skinfuse.fusion.FusionNetClassifier`, or an encoder alone. Networks
-        must use a named backbone: a custom ``nn.Module`` is refused.
+        must use a named backbone: a custom ``nn.Module`` is refused. A network's
+        ``callbacks`` and ``checkpoint_dir`` are not stored (the file has ``None``).
     path : str or path-like
         Where to write the file (replaced if it exists), e.g. ``"model.skinfuse"``.
     metrics : dict or None, default=None

@@ -138,7 +138,8 @@ SHARED_DOCS = {
         subdirectory per network trained (``final``, and ``fold-1`` ... for
         cross-fitting), and resume from it: a fit interrupted after epoch ``k`` and
         started again with the same data and settings continues at epoch ``k + 1`` and
-        ends with the weights of an uninterrupted fit (on the CPU, bit for bit).
+        ends with the weights of an uninterrupted fit (on the CPU, bit for bit, with
+        ``num_workers=0`` or a decoded-image store).
         A network whose fit finished is loaded without training. See
         :doc:`/training`. Not written into model files.""",
     "random_state_parameters": """\

@@ -87,9 +87,8 @@ def test_a_killed_fit_resumes_to_the_uninterrupted_weights(images, tmp_path):
         FineTunedCNNEncoder(**TINY, checkpoint_dir=tmp_path, callbacks=[Killer(2)]).fit(X, y)
     assert (tmp_path / "final" / "state.pt").exists()
     seen = []
-    resumed = FineTunedCNNEncoder(
-        **TINY, checkpoint_dir=tmp_path, callbacks=[Recorder(seen)]
-    ).fit(X, y)
+    resumed = FineTunedCNNEncoder(**TINY, checkpoint_dir=tmp_path, callbacks=[Recorder(seen)])
+    resumed.fit(X, y)
     assert seen == [3, 4]  # went on after epoch 2, did not start over
     assert resumed.n_iter_ == whole.n_iter_ == 4
     _assert_same_weights(_weights(resumed), _weights(whole))
