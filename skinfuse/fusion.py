@@ -82,6 +82,7 @@ class FusionNetClassifier(FineTuningMixin, TorchEstimatorMixin, ClassifierMixin,
         Also keep them on disk there.
     {performance_parameters}
     {random_state_parameters}
+    {callback_parameters}
 
     Attributes
     ----------
@@ -125,6 +126,7 @@ class FusionNetClassifier(FineTuningMixin, TorchEstimatorMixin, ClassifierMixin,
         **params.FINE_TUNING,
         **params.TTA,
         **params.RUNTIME,
+        **params.TRAINING_HOOKS,
         **params.CACHE,
     }
 
@@ -166,6 +168,8 @@ class FusionNetClassifier(FineTuningMixin, TorchEstimatorMixin, ClassifierMixin,
         cache_dir=None,
         random_state=None,
         verbose=0,
+        callbacks=None,
+        checkpoint_dir=None,
     ):
         store_params(self, locals())
 

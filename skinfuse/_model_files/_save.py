@@ -56,7 +56,8 @@ def save(model, path, *, metrics=None, training_data=None, card=False, trusted=N
         metadata-only, with :class:`~skinfuse.imbalance.AdaptiveSMOTE` or
         :class:`~skinfuse.imbalance.PriorCorrectedClassifier`), a
         :class:`~skinfuse.fusion.FusionNetClassifier`, or an encoder alone. Networks
-        must use a named backbone: a custom ``nn.Module`` is refused.
+        must use a named backbone: a custom ``nn.Module`` is refused. A network's
+        ``callbacks`` and ``checkpoint_dir`` are not stored (the file has ``None``).
     path : str or path-like
         Where to write the file (replaced if it exists), e.g. ``"model.skinfuse"``.
     metrics : dict or None, default=None
@@ -111,6 +112,12 @@ def save(model, path, *, metrics=None, training_data=None, card=False, trusted=N
     tensors, histories, records, restore = {}, {}, [], []
     try:
         for i, est in enumerate(torch_estimators):
+            # a fit's watchers and its resumable state belong to the training machine,
+            # not to the model: the file stores callbacks=None, checkpoint_dir=None
+            for attr in ("callbacks", "checkpoint_dir"):
+                if getattr(est, attr, None) is not None:
+                    restore.append((est, attr, getattr(est, attr)))
+                    setattr(est, attr, None)
             record = _stash(est, f"part{i}", tensors, histories, restore)
             if record["parts"]:
                 records.append(record)

@@ -128,6 +128,24 @@ SHARED_DOCS = {
         CPUs with native bf16 matrix units (Intel AMX or AVX512-BF16, Arm BF16; detected from
         the CPU's flags), fp32 elsewhere (so results on other CPUs do not change);
         ``"fp32"`` and ``"bf16"`` force it. Embeddings are cached per precision.""",
+    "callback_parameters": """\
+    callbacks : list or None, default=None
+        skorch callbacks (instances, or ``(name, callback)`` pairs as skorch takes them),
+        added after the built-in ones (learning-rate schedule, early stopping, the epoch
+        table) of every network this estimator trains: e.g.
+        ``skorch.callbacks.TensorBoard``, ``WandbLogger``, a ``Checkpoint`` of the best
+        epoch. Used as given (not copied; ``clone`` copies them with the estimator);
+        not written into model files (``skinfuse.save`` stores ``callbacks=None``).
+    checkpoint_dir : str, path-like or None, default=None
+        Write this fit's resumable state (weights, optimizer, learning-rate schedule,
+        early stopping, random streams, history) here after every epoch, one
+        subdirectory per network trained (``final``, and ``fold-1`` ... for
+        cross-fitting), and resume from it: a fit interrupted after epoch ``k`` and
+        started again with the same data and settings continues at epoch ``k + 1`` and
+        ends with the weights of an uninterrupted fit (on the CPU, bit for bit, with
+        ``num_workers=0`` or a decoded-image store).
+        A network whose fit finished is loaded without training. See
+        :doc:`/training`. Not written into model files.""",
     "random_state_parameters": """\
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation of the head (and of the backbone when
@@ -212,12 +230,16 @@ class FineTuningMixin(TrainedNetworkMixin):
                 stacklevel=user_stacklevel(),
             )
 
-    def _train(self, items, y_idx, seed, groups=None, **module_kwargs):
-        """Train one network on ``items``; return the skorch net (module on ``device_``)."""
+    def _train(self, items, y_idx, seed, groups=None, *, run="final", **module_kwargs):
+        """Train one network on ``items``; return the skorch net (module on ``device_``).
+
+        ``run`` names this network's subdirectory of ``checkpoint_dir`` (``"final"``,
+        ``"fold-1"``, ...)."""
         from .fitting import train_classifier
 
+        spec = NetworkSpec.from_estimator(self, device=self.device_, run=run)
         return train_classifier(
-            items, y_idx, self.classes_, spec=NetworkSpec.from_estimator(self, device=self.device_),
+            items, y_idx, self.classes_, spec=spec,
             seed=seed, groups=groups, activation_cache=self._activation_cache(self.device_),
             **module_kwargs,
         )  # fmt: skip

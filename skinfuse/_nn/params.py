@@ -45,6 +45,12 @@ FINE_TUNING = {
     "compile": ["boolean"],
 }
 
+#: What watches a training run: skorch callbacks, and where it keeps its resumable state.
+TRAINING_HOOKS = {
+    "callbacks": [list, None],
+    "checkpoint_dir": [str, os.PathLike, None],
+}
+
 #: Test-time augmentation: the number of fixed views (flips, rotations) averaged.
 TTA = {"tta": [Interval(Integral, 1, 8, closed="both")]}
 

@@ -10,6 +10,7 @@ parameters read by key. No torch here.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields, replace
 
 
@@ -50,11 +51,19 @@ class TrainingConfig:
     compile: bool = False
     #: "auto", "fp32" or "bf16" (:func:`.device.resolve_precision`)
     precision: str = "auto"
+    #: the user's skorch callbacks, added after the built-in ones (used as given, as skorch does)
+    callbacks: object = None
+    #: where this run's resumable state is written after every epoch; None: nowhere
+    checkpoint_dir: object = None
 
     @classmethod
-    def from_estimator(cls, estimator, **values) -> TrainingConfig:
-        """The estimator's parameters of the fields' names, updated by ``values``."""
-        return _from_estimator(cls, estimator, values)
+    def from_estimator(cls, estimator, *, run="final", **values) -> TrainingConfig:
+        """The estimator's parameters of the fields' names, updated by ``values``;
+        ``checkpoint_dir`` is the estimator's joined with ``run`` (one network of its fit)."""
+        config = _from_estimator(cls, estimator, values)
+        if config.checkpoint_dir is not None:
+            config = replace(config, checkpoint_dir=os.path.join(config.checkpoint_dir, run))
+        return config
 
 
 @dataclass(frozen=True)
@@ -85,9 +94,10 @@ class NetworkSpec:
     training: TrainingConfig
 
     @classmethod
-    def from_estimator(cls, estimator, *, device) -> NetworkSpec:
-        """The estimator's parameters, its training on ``device``."""
-        training = TrainingConfig.from_estimator(estimator, device=device)
+    def from_estimator(cls, estimator, *, device, run="final") -> NetworkSpec:
+        """The estimator's parameters, its training on ``device`` (``run``: see
+        :meth:`TrainingConfig.from_estimator`)."""
+        training = TrainingConfig.from_estimator(estimator, device=device, run=run)
         spec = _from_estimator(cls, estimator, {"training": training})
         return replace(spec, image_size=int(spec.image_size))
 

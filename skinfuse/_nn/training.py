@@ -20,7 +20,7 @@ import sys
 import numpy as np
 import torch
 from skorch import NeuralNet, NeuralNetClassifier
-from skorch.callbacks import EarlyStopping, LRScheduler, PrintLog, ProgressBar
+from skorch.callbacks import Callback, EarlyStopping, LRScheduler, PrintLog, ProgressBar
 from skorch.helper import predefined_split
 from skorch.utils import to_device, to_tensor
 
@@ -32,7 +32,8 @@ from .modules import as_unit_float
 from .spec import TrainingConfig
 
 __all__ = [
-    "ClassifierNet", "EpochTable", "ReconstructionNet", "TrainingConfig", "WarmupCosine",
+    "ClassifierNet", "EpochTable", "ReconstructionNet", "ResumeState", "TrainingConfig",
+    "WarmupCosine",
     "finish_training", "net_to_cpu", "optimizer_class", "train_network",
 ]  # fmt: skip
 
@@ -63,6 +64,99 @@ class WarmupCosine:
             return (step + 1) / self.warmup
         done = (step + 1 - self.warmup) / max(1, self.total + 1 - self.warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
+
+
+class ResumeState(Callback):
+    """Write a run's whole state after every epoch to ``path``; restore it at the start.
+
+    skorch's ``Checkpoint`` / ``LoadInitState`` keep the weights, optimizer and history,
+    not the learning-rate scheduler, early stopping's count and best weights, nor the
+    random streams (shuffling, augmentation, dropout): a fit resumed from them would
+    differ from an uninterrupted one. This callback keeps all of it, so a resumed fit is
+    the same fit. It runs after the other callbacks (the schedule has stepped, early
+    stopping has counted); an epoch that early stopping ends is not written, and a
+    resumed fit replays it (the same epoch, the same stop).
+
+    ``key`` describes the run (seed, sizes); a state written by another run is refused.
+    ``state`` is the loaded state (or None), set by :func:`train_network` before
+    training, which has also put its history on the net.
+    """
+
+    def __init__(self, path, key, generator, state=None):
+        self.path = path
+        self.key = key
+        self.generator = generator
+        self.state = state
+
+    def on_train_begin(self, net, **kwargs):
+        state = self.state
+        if state is None:
+            return
+        # after the scheduler's construction (which steps the optimizer's learning rate)
+        net.module_.load_state_dict(state["module"])
+        net.optimizer_.load_state_dict(state["optimizer"])
+        for name, cb in net.callbacks_:
+            if name in state["callbacks"]:
+                _set_callback_state(cb, state["callbacks"][name])
+        torch.set_rng_state(state["rng"])
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["cuda_rng"])
+        self.generator.set_state(state["generator"])
+
+    def on_epoch_end(self, net, **kwargs):
+        import os
+
+        state = {
+            "key": self.key,
+            "module": net.module_.state_dict(),
+            "optimizer": net.optimizer_.state_dict(),
+            "callbacks": {
+                name: _callback_state(cb)
+                for name, cb in net.callbacks_
+                if isinstance(cb, (LRScheduler, EarlyStopping))
+            },
+            "history": list(net.history),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if str(net.device).startswith("cuda") else None,
+            "generator": self.generator.get_state(),
+        }
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        tmp = f"{self.path}.tmp{os.getpid()}"
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)  # a fit killed while writing keeps the last whole state
+
+
+def _callback_state(cb):
+    if isinstance(cb, LRScheduler):
+        return {"scheduler": cb.lr_scheduler_.state_dict(), "batch_idx_": cb.batch_idx_}
+    return {k: v for k, v in vars(cb).items() if k.endswith("_") and not k.startswith("_")}
+
+
+def _set_callback_state(cb, state):
+    if isinstance(cb, LRScheduler):
+        cb.lr_scheduler_.load_state_dict(state["scheduler"])
+        cb.batch_idx_ = state["batch_idx_"]
+    else:
+        for key, value in state.items():
+            setattr(cb, key, value)
+
+
+def load_resume_state(path, key):
+    """The state :class:`ResumeState` wrote at ``path`` (None if there is none); a state of
+    another run is a clear error."""
+    import os
+
+    if not os.path.exists(path):
+        return None
+    # the user's own directory, written by this code (numpy scalars in the history)
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("key") != key:
+        raise ValueError(
+            f"checkpoint_dir holds the state of another fit at {path} ({state.get('key')}), "
+            f"not of this one ({key}): other data or settings. Pass a new checkpoint_dir, "
+            "or delete that directory to start over."
+        )
+    return state
 
 
 class EpochTable(PrintLog):
@@ -204,6 +298,21 @@ def train_network(module, module_kwargs, train_data, *, config, seed, task="clas
         )
     if config.verbose > 1 and redraws(sys.stderr):  # elsewhere: the epoch table alone
         callbacks.append(("progress_bar", ProgressBar()))
+    # a new list: skorch's trim_for_prediction clears the list it was given
+    callbacks.extend(config.callbacks or [])
+    generator = torch.Generator().manual_seed(seed)
+    resume = None
+    if config.checkpoint_dir is not None:
+        import os
+
+        path = os.path.join(os.fspath(config.checkpoint_dir), "state.pt")
+        key = {
+            "seed": int(seed), "n_train": n_train, "max_epochs": int(config.max_epochs),
+            "batch_size": batch_size, "task": task,
+            "n_valid": None if valid_data is None else len(valid_data),
+        }  # fmt: skip
+        resume = ResumeState(path, key, generator, load_resume_state(path, key))
+        callbacks.append(("resume_state", resume))
     if task == "classification":
         net_class, criterion = ClassifierNet, torch.nn.CrossEntropyLoss
         task_kwargs = {
@@ -236,7 +345,7 @@ def train_network(module, module_kwargs, train_data, *, config, seed, task="clas
             train_split=None if valid_data is None else predefined_split(valid_data),
             callbacks=callbacks,
             iterator_train__shuffle=True,
-            iterator_train__generator=torch.Generator().manual_seed(seed),
+            iterator_train__generator=generator,
             iterator_train__drop_last=drop_last,
             **_loader_settings(config, train_data, valid_data),
             device=config.device,
@@ -248,8 +357,17 @@ def train_network(module, module_kwargs, train_data, *, config, seed, task="clas
             on_initialized(net)
         if str(config.device).startswith("cuda"):
             net.module_.to(memory_format=torch.channels_last)
+        epochs = int(config.max_epochs)
+        if resume is not None and resume.state is not None:  # go on after the last epoch
+            from skorch.history import History
+
+            net.history = History(resume.state["history"])
+            # the schedulers, built with last_epoch = len(history) - 1, need its initial_lr
+            net.optimizer_.load_state_dict(resume.state["optimizer"])
+            epochs = max(0, epochs - len(net.history))
         with plain_worker_errors(), cudnn_autotune(config.device):
-            net.partial_fit(train_data, train_data.y)  # unreadable image: its message
+            # unreadable image: its message
+            net.partial_fit(train_data, train_data.y, epochs=epochs)
     if config.compile:  # the compiled wrappers share the modules' parameters: unwrap them
         net.module_ = getattr(net.module_, "_orig_mod", net.module_)
         net.criterion_ = getattr(net.criterion_, "_orig_mod", net.criterion_)

@@ -9,11 +9,13 @@ from sklearn.utils.validation import check_array, check_is_fitted
 
 from .._nn import params
 from .._nn.device import TrainedNetworkMixin, resolve_device, seed_from_random_state
+from .._nn.estimator import fill_doc
 from .._utils._sklearn import Interval, StrOptions, _fit_context
 from .._utils._validation import store_params
 from ._base import BaseImageEncoder
 
 
+@fill_doc
 class ConvAutoencoderEncoder(TrainedNetworkMixin, BaseImageEncoder):
     """Learn an image embedding without labels: the bottleneck of a convolutional autoencoder.
 
@@ -92,6 +94,7 @@ class ConvAutoencoderEncoder(TrainedNetworkMixin, BaseImageEncoder):
         gives the same embeddings on the same machine.
     verbose : int, default=0
         When > 0, print skorch's table of epochs and show progress bars.
+    {callback_parameters}
 
     Attributes
     ----------
@@ -146,6 +149,7 @@ class ConvAutoencoderEncoder(TrainedNetworkMixin, BaseImageEncoder):
         "augment": ["boolean"],
         **params.TTA,
         **params.RUNTIME,
+        **params.TRAINING_HOOKS,
         **params.CACHE,
     }
 
@@ -170,6 +174,8 @@ class ConvAutoencoderEncoder(TrainedNetworkMixin, BaseImageEncoder):
         cache_dir=None,
         random_state=None,
         verbose=0,
+        callbacks=None,
+        checkpoint_dir=None,
     ):
         store_params(self, locals())
 

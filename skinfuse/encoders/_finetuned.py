@@ -74,6 +74,7 @@ class FineTunedCNNEncoder(FineTuningMixin, ClassifierMixin, BaseImageEncoder):
         Also keep them on disk there, for later processes.
     {performance_parameters}
     {random_state_parameters}
+    {callback_parameters}
 
     Attributes
     ----------
@@ -154,6 +155,7 @@ class FineTunedCNNEncoder(FineTuningMixin, ClassifierMixin, BaseImageEncoder):
         "cross_fit": [Interval(Integral, 2, None, closed="left"), "boolean", None],
         "align_folds": ["boolean"],
         **params.RUNTIME,
+        **params.TRAINING_HOOKS,
         **params.CACHE,
     }
 
@@ -191,6 +193,8 @@ class FineTunedCNNEncoder(FineTuningMixin, ClassifierMixin, BaseImageEncoder):
         cache_dir=None,
         random_state=None,
         verbose=0,
+        callbacks=None,
+        checkpoint_dir=None,
     ):
         store_params(self, locals())
 
@@ -285,7 +289,7 @@ class FineTunedCNNEncoder(FineTuningMixin, ClassifierMixin, BaseImageEncoder):
                 print(f"cross-fitting: fold {fold + 1}/{k} ({len(train)} training images)")
             net = self._train(
                 [items[i] for i in train], y_idx[train], seed,
-                None if groups is None else groups[train],
+                None if groups is None else groups[train], run=f"fold-{fold + 1}",
             )  # fmt: skip
             todo = held_out if not self.align_folds else np.concatenate([held_out, train])
             emb = self._encode_views(net.module_, [items[i] for i in todo])
