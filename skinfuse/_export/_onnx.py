@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -80,12 +81,16 @@ def export_onnx(model, path, *, opset=18):
     part, kind = _exported_part(model)
     module, inputs, names, outputs, info = _prepare(part, kind, torch)
     module = module.to("cpu").eval()
-    dynamic = {name: {0: "batch"} for name in (*names, *outputs)}
-    with torch.inference_mode(False), torch.no_grad():
-        torch.onnx.export(
-            module, inputs, str(path), input_names=list(names), output_names=list(outputs),
-            dynamic_axes=dynamic, opset_version=int(opset), dynamo=False,
+    batch = torch.export.Dim("batch", min=1)
+    dynamic = tuple({0: batch} for _ in names)
+    with torch.no_grad(), warnings.catch_warnings():
+        # the exporter's note that inputs sharing the batch axis share its name
+        warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)
+        program = torch.onnx.export(
+            module, inputs, input_names=list(names), output_names=list(outputs),
+            dynamic_shapes=dynamic, opset_version=int(opset), dynamo=True, verbose=False,
         )  # fmt: skip
+    program.save(str(path))
     info.update(_notes(model, part, kind))
     json_path = path.with_suffix(".json")
     json_path.write_text(json.dumps(info, indent=2), encoding="utf-8")
@@ -107,8 +112,10 @@ def _exported_part(model):
         fitted = [est for est in candidates if hasattr(est, attr)]
         if fitted:
             return fitted[0], kind
-        if candidates and cls is FrozenCNNEncoder and any(
-            hasattr(est, "encoders_") for est in candidates
+        if (
+            candidates
+            and cls is FrozenCNNEncoder
+            and any(hasattr(est, "encoders_") for est in candidates)
         ):
             raise ValueError(
                 "export_onnx exports a FrozenCNNEncoder with one backbone; this one has several "
@@ -170,10 +177,6 @@ def _prepare(est, kind, torch):
         names_out = np.asarray(est.get_feature_names_out()).tolist()
         info["outputs"] = {"embedding": {"dtype": "float32", "columns": names_out}}
     return module, inputs, names, outputs, info
-
-
-class _ProbabilitiesBase:
-    pass
 
 
 def _probabilities_module(torch):

@@ -1,0 +1,72 @@
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from skinfuse._export import export_onnx  # noqa: E402
+from skinfuse.encoders import FrozenCNNEncoder  # noqa: E402
+from skinfuse.fusion import FusionNetClassifier  # noqa: E402
+from skinfuse.images import _read_image  # noqa: E402
+
+
+def _images(paths, size):
+    return np.ascontiguousarray(
+        np.stack([_read_image(p, size=size) for p in paths]).transpose(0, 3, 1, 2)
+    )
+
+
+def test_fusion_network_onnx_matches_torch(lesions, tmp_path):
+    X, y = lesions.data, lesions.target
+    net = FusionNetClassifier(
+        "tiny_cnn", weights=None, image_size=16, max_epochs=1, validation_fraction=0.0,
+        num_workers=0, random_state=0,
+    ).fit(X, y)  # fmt: skip
+    paths = export_onnx(net, tmp_path / "net.onnx")
+    info = json.loads(paths["preprocessing"].read_text())
+    assert info["classes"] == np.asarray(net.classes_).tolist()
+    meta_info = info["inputs"]["metadata"]
+    assert meta_info["feature_names"] == net.metadata_.get_feature_names_out().tolist()
+    one_hot = meta_info["columns"]["localization"][-1]
+    seen = set(X["localization"].dropna().str.lower()) | {"missing"}  # some are missing
+    assert X["localization"].isna().any() and one_hot["categories"] == sorted(seen)
+    age = {step["step"]: step for step in meta_info["columns"]["age"]}
+    assert age["scale"]["mean"] == pytest.approx(
+        net.metadata_.named_transformers_["numeric"]["scale"].mean_[0]
+    )
+    # the all-missing row is what the preprocessor gives for a row of missing values
+    row = X[:1].copy()
+    row[["age", "sex", "localization"]] = np.nan
+    np.testing.assert_allclose(meta_info["all_missing_row"], net.metadata_.transform(row)[0])
+    session = ort.InferenceSession(str(paths["onnx"]))
+    test = X[:40]
+    feeds = {
+        "image": _images(test[net.image_column], 16),
+        "metadata": net.metadata_.transform(test).astype(np.float32),
+    }
+    proba = session.run(None, feeds)[0]
+    np.testing.assert_allclose(proba, net.predict_proba(test), atol=1e-4)
+    assert not np.allclose(proba, proba[:1])  # the inputs matter
+
+
+def test_frozen_encoder_onnx_matches_torch(lesions, tmp_path):
+    encoder = FrozenCNNEncoder("tiny_cnn", weights=None, image_size=16, num_workers=0)
+    images = lesions.data["image_path"][:10]
+    expected = encoder.fit_transform(images)
+    paths = export_onnx(encoder, tmp_path / "encoder.onnx")
+    session = ort.InferenceSession(str(paths["onnx"]))
+    embedding = session.run(None, {"image": _images(images, 16)})[0]
+    np.testing.assert_allclose(embedding, expected, atol=1e-4)
+    info = json.loads(paths["preprocessing"].read_text())
+    assert info["outputs"]["embedding"]["columns"] == encoder.get_feature_names_out().tolist()
+
+
+def test_export_refuses_models_without_network(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    with pytest.raises(TypeError, match="FusionNetClassifier or a FrozenCNNEncoder"):
+        export_onnx(LogisticRegression(), tmp_path / "x.onnx")
+    with pytest.raises(ValueError, match="not fitted"):
+        export_onnx(FrozenCNNEncoder("tiny_cnn", weights=None), tmp_path / "x.onnx")
