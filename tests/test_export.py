@@ -70,3 +70,31 @@ def test_export_refuses_models_without_network(tmp_path):
         export_onnx(LogisticRegression(), tmp_path / "x.onnx")
     with pytest.raises(ValueError, match="not fitted"):
         export_onnx(FrozenCNNEncoder("tiny_cnn", weights=None), tmp_path / "x.onnx")
+
+
+def test_cli_exports_a_fusion_pipelines_encoder(lesions, tmp_path, capsys):
+    import skinfuse
+    from skinfuse._cli import main
+    from skinfuse.pipeline import make_fusion_pipeline
+
+    X, y = lesions.data[:40], lesions.target[:40]
+    encoder = FrozenCNNEncoder("tiny_cnn", weights=None, image_size=16, num_workers=0)
+    model = make_fusion_pipeline(encoder, sampler=None, classifier="logreg").fit(X, y)
+    path = skinfuse.save(model, tmp_path / "model.skinfuse")
+    assert main(["export", str(path), "--onnx", str(tmp_path / "out" / "encoder.onnx")]) == 0
+    assert "encoder.onnx" in capsys.readouterr().out
+    info = json.loads((tmp_path / "out" / "encoder.json").read_text())
+    assert any("FrozenCNNEncoder inside" in note for note in info["notes"])
+    session = ort.InferenceSession(str(tmp_path / "out" / "encoder.onnx"))
+    embedding = session.run(None, {"image": _images(X["image_path"][:5], 16)})[0]
+    from skinfuse._utils._estimators import walk_estimators
+
+    fitted = next(e for e in walk_estimators(skinfuse.load(path)) if hasattr(e, "embedder_"))
+    np.testing.assert_allclose(embedding, fitted.transform(X[["image_path"]][:5]), atol=1e-4)
+
+
+def test_cli_export_errors_are_one_line(tmp_path, capsys):
+    from skinfuse._cli import main
+
+    assert main(["export", str(tmp_path / "missing.skinfuse"), "--onnx", "x.onnx"]) == 2
+    assert "model file not found" in capsys.readouterr().err

@@ -4,7 +4,8 @@
 or PAD-UFES-20 layout, detected or named by ``--layout``) and saves a model file;
 ``skinfuse predict`` writes a CSV of predictions (and Grad-CAM figures) for a folder of
 images; ``skinfuse evaluate`` scores a model on a labelled folder with lesion-grouped
-confidence intervals; ``skinfuse info`` shows what a model file holds without loading it;
+confidence intervals; ``skinfuse info`` shows what a model file holds without loading it; ``skinfuse export``
+writes its network to ONNX;
 ``skinfuse demo`` runs the fusion pipeline end to end.
 """
 
@@ -69,6 +70,10 @@ def _run_command(args) -> None:
         from .info import run_info
 
         run_info(args.model, as_json=args.json, verbose=verbose)
+    elif args.command == "export":
+        from .export import run_export
+
+        run_export(args.model, onnx=args.onnx, opset=args.opset, verbose=verbose)
     else:
         from .. import show_versions
 

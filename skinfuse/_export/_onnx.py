@@ -6,14 +6,25 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
+
+from .._utils._sklearn import HasMethods, Interval, validate_params
 
 #: The ``format`` field of the JSON written next to an exported network.
 PREPROCESSING_FORMAT = "skinfuse-onnx-preprocessing"
 
 
+@validate_params(
+    {
+        "model": [HasMethods(["get_params"]), str, os.PathLike],
+        "path": [str, os.PathLike],
+        "opset": [Interval(Integral, 7, None, closed="left")],
+    },
+    prefer_skip_nested_validation=True,
+)
 def export_onnx(model, path, *, opset=18):
     """Export the network of a fitted model to ONNX, and its preprocessing to JSON.
 
@@ -67,12 +78,13 @@ def export_onnx(model, path, *, opset=18):
     """
     try:
         import onnx  # noqa: F401
-        import torch
+        import onnxscript  # noqa: F401 (the torch.export-based exporter)
     except ImportError as error:  # pragma: no cover
         raise ImportError(
-            f"ONNX export needs the onnx package ({error}); install it with "
-            "pip install 'skinfuse[onnx]'"
+            f"ONNX export needs {error.name}; install it with pip install 'skinfuse[onnx]'"
         ) from None
+    import torch
+
     if isinstance(model, (str, os.PathLike)):
         from .._model_files import load
 
