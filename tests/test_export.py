@@ -98,3 +98,36 @@ def test_cli_export_errors_are_one_line(tmp_path, capsys):
 
     assert main(["export", str(tmp_path / "missing.skinfuse"), "--onnx", "x.onnx"]) == 2
     assert "model file not found" in capsys.readouterr().err
+
+
+def _recipe_from_docs():
+    """``metadata_input`` as docs/export.md writes it (run from the page: they stay one)."""
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).parents[1] / "docs" / "export.md").read_text()
+    code = re.search(r"(def metadata_input\(case\):.*?)\n\n\n", page, re.S).group(1)
+    return code
+
+
+def test_the_docs_metadata_recipe_gives_the_preprocessors_features(lesions, tmp_path):
+    import pandas as pd
+
+    from skinfuse._export._onnx import _metadata_description
+    from skinfuse.metadata import make_metadata_preprocessor
+
+    preprocessor = make_metadata_preprocessor().fit(lesions.data)  # as a fusion network's
+    info = {"inputs": {"metadata": _metadata_description(preprocessor)}}
+    namespace = {"info": info, "np": np}
+    exec(_recipe_from_docs(), namespace)
+    cases = pd.DataFrame({
+        "age": [40.0, np.nan, 85.0], "sex": ["Male ", None, "female"],
+        "localization": ["back", "scalp-unknown", None],
+    })  # fmt: skip
+    with pytest.warns(UserWarning, match="not seen in fit"):
+        expected = preprocessor.transform(cases)
+    for i, case in enumerate(cases.to_dict("records")):
+        case = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in case.items()}
+        np.testing.assert_allclose(namespace["metadata_input"](case), expected[i], atol=1e-6)
+    missing = namespace["metadata_input"]({"age": None, "sex": None, "localization": None})
+    np.testing.assert_allclose(info["inputs"]["metadata"]["all_missing_row"], missing, atol=1e-6)

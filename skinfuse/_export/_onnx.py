@@ -222,9 +222,10 @@ def _metadata_description(preprocessor) -> dict:
         if name == "remainder" or transformer == "drop":
             continue
         cols = [cols] if isinstance(cols, str) else list(cols)
-        steps = getattr(transformer, "steps", [(name, transformer)])
+        steps = [step for _, step in getattr(transformer, "steps", [(name, transformer)])]
         for j, column in enumerate(cols):
-            columns[str(column)] = [_describe_step(step, j, column) for _, step in steps]
+            columns[str(column)] = [_describe_step(step, j, steps[:i], len(cols))
+                                    for i, step in enumerate(steps)]  # fmt: skip
     all_missing = pd.DataFrame({c: [np.nan] for c in preprocessor.feature_names_in_})
     all_missing = all_missing.astype(object)
     try:
@@ -242,7 +243,19 @@ def _metadata_description(preprocessor) -> dict:
     }
 
 
-def _describe_step(step, j, column) -> dict:
+def _indicator_index(before, j, n_columns):
+    """Where the missing indicator of column ``j`` is among the features after the steps
+    ``before`` (after all the columns' values), or None."""
+    from sklearn.impute import SimpleImputer
+
+    for step in before:
+        if isinstance(step, SimpleImputer) and step.indicator_ is not None:
+            features = list(step.indicator_.features_)
+            return n_columns + features.index(j) if j in features else None
+    return None
+
+
+def _describe_step(step, j, before, n_columns) -> dict:
     from sklearn.impute import SimpleImputer
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
@@ -258,13 +271,24 @@ def _describe_step(step, j, column) -> dict:
         out = {"step": "impute", "strategy": step.strategy, "fill_value":
                _plain(step.statistics_[j])}  # fmt: skip
         if step.indicator_ is not None and j in step.indicator_.features_:
-            out["missing_indicator"] = "an extra feature: 1.0 if the value was missing, else 0.0"
+            out["missing_indicator"] = (
+                "an extra feature, 1.0 if the value was missing, else 0.0; the indicators of "
+                "all columns follow their values"
+            )
         return out
     if isinstance(step, StandardScaler):
-        mean = None if step.mean_ is None else float(step.mean_[j])
-        scale = None if step.scale_ is None else float(step.scale_[j])
-        return {"step": "scale", "mean": mean, "scale": scale,
-                "formula": "(value - mean) / scale (the missing indicator is scaled too)"}  # fmt: skip
+        out = {"step": "scale", "formula": "(value - mean) / scale"}
+        indices = {"": j, "indicator_": _indicator_index(before, j, n_columns)}
+        for prefix, k in indices.items():
+            if k is None:
+                continue
+            out[f"{prefix}mean"] = 0.0 if step.mean_ is None else float(step.mean_[k])
+            out[f"{prefix}scale"] = 1.0 if step.scale_ is None else float(step.scale_[k])
+        if indices["indicator_"] is not None:
+            out["formula"] += (
+                "; the missing indicator: (indicator - indicator_mean) / indicator_scale"
+            )
+        return out
     if isinstance(step, OneHotEncoder):
         return {
             "step": "one_hot",
