@@ -42,13 +42,12 @@ def build(backbone, size, folder):
     return {"frozen encoder": encoder, "fusion network": fusion.fit(lesions.data, lesions.target)}
 
 
-def time_pair(model, folder, name, batch, size, repeats, threads):
+def time_pair(model, onnx_path, batch, size, repeats, threads):
     """Median seconds per batch of torch and of onnxruntime, alternated; max |difference|."""
     import onnxruntime as ort
 
     from skinfuse._export._onnx import _exported_part, _prepare
 
-    paths = skinfuse.export_onnx(model, Path(folder) / f"{name.replace(' ', '_')}.onnx")
     part, kind = _exported_part(model)
     module, _, names, _, info = _prepare(part, kind, torch)
     module = module.eval()
@@ -62,7 +61,7 @@ def time_pair(model, folder, name, batch, size, repeats, threads):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(paths["onnx"]), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
     def run_torch():
         with torch.inference_mode():
@@ -106,8 +105,10 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as folder:
         models = build(args.backbone, args.image_size, folder)
         for name, model in models.items():
+            onnx_path = Path(folder) / f"{name.replace(' ', '_')}.onnx"
+            skinfuse.export_onnx(model, onnx_path)  # once: the batch axis is dynamic
             for batch in args.batches:
-                result = time_pair(model, folder, name, batch, args.image_size, args.repeats,
+                result = time_pair(model, onnx_path, batch, args.image_size, args.repeats,
                                    threads)  # fmt: skip
                 rows[f"{name}, batch {batch}"] = result
     payload = {
