@@ -31,9 +31,9 @@ _SUBMODULES = (
 )
 
 # functions imported on first use: name -> private module holding it
-_FUNCTIONS = {"save": "_model_files", "load": "_model_files"}
+_FUNCTIONS = {"save": "_model_files", "load": "_model_files", "export_onnx": "_export"}
 
-__all__ = ["__version__", "load", "save", "show_versions", *_SUBMODULES]
+__all__ = ["__version__", "export_onnx", "load", "save", "show_versions", *_SUBMODULES]
 
 
 def __getattr__(name):

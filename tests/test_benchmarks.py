@@ -292,3 +292,11 @@ def test_external_smoke_scores_every_set_with_and_without_metadata(tmp_path):
     assert "| synthetic-external | no metadata |" in table and "Recall per class" in table
     assert "prediction sets (class-conditional) and the referral rule" in table
     assert (tmp_path / "tiny.skinfuse").exists()
+
+
+def test_onnx_latency_smoke(tmp_path):
+    pytest.importorskip("onnxruntime")
+    payload = _load("onnx_latency").main(["--smoke", "--out", str(tmp_path)])
+    assert len(payload["results"]) == 4
+    for row in payload["results"].values():
+        assert row["max_abs_difference"] < 1e-4 and row["torch"] > 0 and row["onnxruntime"] > 0

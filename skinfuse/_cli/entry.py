@@ -5,8 +5,8 @@ or PAD-UFES-20 layout, detected or named by ``--layout``) and saves a model file
 ``skinfuse predict`` writes a CSV of predictions (and Grad-CAM figures) for a folder of
 images; ``skinfuse evaluate`` scores a model on a labelled folder with lesion-grouped
 confidence intervals; ``skinfuse info`` shows what a model file holds without loading it;
-``skinfuse demo`` runs the fusion pipeline end to end; ``skinfuse serve`` shows a model on a
-local web page, one image at a time.
+``skinfuse export`` writes its network to ONNX; ``skinfuse demo`` runs the fusion pipeline
+end to end; ``skinfuse serve`` shows a model on a local web page, one image at a time.
 """
 
 from __future__ import annotations
@@ -77,6 +77,10 @@ def _run_command(args) -> None:
 
         run_serve(args.model, host=args.host, port=args.port, device=args.device,
                   verbose=verbose)  # fmt: skip
+    elif args.command == "export":
+        from .export import run_export
+
+        run_export(args.model, onnx=args.onnx, opset=args.opset, verbose=verbose)
     else:
         from .. import show_versions
 

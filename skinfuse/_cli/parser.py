@@ -335,6 +335,24 @@ def _add_serve(sub, shared) -> None:
     _add_threads(serve)
 
 
+def _add_export(sub, shared) -> None:
+    export = sub.add_parser(
+        "export", parents=shared, help="export a model's network to ONNX, with its preprocessing",
+        description="Write the network of a model file to ONNX, for onnxruntime or any other "
+        "ONNX runtime, without Python: a FusionNetClassifier as its network after the "
+        "metadata preprocessing (inputs image and metadata, output probabilities), a fusion "
+        "pipeline as its frozen image encoder (input image, output embedding). The "
+        "preprocessing (image size and resize, the normalisation the graph applies, the "
+        "metadata encoding, the class names) is written next to it as JSON (the same name, "
+        "suffix .json). Needs pip install 'skinfuse[onnx]'.",
+    )  # fmt: skip
+    export.add_argument("model", metavar="MODEL", help="model file")
+    export.add_argument("--onnx", metavar="OUT", required=True,
+                        help="the ONNX file to write, e.g. model.onnx")  # fmt: skip
+    export.add_argument("--opset", type=_int_at_least(7), default=18,
+                        help="ONNX opset version (default: %(default)s)")  # fmt: skip
+
+
 def _recipe_names():
     from ..recipes import RECIPES
 
@@ -356,6 +374,7 @@ def build_parser(description) -> argparse.ArgumentParser:
     _add_demo(sub, shared)
     _add_info(sub, shared)
     _add_serve(sub, shared)
+    _add_export(sub, shared)
     sub.add_parser("versions", parents=shared,
                    help="print versions of skinfuse and its dependencies")  # fmt: skip
     return parser

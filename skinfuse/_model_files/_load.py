@@ -20,6 +20,7 @@ from ._format import (
     _trusted_types,
     _type_name,
 )
+from ._hub import download, is_hub_path
 from ._manifest import _sha256
 from ._networks import _rebuild, estimators_in, torch_estimators_in
 
@@ -40,7 +41,11 @@ def load(path, *, trusted=None):
     Parameters
     ----------
     path : str or path-like
-        A file written by :func:`save`.
+        A file written by :func:`save`, or one on the Hugging Face Hub:
+        ``"hf://org/repo/file.skinfuse"`` (``"hf://org/repo@revision/file.skinfuse"`` for a
+        branch, tag or commit), downloaded by :func:`huggingface_hub.hf_hub_download` into
+        its cache (needs ``pip install 'skinfuse[hub]'``; a private repository needs a
+        token, as ``huggingface_hub`` finds it).
     trusted : list of str or None, default=None
         Further type names to accept, as given to :func:`save`.
 
@@ -63,6 +68,8 @@ def load(path, *, trusted=None):
     """
     import skops.io as sio
 
+    if is_hub_path(path):
+        path = download(path)
     path = Path(path)
     manifest, files = _read(path)
     trusted_names = _trusted_types(trusted)

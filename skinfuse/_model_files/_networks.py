@@ -84,6 +84,10 @@ def _json_safe(value, what):
 
 
 def _json_default(value):
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)  # e.g. a BootstrapInterval
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):

@@ -19,6 +19,7 @@ from ._format import (
     FORMAT_VERSION,
     _trusted_types,
 )
+from ._hub import card_options, front_matter
 from ._manifest import _VERSIONED, _card_path, _describe, _model_card, _sha256, _version_of
 from ._networks import (
     _check_no_torch_left,
@@ -35,7 +36,7 @@ from ._networks import (
         "path": [str, os.PathLike],
         "metrics": [dict, None],
         "training_data": [dict, None],
-        "card": ["boolean"],
+        "card": ["boolean", dict],
         "trusted": ["array-like", None],
     },
     prefer_skip_nested_validation=True,
@@ -67,9 +68,14 @@ def save(model, path, *, metrics=None, training_data=None, card=False, trusted=N
         A description of the training data, as :func:`skinfuse.metrics.dataset_summary`
         gives it (``skinfuse train`` records it); ``skinfuse evaluate`` prints the data it
         scores next to it. JSON-serialisable.
-    card : bool, default=False
+    card : bool or dict, default=False
         Also write a Markdown model card next to the file (``path`` with the suffix
-        ``.md``): intended use, data, the ``metrics``, limitations.
+        ``.md``): intended use, data, the ``metrics``, limitations. It starts with the YAML
+        front matter the Hugging Face Hub reads (licence, tags, datasets, the ``metrics`` as
+        its ``model-index``, with their lesion-grouped intervals or spread where they have
+        them, intended use); upload it as the repository's ``README.md``. A dict sets
+        ``license`` (default ``"other"``: a model inherits the terms of its training data),
+        ``datasets`` (Hub ids), further ``tags`` and the ``dataset_name`` of the metrics.
     trusted : list of str or None, default=None
         Further type names (``"package.module.Class"``) the model needs beyond
         :data:`TRUSTED_TYPES` and skinfuse's own classes; ``load`` must be given the same.
@@ -97,6 +103,7 @@ def save(model, path, *, metrics=None, training_data=None, card=False, trusted=N
     import skops.io as sio
 
     path = Path(path)
+    card_settings = card_options(card)
     trusted_names = _trusted_types(trusted)
     metrics = None if metrics is None else _json_safe(metrics, "metrics")
     if training_data is not None:
@@ -170,6 +177,7 @@ def save(model, path, *, metrics=None, training_data=None, card=False, trusted=N
     finally:
         if tmp.exists():
             tmp.unlink()
-    if card:
-        _card_path(path).write_text(_model_card(model, manifest, path), encoding="utf-8")
+    if card is not False:
+        text = front_matter(manifest, card_settings) + _model_card(model, manifest, path)
+        _card_path(path).write_text(text, encoding="utf-8")
     return path
