@@ -222,10 +222,13 @@ def _rebuild(est, record, attr, part, tensors, histories):
 
 
 def _checked_backbone(name):
-    if not isinstance(name, str) or name not in _named_backbones():
+    from .._nn.names import is_backbone_name
+
+    if not is_backbone_name(name):
         raise ValueError(
             f"the model file names backbone {name!r}, which is not one of skinfuse's named "
-            f"backbones ({', '.join(_named_backbones())}); it cannot be rebuilt"
+            f"backbones ({', '.join(_named_backbones())}) nor a 'timm:'/'hf-hub:' name; it "
+            "cannot be rebuilt"
         )
     return name
 
