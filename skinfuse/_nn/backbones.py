@@ -238,7 +238,8 @@ def _timm(name, weights):
     through timm's ``pretrained_cfg_overlay=dict(file=...)``, offline; None: random.
     """
     model_name = _timm_model_name(name)
-    kwargs = {"pretrained": weights is not None}
+    # headless: a checkpoint with or without its classifier loads (timm drops the head)
+    kwargs = {"pretrained": weights is not None, "num_classes": 0}
     if weights not in (None, "DEFAULT"):
         if not os.path.isfile(weights):
             raise ValueError(f"weights checkpoint not found: {weights}")
