@@ -44,9 +44,9 @@ def _check_rebuildable(est) -> None:
         raise TypeError(
             f"skinfuse.save cannot store {type(est).__name__} with a custom backbone "
             f"({type(backbone).__name__}): rebuilding it would mean running your code when the "
-            f"file is opened, which a safe model file must not do. Use a named backbone, a "
-            f"timm name ('timm:<model>', saved with its weights) "
-            f"({', '.join(_named_backbones())}), or joblib.dump at your own risk (opening a "
+            f"file is opened, which a safe model file must not do. Use a named backbone "
+            f"({', '.join(_named_backbones())}) or a timm name ('timm:<model>', saved with its "
+            "weights), or joblib.dump at your own risk (opening a "
             "pickle runs whatever code it holds: only open pickles you trust)."
         )
 
