@@ -20,6 +20,11 @@ from skinfuse.fusion import FusionNetClassifier
 
 NAME = "timm:test_convnext.r160_in1k"
 
+# timm's tiny test models are newer than skinfuse's timm floor (the lowest-versions CI step)
+pytestmark = pytest.mark.skipif(
+    not timm.is_model("test_convnext"), reason=f"timm {timm.__version__} has no test_convnext"
+)
+
 
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch):
