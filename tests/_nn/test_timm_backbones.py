@@ -16,6 +16,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 import skinfuse
 from skinfuse.encoders import FineTunedCNNEncoder, FrozenCNNEncoder
+from skinfuse.explain import grad_cam
 from skinfuse.fusion import FusionNetClassifier
 
 NAME = "timm:test_convnext.r160_in1k"
@@ -155,6 +156,9 @@ def test_trains_in_fusion_net_and_round_trips_offline(lesions, model_and_file, t
     back = skinfuse.load(tmp_path / "net.skinfuse")
     assert back.backbone == NAME
     np.testing.assert_array_equal(back.predict_proba(X), proba)
+    # Grad-CAM's layer is timm's last feature_info stage (a 1x1 map at 32 px: uniform maps)
+    assert back.module_.cam_layer == "embedder.features.model.stages.3"
+    assert np.asarray(grad_cam(back, X.iloc[:2])).shape == (2, 32, 32)
 
 
 def test_finetuned_encoder_by_name_round_trips(lesions, model_and_file, tmp_path):
