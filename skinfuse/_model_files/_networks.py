@@ -45,7 +45,8 @@ def _check_rebuildable(est) -> None:
             f"skinfuse.save cannot store {type(est).__name__} with a custom backbone "
             f"({type(backbone).__name__}): rebuilding it would mean running your code when the "
             f"file is opened, which a safe model file must not do. Use a named backbone "
-            f"({', '.join(_named_backbones())}), or joblib.dump at your own risk (opening a "
+            f"({', '.join(_named_backbones())}) or a timm name ('timm:<model>', saved with its "
+            "weights), or joblib.dump at your own risk (opening a "
             "pickle runs whatever code it holds: only open pickles you trust)."
         )
 
@@ -226,10 +227,13 @@ def _rebuild(est, record, attr, part, tensors, histories):
 
 
 def _checked_backbone(name):
-    if not isinstance(name, str) or name not in _named_backbones():
+    from .._nn.names import is_backbone_name
+
+    if not is_backbone_name(name):
         raise ValueError(
             f"the model file names backbone {name!r}, which is not one of skinfuse's named "
-            f"backbones ({', '.join(_named_backbones())}); it cannot be rebuilt"
+            f"backbones ({', '.join(_named_backbones())}) nor a 'timm:'/'hf-hub:' name; it "
+            "cannot be rebuilt"
         )
     return name
 

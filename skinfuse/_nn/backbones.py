@@ -20,7 +20,7 @@ from torch import nn
 
 from .device import torch_seed
 from .hashing import hash_config, hash_module
-from .names import BACKBONES, LITE, TORCHVISION
+from .names import ACCEPTED_NAMES, LITE, TORCHVISION, is_timm_name
 
 #: Lites whose weights package is not a dependency of skinfuse but of its ``backbones`` extra
 #: (Lite0 and Lite2, the default encoder's two, are installed with it).
@@ -164,27 +164,112 @@ def _last_conv_name(module):
 
 
 class ForwardFeatures(nn.Module):
-    """A timm model's ``forward_features`` as ``forward``: the feature map before pooling."""
+    """A timm model's ``forward_features`` as ``forward``: the feature map before pooling.
+
+    A token sequence ``(B, N, C)`` (vision transformers) goes through the model's own
+    ``forward_head(..., pre_logits=True)`` (its class token or token pooling and final
+    norm), giving ``(B, C)`` features that the encoders' pooling passes through.
+    """
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
     def forward(self, x):
-        return self.model.forward_features(x)
+        out = self.model.forward_features(x)
+        if out.ndim == 3 and hasattr(self.model, "forward_head"):
+            out = self.model.forward_head(out, pre_logits=True)
+        return out
+
+
+def _cfg_preprocessing(cfg):
+    """``(mean, std)`` from a timm ``pretrained_cfg`` (a dict or a dataclass), or None."""
+    if cfg is None:
+        return None
+    get = cfg.get if isinstance(cfg, dict) else lambda key, default=None: getattr(cfg, key, default)
+    mean, std = get("mean"), get("std")
+    if mean is None or std is None:
+        return None
+    mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    if len(mean) != 3 or len(std) != 3:
+        raise ValueError(
+            f"the backbone's pretrained_cfg has mean={mean} and std={std}; skinfuse needs "
+            "three values each (RGB images)"
+        )
+    return mean, std
 
 
 def _custom(module):
     if not isinstance(module, nn.Module):
-        raise TypeError(
-            f"backbone must be one of {list(BACKBONES)} or a torch.nn.Module; got {module!r}"
-        )
+        raise TypeError(f"backbone must be {ACCEPTED_NAMES}; got {module!r}")
     module = copy.deepcopy(module)  # never train or modify the user's module
     features = module
     if hasattr(module, "forward_features"):  # timm models
         features = ForwardFeatures(module)
     cam = _last_conv_name(features)
-    return Backbone(features, None, cam, name=type(module).__name__)
+    # a module trained with its own normalisation says so in its pretrained_cfg (timm models do)
+    mean, std = _cfg_preprocessing(getattr(module, "pretrained_cfg", None)) or (
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+    )
+    return Backbone(features, None, cam, mean, std, name=type(module).__name__)
+
+
+def _timm_model_name(name):
+    """The name :func:`timm.create_model` takes for a ``timm:``/``hf-hub:`` backbone name."""
+    if name.startswith("hf-hub:"):
+        return name
+    model_name = name[len("timm:") :]
+    arch, _ = timm.models.split_model_name_tag(model_name)
+    if not timm.is_model(arch):
+        raise ValueError(
+            f"unknown timm model {arch!r} in backbone {name!r}; timm.list_models() lists "
+            f"the names (timm {timm.__version__}). A backbone must be {ACCEPTED_NAMES}."
+        )
+    return model_name
+
+
+def _timm(name, weights):
+    """A timm model by name: its pretrained_cfg gives the normalisation, its feature_info
+    the stages for ``pooling="multi"`` and the Grad-CAM layer.
+
+    ``weights``: "DEFAULT" loads the pretrained weights where timm gets them (the Hugging
+    Face Hub cache, or a download); a path loads that file (``.safetensors``, ``.pth``)
+    through timm's ``pretrained_cfg_overlay=dict(file=...)``, offline; None: random.
+    """
+    model_name = _timm_model_name(name)
+    # headless: a checkpoint with or without its classifier loads (timm drops the head)
+    kwargs = {"pretrained": weights is not None, "num_classes": 0}
+    if weights not in (None, "DEFAULT"):
+        if not os.path.isfile(weights):
+            raise ValueError(f"weights checkpoint not found: {weights}")
+        kwargs["pretrained_cfg_overlay"] = {"file": weights}
+    try:
+        model = timm.create_model(model_name, **kwargs)
+    except (OSError, RuntimeError) as exc:  # no network, no cached weights, not on the Hub
+        raise ValueError(
+            f"could not create backbone {name!r} ({type(exc).__name__}: {exc}). timm gets "
+            "pretrained weights from the Hugging Face Hub on first use (cached in "
+            "$HF_HOME) and hf-hub: models need their config from there too. Fix: run once "
+            "where there is internet, pass weights='path/to/weights.safetensors', or "
+            "weights=None for a randomly initialised network."
+        ) from exc
+    mean, std = _cfg_preprocessing(model.pretrained_cfg) or (IMAGENET_MEAN, IMAGENET_STD)
+    features = ForwardFeatures(model)
+    info = getattr(model, "feature_info", None) or []
+    modules = [f"model.{item['module']}" for item in info if item.get("module")]
+    reductions = [item.get("reduction") for item in info]
+    # intermediate stages pooled by "multi": those of a hierarchical network (not the
+    # equal-stride blocks of a vision transformer), the last one excluded (it is the map)
+    hierarchical = len(set(reductions)) == len(reductions) and len(reductions) > 1
+    taps = tuple(modules[:-1]) if hierarchical else ()
+    cam = modules[-1] if modules else _last_conv_name(features)
+    backbone = Backbone(features, model.num_features, cam, mean, std, name=name, taps=taps)
+    backbone.extras["pretrained_cfg"] = dict(model.pretrained_cfg)
+    input_size = model.pretrained_cfg.get("input_size")
+    if input_size:
+        backbone.extras["image_size"] = int(input_size[-1])
+    return backbone
 
 
 def build_backbone(backbone, weights="DEFAULT") -> Backbone:
@@ -193,12 +278,14 @@ def build_backbone(backbone, weights="DEFAULT") -> Backbone:
     Parameters
     ----------
     backbone : str or torch.nn.Module
-        One of :data:`BACKBONES`, or a module mapping ``(B, 3, H, W)`` images to a
+        One of :data:`BACKBONES`, ``"timm:<model name>[.<tag>]"``, ``"hf-hub:<org>/<name>"``
+        (created through timm, normalised with its ``pretrained_cfg``), or a module mapping ``(B, 3, H, W)`` images to a
         ``(B, C, h, w)`` feature map or ``(B, C)`` features (timm models are used
         through their ``forward_features``).
     weights : "DEFAULT", None or str
         Pretrained weights, random initialisation, or a local checkpoint path
-        (loaded with ``weights_only=True``). Ignored for a module.
+        (loaded with ``weights_only=True``; for timm names, any file timm loads, e.g.
+        ``.safetensors``). Ignored for a module.
     """
     if not isinstance(backbone, str):
         return _custom(backbone)
@@ -212,9 +299,9 @@ def build_backbone(backbone, weights="DEFAULT") -> Backbone:
         return _tiny_cnn(weights)
     if backbone in TORCHVISION:
         return _torchvision(backbone, weights)
-    raise ValueError(
-        f"unknown backbone {backbone!r}; choose one of {list(BACKBONES)} or pass an nn.Module"
-    )
+    if is_timm_name(backbone):
+        return _timm(backbone, weights)
+    raise ValueError(f"unknown backbone {backbone!r}; a backbone must be {ACCEPTED_NAMES}")
 
 
 # -- stages: what freeze=k counts ------------------------------------------------------------
@@ -284,6 +371,8 @@ def pool_map(fmap, pooling):
     """Global pooling of a feature map ``(B, C, h, w)`` (``(B, C)`` passes through)."""
     if fmap.ndim == 2:
         return fmap
+    if fmap.ndim == 3:  # tokens (B, N, C) of an intermediate transformer block
+        fmap = fmap.transpose(1, 2).unsqueeze(-1)
     if fmap.ndim != 4:
         raise ValueError(
             f"the backbone returned a tensor of shape {tuple(fmap.shape)}; expected (B, C, h, w) or (B, C)"

@@ -18,11 +18,15 @@ SHARED_DOCS = {
     "backbone_parameters": """\
     backbone : str or torch.nn.Module, default="efficientnet_lite0"
         A name from :data:`~skinfuse.encoders.BACKBONES` (see
-        :class:`~skinfuse.encoders.FrozenCNNEncoder`), or any module mapping
-        ``(B, 3, H, W)`` images to a feature map (it is copied, never trained in place).
+        :class:`~skinfuse.encoders.FrozenCNNEncoder`), a timm model by name
+        (``"timm:convnext_tiny.fb_in22k"``, ``"hf-hub:<org>/<name>"``; normalised with
+        its ``pretrained_cfg``), or any module mapping ``(B, 3, H, W)`` images to a
+        feature map (it is copied, never trained in place; normalised with its
+        ``pretrained_cfg`` attribute's mean and std when it has one, else ImageNet's).
     weights : "DEFAULT", None or str, default="DEFAULT"
         Pretrained weights, random initialisation (seeded by ``random_state``), or a
-        local checkpoint path. Ignored for a module.""",
+        local checkpoint path (for a timm name, any file timm reads, such as
+        ``.safetensors``). Ignored for a module.""",
     "network_parameters": """\
     image_size : int, default=224
         Images are resized to ``image_size x image_size``.

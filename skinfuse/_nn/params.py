@@ -10,11 +10,28 @@ import os
 from numbers import Integral, Real
 
 from .._utils._sklearn import HasMethods, Interval, StrOptions
-from .names import BACKBONES, OPTIMIZERS
+from .names import BACKBONES, OPTIMIZERS, is_backbone_name
+
+
+class BackboneName(StrOptions):
+    """A built-in backbone name, ``"timm:<model>"`` or ``"hf-hub:<org>/<name>"``."""
+
+    def __init__(self):
+        super().__init__(set(BACKBONES))
+
+    def is_satisfied_by(self, val):
+        return is_backbone_name(val)
+
+    def __str__(self):
+        return (
+            f"{super().__str__()}, or a str 'timm:<model name>[.<pretrained tag>]' "
+            "or 'hf-hub:<org>/<name>'"
+        )
+
 
 #: A pretrained CNN: what it is, its weights, the image size it sees.
 BACKBONE = {
-    "backbone": [StrOptions(set(BACKBONES)), HasMethods(["forward"])],
+    "backbone": [BackboneName(), HasMethods(["forward"])],
     "weights": [StrOptions({"DEFAULT"}), str, os.PathLike, None],
     "image_size": [Interval(Integral, 8, None, closed="left")],
 }

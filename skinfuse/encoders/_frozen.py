@@ -9,7 +9,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._nn import params
 from .._nn.device import resolve_device
-from .._nn.names import LITE
+from .._nn.names import BACKBONES, LITE
 from .._utils._sklearn import Interval, StrOptions, _fit_context
 from .._utils._validation import store_params
 from ._base import BaseImageEncoder
@@ -33,8 +33,13 @@ class FrozenCNNEncoder(BaseImageEncoder):
         native sizes 240 and 260), torchvision's ``"resnet18"``, ``"resnet50"``,
         ``"mobilenet_v2"``, ``"mobilenet_v3_small"``, ``"mobilenet_v3_large"``,
         ``"vgg16"``, ``"efficientnet_b0"``, ``"densenet121"``, ``"tiny_cnn"``
-        (small, random, for tests), or any module mapping ``(B, 3, H, W)``
-        images to a feature map (it is copied, never modified). A tuple of them
+        (small, random, for tests), a timm model by name,
+        ``"timm:convnext_tiny.fb_in22k"`` or ``"hf-hub:<org>/<name>"``
+        (normalised with the mean and std of its ``pretrained_cfg``, at its
+        native input size; see docs/backbones.md), or any module mapping
+        ``(B, 3, H, W)`` images to a feature map (it is copied, never
+        modified; normalised with its ``pretrained_cfg`` attribute's mean and
+        std when it has one, else ImageNet's). A tuple of them
         concatenates their embeddings, in order, each backbone at its own
         ``image_size`` (``encoders_`` holds one encoder per backbone, each
         cached on its own, so a single-backbone encoder with the same settings
@@ -43,20 +48,23 @@ class FrozenCNNEncoder(BaseImageEncoder):
         HAM10000 (docs/results.md); ``FrozenCNNEncoder("efficientnet_lite0",
         pooling="avg")`` is the original single-backbone encoder, 2.5x faster.
     weights : "DEFAULT", None or str, default="DEFAULT"
-        Pretrained weights (torchvision downloads them where there is
+        Pretrained weights (torchvision and timm download them where there is
         internet), random initialisation, or a local checkpoint path (loaded
-        with ``weights_only=True``).
+        with ``weights_only=True``; for a timm name any file timm loads, such
+        as ``.safetensors``).
     image_size : int or None, default=None
         Images are resized to ``image_size x image_size``. ``None``: each
-        backbone's native size (EfficientNet-Lite0/1/2: 224/240/260, the
-        others 224).
+        backbone's native size (EfficientNet-Lite0/1/2: 224/240/260, a timm
+        name its ``pretrained_cfg`` input size, the others 224).
     pooling : {"auto", "avg", "max", "avgmax", "multi"}, default="auto"
         Global pooling of the last feature map; ``"avgmax"`` concatenates both.
         ``"multi"`` also avg- and max-pools the outputs of the backbone's later
         intermediate stages (e.g. EfficientNet-Lite's ``blocks.3`` to ``blocks.6``:
         3,968 features for Lite0), mid-level texture and colour features that
-        help on dermoscopy images; named backbones only. ``"auto"``: ``"multi"``
-        for a named backbone, ``"avg"`` for a module.
+        help on dermoscopy images; named backbones only (for a timm name, the
+        stages of its ``feature_info``; not for vision transformers).
+        ``"auto"``: ``"multi"`` for a built-in backbone, ``"avg"`` for a timm
+        name or a module.
     batch_size : int, default=64
         Images per forward pass.
     tta : int, default=1
@@ -180,9 +188,11 @@ class FrozenCNNEncoder(BaseImageEncoder):
         self.device_ = resolve_device(self.device)
         if self._several():
             return self._fit_several(X)
-        size = self._size()
         pooling = self._pooling()
         embedder, bb, state_hash = build_embedder(self.backbone, self.weights, pooling)
+        # a timm backbone's native size comes from its pretrained_cfg
+        self._native_size = bb.extras.get("image_size")
+        size = self._size()
         embedder.eval()
         self.embedder_ = embedder
         self.cam_layer_ = f"features.{bb.cam_layer}" if bb.cam_layer else None
@@ -194,11 +204,11 @@ class FrozenCNNEncoder(BaseImageEncoder):
         return self
 
     def _pooling(self) -> str:
-        """``pooling``, with ``"auto"`` resolved: ``"multi"`` for named backbones, else ``"avg"``."""
+        """``pooling``, with ``"auto"`` resolved: ``"multi"`` for built-in backbones, else ``"avg"``."""
         if self.pooling != "auto":
             return self.pooling
         names = self.backbone if self._several() else [self.backbone]
-        return "multi" if all(isinstance(b, str) for b in names) else "avg"
+        return "multi" if all(isinstance(b, str) and b in BACKBONES for b in names) else "avg"
 
     def _size(self) -> int:
         """The image size of a single-backbone encoder (``image_size``, else the native one)."""
@@ -206,7 +216,7 @@ class FrozenCNNEncoder(BaseImageEncoder):
             return int(self.image_size)
         if isinstance(self.backbone, str) and self.backbone in LITE:
             return LITE[self.backbone][2]
-        return 224
+        return int(getattr(self, "_native_size", None) or 224)
 
     def _fit_several(self, X):
         from .._nn.hashing import hash_config
