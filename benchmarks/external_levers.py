@@ -10,10 +10,15 @@ Two experiments, both scored on held-out HAM10000 lesions and on an external fol
   ``sog``: shades-of-gray colour constancy; ``square+sog``; ``square0.8``);
 - ``batchnorm MODEL``: test-time batch-norm adaptation of a fitted partial fusion network
   (``benchmarks/external.py`` saves one): the statistics of its trained top stages
-  (``--all``: of every batch-norm layer) recomputed on the external images, then scored.
+  (``--all``: of every batch-norm layer) recomputed on the external images, then scored;
+- ``resolution MODEL``: test-time resolution matching: each external image larger than the
+  training images (the share's 200 x 150 = 30,000 pixels) downsampled (Lanczos, aspect kept)
+  to that many pixels before the model sees it, as if taken with the training data's
+  camera; written as PNG to ``--work-dir`` (no JPEG loss added), then scored.
 
     python benchmarks/external_levers.py proxy squash square sog --cache-dir CACHE
     python benchmarks/external_levers.py batchnorm runs/external/partial.skinfuse [--all]
+    python benchmarks/external_levers.py resolution runs/external/partial.skinfuse
 
 The batch-norm experiment reaches into ``skinfuse._nn`` (it changes a fitted network's
 internals), as the throughput benchmarks do.
@@ -177,6 +182,30 @@ def batchnorm(args):
           f"{time.perf_counter() - start:.0f} s): external mel AUC {b[0]:.3f} bal {b[1]:.3f}")  # fmt: skip
 
 
+def resolution(args):
+    ext = load_lesion_folder(args.external)
+    X, y = ext.data.copy(), ext.target.to_numpy(dtype=object)
+    model = skinfuse.load(args.model)
+    a = _scores(model.predict_proba(X), model.classes_, y)
+    print(f"as given: external mel AUC {a[0]:.3f} bal {a[1]:.3f}", flush=True)
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, path in enumerate(X["image_path"]):
+        out = work / f"{i:05d}.png"
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            scale = (args.pixels / (img.width * img.height)) ** 0.5
+            if scale < 1:  # only ever downsampled
+                img = img.resize((round(img.width * scale), round(img.height * scale)),
+                                 Image.Resampling.LANCZOS)  # fmt: skip
+            img.save(out)
+        paths.append(str(out))
+    X["image_path"] = paths
+    b = _scores(model.predict_proba(X), model.classes_, y)
+    print(f"at {args.pixels} pixels: external mel AUC {b[0]:.3f} bal {b[1]:.3f}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -191,10 +220,14 @@ def main(argv=None):
     b = sub.add_parser("batchnorm")
     b.add_argument("model")
     b.add_argument("--all", action="store_true")
+    r = sub.add_parser("resolution")
+    r.add_argument("model")
+    r.add_argument("--pixels", type=int, default=200 * 150, help="the training images' size")
+    r.add_argument("--work-dir", default="resolution-images", help="the downsampled copies")
     args = parser.parse_args(argv)
     if args.external is None:
         args.external = str(Path(args.data).parent / "derm7pt")
-    (proxy if args.experiment == "proxy" else batchnorm)(args)
+    {"proxy": proxy, "batchnorm": batchnorm, "resolution": resolution}[args.experiment](args)
 
 
 if __name__ == "__main__":
