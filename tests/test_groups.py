@@ -149,9 +149,9 @@ def test_cross_fitting_folds_hold_out_whole_lesions(lesions, monkeypatch):
     trained = []
     real = FineTunedCNNEncoder._train
 
-    def spy(self, items, y_idx, seed, groups=None):
+    def spy(self, items, y_idx, seed, groups=None, **kwargs):
         trained.append((set(items), groups))
-        return real(self, items, y_idx, seed, groups)
+        return real(self, items, y_idx, seed, groups, **kwargs)
 
     monkeypatch.setattr(FineTunedCNNEncoder, "_train", spy)
     params = {**TINY, "validation_fraction": 0.0, "max_epochs": 1}
