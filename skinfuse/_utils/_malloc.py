@@ -23,6 +23,18 @@ _SETTINGS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
 _done = False
 
 
+def _glibc_mallopt():
+    """glibc's ``mallopt(int, int) -> int``, or None where the C library is not glibc."""
+    if platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # pragma: no cover
+        return None
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return mallopt
+
+
 def restore_mmap_threshold() -> bool:
     """Once per process: where glibc's dynamic mmap threshold was turned off by an
     environment setting (a Dask worker), set the threshold to 32 MB. True when set.
@@ -38,14 +50,8 @@ def restore_mmap_threshold() -> bool:
         return False
     if "MALLOC_MMAP_THRESHOLD_" in os.environ or not sys.platform.startswith("linux"):
         return False
-    if platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # pragma: no cover
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) == 1
+    mallopt = _glibc_mallopt()
+    return mallopt is not None and mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) == 1
 
 
 #: glibc's ``mallopt`` numbers of the trim threshold and the top pad
@@ -70,13 +76,9 @@ def keep_freed_heap(trim=256 * 2**20, top_pad=64 * 2**20) -> bool:
     _kept = True
     if any(name.startswith("MALLOC_") for name in os.environ):
         return False
-    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+    mallopt = _glibc_mallopt() if sys.platform.startswith("linux") else None
+    if mallopt is None:
         return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # pragma: no cover
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     settings = (
         (_M_TRIM_THRESHOLD, trim),
         (_M_TOP_PAD, top_pad),
