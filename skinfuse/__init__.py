@@ -31,9 +31,26 @@ _SUBMODULES = (
 )
 
 # functions imported on first use: name -> private module holding it
-_FUNCTIONS = {"save": "_model_files", "load": "_model_files", "export_onnx": "_export"}
+_FUNCTIONS = {
+    "save": "_model_files",
+    "load": "_model_files",
+    "export_onnx": "_export",
+    "config_context": "_config",
+    "get_config": "_config",
+    "set_config": "_config",
+}
 
-__all__ = ["__version__", "export_onnx", "load", "save", "show_versions", *_SUBMODULES]
+__all__ = [
+    "__version__",
+    "config_context",
+    "export_onnx",
+    "get_config",
+    "load",
+    "save",
+    "set_config",
+    "show_versions",
+    *_SUBMODULES,
+]
 
 
 def __getattr__(name):

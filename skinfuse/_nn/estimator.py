@@ -270,15 +270,18 @@ class FineTuningMixin(TrainedNetworkMixin):
                          verbose=0):  # fmt: skip
         """With ``trainable_blocks``: the trained top of ``module`` over the cached activations of
         its frozen stages, float32 ``(n_views, n, d)``: pooled features or logits."""
-        from .partial import run_top, split_network, trunk_key, view_activations
+        from .partial import run_top, split_network, trunk_engine, view_activations
 
         size = int(self.image_size)
         trunk, top, shape = split_network(module, self.trainable_blocks, size, check=False)
         top.features_only = features_only
+        precision = self._precision(device)
+        engine, key, cache_key = trunk_engine(trunk, self.backbone, device, precision)
         acts = view_activations(
-            items, trunk, views, cached=self._activation_cache(device)(trunk_key(trunk, self.backbone)),
+            items, trunk, views, cached=self._activation_cache(device)(cache_key),
             image_size=size, batch_size=int(self.batch_size), device=device,
-            num_workers=self.num_workers, verbose=verbose, precision=self._precision(device),
+            num_workers=self.num_workers, verbose=verbose, precision=precision, engine=engine,
+            key=key,
         )  # fmt: skip
         # the trained top runs in fp32, as it was trained (:func:`.fitting._train_partial`)
         return run_top(top, acts, shape, device=device, metadata=metadata, precision="fp32")

@@ -147,7 +147,7 @@ def _train_partial(items, y_idx, classes, *, spec, seed, activation_cache, metad
     """
     from .backbones import backbone_stages
     from .modules import ClassifierNetwork
-    from .partial import ActivationDataset, split_network, trunk_key, view_activations
+    from .partial import ActivationDataset, split_network, trunk_engine, view_activations
     from .views import jittered, views_for
 
     config = spec.training
@@ -163,15 +163,16 @@ def _train_partial(items, y_idx, classes, *, spec, seed, activation_cache, metad
     net.freeze(n_stages - k)
     trunk, top, shape = split_network(net, k, size)
     top.features_only = False
-    key = trunk_key(trunk, spec.backbone)
+    # what computes the trunk (onnxruntime on a CPU in fp32 where installed): its own cache
+    engine, key, cache_key = trunk_engine(trunk, spec.backbone, device, config.precision)
     net.to(device)
     views = views_for(spec.cached_views if spec.augment else 1)
     if spec.view_jitter:
         views = jittered(views)
     acts = view_activations(
-        items, trunk, views, cached=activation_cache(key), image_size=size,
+        items, trunk, views, cached=activation_cache(cache_key), image_size=size,
         batch_size=int(config.batch_size), device=device, num_workers=config.num_workers,
-        verbose=int(config.verbose) > 0, precision=config.precision,
+        verbose=int(config.verbose) > 0, precision=config.precision, engine=engine, key=key,
     )  # fmt: skip
     train, valid = splits.validation_split(
         len(items), y_idx, spec.validation_fraction, seed, groups

@@ -140,14 +140,22 @@ def split_network(net, trainable_blocks, image_size, *, check=True):
 
 
 def view_activations(items, trunk, views, *, cached, image_size, batch_size, device,
-                     num_workers=None, verbose=0, precision="auto"):  # fmt: skip
+                     num_workers=None, verbose=0, precision="auto", engine="torch",
+                     key=None):  # fmt: skip
     """Trunk activations of ``items`` for each view: float32 ``(n_views, n, C*h*w)``.
 
     ``cached(items, encode, view)`` returns ``encode(todo)``'s rows for the items not cached
     yet under the view's key, with the rest from the cache (the estimator's embedding cache).
+    ``engine="onnxruntime"`` (:func:`.onnx_engine.resolve_engine`) runs the trunk with
+    onnxruntime (:class:`.onnx_engine.OnnxModule`; ``key``, the trunk's
+    :func:`trunk_key`, names its exported graph).
     """
     from .inference import embed
 
+    if engine == "onnxruntime":
+        from .onnx_engine import OnnxModule
+
+        trunk = OnnxModule(trunk, key)
     out = []
     for view in views:
 
@@ -214,3 +222,16 @@ def trunk_key(trunk, backbone) -> str:
     return with_disk_flag(code, hash_config(
         "trunk-v1", code, trunk.cut, trunk.names, state_dict=trunk.frozen_state(),
     ))  # fmt: skip
+
+
+def trunk_engine(trunk, backbone, device, precision):
+    """``(engine, key, cache_key)`` of a trunk's activations on ``device`` at ``precision``
+    (``"auto"``, ``"fp32"``, ``"bf16"``): what computes them (:func:`.onnx_engine.resolve_engine`),
+    the trunk's :func:`trunk_key`, and the key of their cache (the engine's name appended
+    for onnxruntime: its results differ from PyTorch's in their last bits)."""
+    from .device import resolve_precision
+    from .onnx_engine import resolve_engine
+
+    engine = resolve_engine(device, resolve_precision(precision, device))
+    key = trunk_key(trunk, backbone)
+    return engine, key, (key if engine == "torch" else f"{key}-{engine}")
