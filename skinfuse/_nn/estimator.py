@@ -276,7 +276,8 @@ class FineTuningMixin(TrainedNetworkMixin):
         trunk, top, shape = split_network(module, self.trainable_blocks, size, check=False)
         top.features_only = features_only
         precision = self._precision(device)
-        engine, key, cache_key = trunk_engine(trunk, self.backbone, device, precision)
+        n_images = len(items) * len(views)
+        engine, key, cache_key = trunk_engine(trunk, self.backbone, device, precision, n_images)
         acts = view_activations(
             items, trunk, views, cached=self._activation_cache(device)(cache_key),
             image_size=size, batch_size=int(self.batch_size), device=device,

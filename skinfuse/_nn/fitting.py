@@ -163,12 +163,14 @@ def _train_partial(items, y_idx, classes, *, spec, seed, activation_cache, metad
     net.freeze(n_stages - k)
     trunk, top, shape = split_network(net, k, size)
     top.features_only = False
-    # what computes the trunk (onnxruntime on a CPU in fp32 where installed): its own cache
-    engine, key, cache_key = trunk_engine(trunk, spec.backbone, device, config.precision)
     net.to(device)
     views = views_for(spec.cached_views if spec.augment else 1)
     if spec.view_jitter:
         views = jittered(views)
+    # what computes the trunk (onnxruntime on a CPU in fp32 where installed): its own cache
+    engine, key, cache_key = trunk_engine(
+        trunk, spec.backbone, device, config.precision, len(items) * len(views)
+    )
     acts = view_activations(
         items, trunk, views, cached=activation_cache(cache_key), image_size=size,
         batch_size=int(config.batch_size), device=device, num_workers=config.num_workers,

@@ -224,14 +224,15 @@ def trunk_key(trunk, backbone) -> str:
     ))  # fmt: skip
 
 
-def trunk_engine(trunk, backbone, device, precision):
+def trunk_engine(trunk, backbone, device, precision, n_images=None):
     """``(engine, key, cache_key)`` of a trunk's activations on ``device`` at ``precision``
-    (``"auto"``, ``"fp32"``, ``"bf16"``): what computes them (:func:`.onnx_engine.resolve_engine`),
+    (``"auto"``, ``"fp32"``, ``"bf16"``) for ``n_images`` image views: what computes them
+    (:func:`.onnx_engine.resolve_engine`),
     the trunk's :func:`trunk_key`, and the key of their cache (the engine's name appended
     for onnxruntime: its results differ from PyTorch's in their last bits)."""
     from .device import resolve_precision
     from .onnx_engine import resolve_engine
 
-    engine = resolve_engine(device, resolve_precision(precision, device))
+    engine = resolve_engine(device, resolve_precision(precision, device), n_images)
     key = trunk_key(trunk, backbone)
     return engine, key, (key if engine == "torch" else f"{key}-{engine}")

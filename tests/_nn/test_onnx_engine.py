@@ -34,6 +34,11 @@ def test_config_is_set_read_and_restored():
 def test_engine_resolution(monkeypatch):
     monkeypatch.setattr(onnx_engine, "onnxruntime_available", lambda: True)
     assert resolve_engine("cpu", "fp32") == "onnxruntime"
+    # auto: the export pays for itself on many images only (a fit, a large prediction)
+    assert resolve_engine("cpu", "fp32", onnx_engine.AUTO_MIN_IMAGES) == "onnxruntime"
+    assert resolve_engine("cpu", "fp32", 16) == "torch"
+    with skinfuse.config_context(engine="onnxruntime"):
+        assert resolve_engine("cpu", "fp32", 16) == "onnxruntime"
     assert resolve_engine("cpu", "bf16") == "torch"  # onnxruntime runs fp32 only
     assert resolve_engine("cuda", "fp32") == "torch"
     with skinfuse.config_context(engine="torch"):
