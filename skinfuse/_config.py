@@ -46,15 +46,18 @@ def set_config(engine=None) -> None:
     Parameters
     ----------
     engine : {"auto", "torch", "onnxruntime"}, default=None
-        What computes, on a CPU, the frozen layers whose outputs skinfuse caches: the
-        trunk activations of partial fine-tuning (``trainable_blocks=k``), computed once
-        per image and view before training. ``"onnxruntime"`` exports those layers to
-        ONNX in memory once per fit (about ten seconds) and runs them with onnxruntime,
-        about twice as fast as PyTorch on a CPU (docs/results.md; needs
-        ``pip install "skinfuse[onnx]"``); ``"torch"`` runs them with PyTorch; ``"auto"``
-        (the default) uses onnxruntime where it is installed and the layers run in fp32 on
-        a CPU, PyTorch elsewhere (GPUs, bf16). The two agree to about 1e-5; their caches
-        are kept apart. Training and prediction always run in PyTorch.
+        What computes, on a CPU, the networks whose outputs skinfuse caches: the
+        embeddings of fitted encoders (``transform``) and the frozen trunk's activations of
+        partial fine-tuning (``trainable_blocks=k``: computed once per image and view
+        before training, and at prediction). ``"onnxruntime"`` exports the network to
+        ONNX in memory, once per process and network (about ten seconds for
+        EfficientNet-Lite0), and runs it with onnxruntime, about twice as fast as PyTorch
+        on a CPU (docs/results.md; needs ``pip install "skinfuse[onnx]"``); ``"torch"``
+        runs it with PyTorch; ``"auto"`` (the default) uses onnxruntime where it is
+        installed, the network runs in fp32 on a CPU and at least 1,024 image views are
+        asked for at once (the export then pays for itself), PyTorch elsewhere (GPUs,
+        bf16, a few images). The two agree to about 1e-5; their caches are kept apart.
+        Training, Grad-CAM and the rest of prediction run in PyTorch.
 
     Examples
     --------

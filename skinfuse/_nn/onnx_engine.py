@@ -1,9 +1,10 @@
 """onnxruntime for frozen layers on a CPU: ``skinfuse.set_config(engine=...)``.
 
 Partial fine-tuning computes its frozen trunk once per image and view before training
-(:mod:`.partial`); on a CPU that is most of a fit. onnxruntime runs those layers about twice
+(:mod:`.partial`), and encoders compute embeddings with fitted networks; on a CPU that is
+most of a fit or a transform. onnxruntime runs those layers about twice
 as fast as PyTorch's eager mode (fused convolutions and batch norms, its own kernels;
-docs/results.md), so :class:`OnnxModule` exports the trunk to ONNX in memory, with a
+docs/results.md), so :class:`OnnxModule` exports the network to ONNX in memory, with a
 dynamic batch axis, once per process and input type, and runs it with onnxruntime. Its
 outputs agree with PyTorch's to about 1e-5, not to the bit, so cache keys carry the engine.
 Training, prediction and Grad-CAM always run in PyTorch.
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-#: exported sessions kept in this process: (trunk key, dtype, shape, threads) -> session
+#: exported sessions kept in this process: (weights key, dtype, shape, threads) -> session
 _SESSIONS: OrderedDict = OrderedDict()
 _MAX_SESSIONS = 4
 
@@ -84,25 +85,27 @@ class StagedTrunk(nn.Module):
 
 
 class OnnxModule(nn.Module):
-    """``trunk`` (a :class:`.partial.Trunk`) run by onnxruntime; same inputs and outputs.
+    """``module`` run by onnxruntime; same input (one image batch) and output.
 
-    The graph is exported at the first call for each input dtype and image shape, and
-    checked there against PyTorch on that batch (``rtol=1e-3, atol=1e-4``, the check of
-    :func:`.partial.split_network`): a trunk whose stages do not run one after the other,
-    or that does not export, runs in PyTorch instead, with a warning. ``key`` names the
-    trunk's weights (:func:`.partial.trunk_key`): sessions are shared by the views and the
-    folds of a fit, and by later fits of the same trunk in this process.
+    ``module``: an image embedder, or a :class:`.partial.Trunk` (exported as
+    :class:`StagedTrunk`). The graph is exported at the first call for each input dtype
+    and image shape, and checked there against PyTorch on that batch (``rtol=1e-3,
+    atol=1e-4``, the check of :func:`.partial.split_network`): a module that does not
+    export, or whose export computes something else (a trunk whose stages do not run one
+    after the other), runs in PyTorch instead, with a warning. ``key`` names the module's
+    weights (a cache key): sessions are shared by the views and the folds of a fit, and by
+    later calls with the same weights in this process.
     """
 
-    def __init__(self, trunk, key):
+    def __init__(self, module, key):
         super().__init__()
-        self.trunk = trunk
+        self.module = module
         self.key = key
 
     def forward(self, x):
         session = self._session(x)
         if session is None:
-            return self.trunk(x)
+            return self.module(x)
         arr = x.detach().cpu().contiguous(memory_format=torch.contiguous_format).numpy()
         (out,) = session.run(None, {session.get_inputs()[0].name: arr})
         return torch.from_numpy(out)
@@ -122,7 +125,9 @@ class OnnxModule(nn.Module):
     def _export(self, x, threads):
         import onnxruntime as ort
 
-        staged = StagedTrunk(self.trunk)
+        from .partial import Trunk
+
+        staged = StagedTrunk(self.module) if isinstance(self.module, Trunk) else self.module
         example = x[:2].contiguous(memory_format=torch.contiguous_format)
         try:
             with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
@@ -151,7 +156,7 @@ class OnnxModule(nn.Module):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         (got,) = session.run(None, {session.get_inputs()[0].name: example.numpy()})
-        want = self.trunk(example).numpy()
+        want = self.module(example).numpy()
         if got.shape != want.shape or not np.allclose(got, want, rtol=1e-3, atol=1e-4):
             warnings.warn(
                 "onnxruntime's output of the frozen layers differs from PyTorch's (the "

@@ -120,13 +120,18 @@ class BaseImageEncoder(
         device = self._inference_device()
         index = None if pixels is None else {id(item): i for i, item in enumerate(items)}
 
+        # onnxruntime on a CPU in fp32 for many images (skinfuse.set_config): its own cache
+        engine = self._engine(device, len(items) * len(self._views()))
+
         def encode(todo):
             images = todo
             if index is not None:
                 images = pixels[np.array([index[id(item)] for item in todo])]
-            return self._encode(images, view, device)
+            return self._encode(images, view, device, engine=engine)
 
         key = f"{self.config_key_}-{self._precision(device)}"
+        if engine != "torch":
+            key = f"{key}-{engine}"
         if self._decoding(device) == "device":  # other pixels than PIL's: other embeddings
             key = f"{key}-devdecode"
         if view != "identity":
@@ -142,12 +147,24 @@ class BaseImageEncoder(
         ``"device"`` (JPEGs in batches on the device, :mod:`skinfuse._nn.decode`)."""
         return "pil"
 
-    def _encode(self, images, view, device):
-        """Embeddings of ``images`` (a list of items or a uint8 tensor) seen in ``view``."""
+    def _engine(self, device, n_images) -> str:
+        """``"onnxruntime"`` or ``"torch"``: what computes ``n_images`` image views'
+        embeddings on ``device`` (:func:`skinfuse._nn.onnx_engine.resolve_engine`)."""
+        from .._nn.onnx_engine import resolve_engine
+
+        return resolve_engine(device, self._precision(device), n_images)
+
+    def _encode(self, images, view, device, *, engine="torch"):
+        """Embeddings of ``images`` (a list of items or a uint8 tensor) seen in ``view``,
+        computed by ``engine``."""
         from .._nn.inference import embed
         from .._nn.views import ViewOf
 
         module = self._module_on(self._embedding_module(), device, "embedder")
+        if engine == "onnxruntime":
+            from .._nn.onnx_engine import OnnxModule
+
+            module = OnnxModule(module, self.config_key_)
         return embed(
             ViewOf(module, view),
             images,

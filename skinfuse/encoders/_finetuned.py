@@ -345,9 +345,9 @@ class FineTunedCNNEncoder(FineTuningMixin, ClassifierMixin, BaseImageEncoder):
     def _embedding_module(self):
         return self.embedder_
 
-    def _encode(self, images, view, device):
+    def _encode(self, images, view, device, *, engine="torch"):
         if self.trainable_blocks is None:
-            return super()._encode(images, view, device)
+            return super()._encode(images, view, device, engine=engine)
         module = self._module_on(self.module_, device, "network")
         return self._encode_with(module, images, view, device)
 

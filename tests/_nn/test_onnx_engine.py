@@ -96,3 +96,16 @@ def test_each_engine_caches_its_own_activations_and_predictions_agree(lesions):
         proba = fast.predict_proba(X)
         assert cache_info()["encoded"] == 2 * encoded  # prediction reads the fit's cache
     np.testing.assert_allclose(proba, eager.predict_proba(X), atol=1e-4)
+
+
+@needs_ort
+def test_encoder_embeddings_by_onnxruntime_are_pytorchs(lesions):
+    from skinfuse.encoders import FrozenCNNEncoder
+
+    X = lesions.data[["image_path"]]
+    encoder = FrozenCNNEncoder("tiny_cnn", weights=None, image_size=32).fit(X)
+    want = encoder.transform(X)
+    with skinfuse.config_context(engine="onnxruntime"):
+        got = encoder.transform(X)
+    assert cache_info()["encoded"] == 2 * len(X)  # its own cache key
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

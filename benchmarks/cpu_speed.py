@@ -1,0 +1,199 @@
+"""fp32, bf16 and onnxruntime side by side on this CPU: what ``precision=`` and
+``skinfuse.set_config(engine=)`` buy for each stage of the CPU recipes.
+
+    python benchmarks/cpu_speed.py [--data PATH] [--images 256] [--repeats 3] [--threads N]
+
+On ``--images`` HAM10000 images (a seeded random draw) (EfficientNet-Lite0 with its ImageNet weights, 224 px):
+
+- frozen encoding: ``FrozenCNNEncoder("efficientnet_lite0").transform`` (decoding included);
+- activation caching: the frozen trunk of the partial recipe (all but the last 2 stages),
+  one view, as ``FusionNetClassifier(trainable_blocks=2)`` fills its cache (decoding included;
+  onnxruntime's one-off export is timed apart);
+- partial training epoch: forward, backward and an Adam step of the last 2 stages and the head
+  on those cached activations, batches of 128 (bf16: autocast in the step);
+- prediction: ``predict_proba`` of a partial network (fitted one epoch here), cache off.
+
+Each row's settings are alternated repeat by repeat (fp32, bf16, onnxruntime, fp32, ...), so
+load from other processes hits them alike; the median rate is reported with agreement to
+fp32: cosine (embeddings), max abs difference (activations, probabilities) and the share of
+identical predicted classes. Prints a markdown table with the CPU's name and whether it has
+native bf16 units (what ``precision="auto"`` reads), and saves JSON with versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import skinfuse
+from skinfuse._nn.backbones import backbone_stages
+from skinfuse._nn.device import cpu_has_bf16
+from skinfuse._nn.modules import ClassifierNetwork
+from skinfuse._nn.partial import split_network, trunk_key, view_activations
+from skinfuse.datasets import load_ham10000
+from skinfuse.encoders import FrozenCNNEncoder, clear_cache
+from skinfuse.fusion import FusionNetClassifier
+
+SETTINGS = {"fp32": ("fp32", "torch"), "bf16": ("bf16", "torch"),
+            "onnxruntime": ("fp32", "onnxruntime")}  # fmt: skip
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"  # pragma: no cover
+
+
+def alternate(runs, repeats, n):
+    """``runs``: label -> fn() returning an output. Median images/s and the last output each."""
+    times, outputs = {k: [] for k in runs}, {}
+    for label, fn in runs.items():  # warm-up (and onnxruntime's export)
+        start = time.perf_counter()
+        fn()
+        times[label + " first"] = time.perf_counter() - start
+    for _ in range(repeats):
+        for label, fn in runs.items():
+            start = time.perf_counter()
+            outputs[label] = fn()
+            times[label].append(time.perf_counter() - start)
+    rates = {k: n / statistics.median(times[k]) for k in runs}
+    return rates, outputs, times
+
+
+def frozen_row(items, repeats):
+    def run(precision):
+        encoder = FrozenCNNEncoder("efficientnet_lite0", cache=False, precision=precision,
+                                   num_workers=0).fit(items)  # fmt: skip
+        return lambda: encoder.transform(items)
+
+    rates, out, _ = alternate({k: run(k) for k in ("fp32", "bf16")}, repeats, len(items))
+    a, b = out["fp32"], out["bf16"]
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    return rates, {"bf16": f"cosine >= {cos.min():.5f}"}
+
+
+def caching_row(items, repeats, trunk, key):
+    def run(label):
+        precision, engine = SETTINGS[label]
+        return lambda: view_activations(
+            items, trunk, ["identity"], cached=lambda its, encode, _v: encode(its),
+            image_size=224, batch_size=128, device="cpu", num_workers=0,
+            precision=precision, engine=engine, key=key,
+        )  # fmt: skip
+
+    rates, out, times = alternate({k: run(k) for k in SETTINGS}, repeats, len(items))
+    agree = {k: f"max abs diff {np.abs(out[k] - out['fp32']).max():.1e} (activations up to "
+                f"{np.abs(out['fp32']).max():.0f})" for k in ("bf16", "onnxruntime")}  # fmt: skip
+    agree["onnxruntime"] += f"; export + first pass {times['onnxruntime first']:.1f} s"
+    return rates, agree, out["fp32"]
+
+
+def training_row(acts, net, trunk_blocks, repeats):
+    _, top, shape = split_network(net, trunk_blocks, 224, check=False)
+    top.features_only = False
+    x_all = torch.from_numpy(acts[0]).view(-1, *shape)
+    y_all = torch.randint(0, 7, (len(x_all),), generator=torch.Generator().manual_seed(0))
+    params = [p for p in top.parameters() if p.requires_grad]
+
+    def run(precision):
+        def epoch():
+            optimizer = torch.optim.Adam(params, lr=1e-4)
+            top.train()
+            for start in range(0, len(x_all), 128):
+                x, y = x_all[start : start + 128], y_all[start : start + 128]
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    loss = torch.nn.functional.cross_entropy(top(x).float(), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            return float(loss)
+
+        return epoch
+
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    rates, _, _ = alternate({k: run(k) for k in ("fp32", "bf16")}, repeats, len(x_all))
+    net.load_state_dict(state)
+    return rates, {"bf16": "(loss only: a micro-benchmark of the step)"}
+
+
+def prediction_row(X, y, repeats):
+    net = FusionNetClassifier(
+        trainable_blocks=2, cached_views=1, max_epochs=1, batch_size=128, cache=False,
+        validation_fraction=0.0, num_workers=0, random_state=0,
+    ).fit(X, y)  # fmt: skip
+
+    def run(label):
+        precision, engine = SETTINGS[label]
+
+        def predict():
+            with skinfuse.config_context(engine=engine):
+                return net.set_params(precision=precision).predict_proba(X)
+
+        return predict
+
+    rates, out, _ = alternate({k: run(k) for k in SETTINGS}, repeats, len(X))
+    ref = out["fp32"]
+    agree = {k: f"{(out[k].argmax(1) == ref.argmax(1)).mean():.1%} same class, max abs diff "
+                f"{np.abs(out[k] - ref).max():.1e}" for k in ("bf16", "onnxruntime")}  # fmt: skip
+    return rates, agree
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data", default=os.environ.get("SKINFUSE_DATA", "../shared/data/ham10000")
+    )
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="default: torch's")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args(argv)
+    threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    ham = load_ham10000(args.data)
+    rows_ = np.sort(np.random.default_rng(0).permutation(len(ham.target))[: args.images])
+    X, y = ham.data.iloc[rows_].reset_index(drop=True), np.asarray(ham.target)[rows_]
+    items = X[["image_path"]]
+    paths = list(X["image_path"])
+    clear_cache()
+    rows = {}
+    rows["frozen encoding"] = frozen_row(items, args.repeats)
+    net = ClassifierNetwork("efficientnet_lite0", n_classes=7, image_size=224)
+    net.freeze(len(backbone_stages(net.embedder.features)) - 2)
+    trunk, _, _ = split_network(net, 2, 224)
+    rates, agree, acts = caching_row(paths, args.repeats, trunk, trunk_key(trunk, "lite0"))
+    rows["activation caching"] = (rates, agree)
+    rows["partial training epoch"] = training_row(acts[None], net, 2, args.repeats)
+    rows["prediction (partial network)"] = prediction_row(X, y, args.repeats)
+    bf16 = "yes" if cpu_has_bf16() else "no"
+    payload = {
+        "settings": {**vars(args), "out": str(args.out), "threads": threads},
+        "cpu": cpu_name(), "native_bf16": bf16, "versions": skinfuse.show_versions(),
+        "results": {k: {"images_per_s": r, "agreement": a} for k, (r, a) in rows.items()},
+    }  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "cpu_speed.json").write_text(json.dumps(payload, indent=2))
+    print(f"\n{cpu_name()}, {threads} threads, native bf16 units: {bf16}; {args.images} "
+          f"images, median of {args.repeats} alternated repeats (images/s)\n")  # fmt: skip
+    print("| stage | fp32 | bf16 | onnxruntime (fp32) | bf16 agreement | onnxruntime agreement |")
+    print("|---|---|---|---|---|---|")
+    for name, (r, a) in rows.items():
+        cells = [f"{r[k]:.1f} ({r[k] / r['fp32']:.2f}x)" if k in r else "-" for k in SETTINGS]
+        cells[0] = f"{r['fp32']:.1f}"
+        print(f"| {name} | {' | '.join(cells)} | {a.get('bf16', '-')} | "
+              f"{a.get('onnxruntime', '-')} |")  # fmt: skip
+    return payload
+
+
+if __name__ == "__main__":
+    main()
