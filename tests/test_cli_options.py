@@ -192,6 +192,26 @@ def test_the_precision_flag_reaches_train_and_is_checked(ham, tmp_path, monkeypa
     assert "invalid choice: 'fp16'" in capsys.readouterr().err
 
 
+def test_the_engine_flag_holds_during_the_command_only(ham, tmp_path, monkeypatch, capsys):
+    import skinfuse
+    from skinfuse import recipes
+
+    seen = []
+
+    def make(name, **kwargs):
+        seen.append(skinfuse.get_config()["engine"])
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(recipes, "make_recipe", make)
+    args = ["train", "--data", str(ham), "--recipe", "tiny", "--out", str(tmp_path / "m"), "-q"]
+    assert main([*args, "--engine", "torch"]) == 2
+    assert main(args) == 2
+    assert seen == ["torch", "auto"]
+    assert skinfuse.get_config()["engine"] == "auto"  # restored after the command
+    assert _exit_code([*args, "--engine", "tvm"]) == 2
+    assert "invalid choice: 'tvm'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", ["predict", "evaluate"])
 def test_the_precision_flag_is_set_on_a_loaded_model(command, model_file, ham, tmp_path,
                                                      monkeypatch):  # fmt: skip

@@ -93,7 +93,10 @@ def main(argv=None) -> int:
     try:
         args = build_parser(__doc__).parse_args(argv)
         try:
-            _run_command(args)
+            from .._config import config_context
+
+            with config_context(engine=getattr(args, "engine", None)):  # None: as it is
+                _run_command(args)
         except (ValueError, OSError) as exc:  # a user error: one line, no traceback
             message = " ".join(str(exc).split())
             print(f"skinfuse {args.command}: error: {message}", file=sys.stderr, flush=True)

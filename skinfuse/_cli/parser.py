@@ -168,6 +168,11 @@ def _add_device(parser, what) -> None:
                         help="numeric precision of the networks: auto (bf16 autocast on CUDA "
                         "and on CPUs with native bf16 units: Intel AMX or AVX512-BF16, Arm "
                         "BF16; fp32 elsewhere), or forced (default: the model's own, auto)")  # fmt: skip
+    parser.add_argument("--engine", choices=("auto", "torch", "onnxruntime"), default=None,
+                        help="what computes cached embeddings and frozen activations on a "
+                        "CPU in fp32: onnxruntime (about 2x faster; pip install "
+                        "'skinfuse[onnx]'), torch, or auto: onnxruntime where installed, "
+                        "for 1,024 image views or more (skinfuse.set_config; default: auto)")  # fmt: skip
 
 
 def _add_threads(parser) -> None:
