@@ -67,28 +67,11 @@ def resolve_engine(device, precision, n_images=None) -> str:
     return "onnxruntime"
 
 
-class StagedTrunk(nn.Module):
-    """A :class:`.partial.Trunk` as plain code: normalise, then its stages one after the other
-    (what ONNX export traces; the trunk itself stops the backbone with a hook)."""
-
-    def __init__(self, trunk):
-        super().__init__()
-        self.embedder = trunk.embedder
-        features = trunk.embedder.features
-        self.stages = nn.ModuleList([features.get_submodule(name) for name in trunk.names])
-
-    def forward(self, x):
-        x = self.embedder.normalize(x)
-        for stage in self.stages:
-            x = stage(x)
-        return x.flatten(1)  # not reshape(len(x), -1): len() would fix the batch size
-
-
 class OnnxModule(nn.Module):
     """``module`` run by onnxruntime; same input (one image batch) and output.
 
-    ``module``: an image embedder, or a :class:`.partial.Trunk` (exported as
-    :class:`StagedTrunk`). The graph is exported at the first call for each input dtype
+    ``module``: an image embedder, or a :class:`.partial.Trunk` (a module with a
+    ``staged()`` method: what is exported is the module it returns). The graph is exported at the first call for each input dtype
     and image shape, and checked there against PyTorch on that batch (``rtol=1e-3,
     atol=1e-4``, the check of :func:`.partial.split_network`): a module that does not
     export, or whose export computes something else (a trunk whose stages do not run one
@@ -125,9 +108,7 @@ class OnnxModule(nn.Module):
     def _export(self, x, threads):
         import onnxruntime as ort
 
-        from .partial import Trunk
-
-        staged = StagedTrunk(self.module) if isinstance(self.module, Trunk) else self.module
+        staged = self.module.staged() if hasattr(self.module, "staged") else self.module
         example = x[:2].contiguous(memory_format=torch.contiguous_format)
         try:
             with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():

@@ -69,6 +69,26 @@ class Trunk(nn.Module):
         fmap = self.feature_map(x)
         return fmap.reshape(len(fmap), -1)
 
+    def staged(self):
+        """The same computation as plain code, what ONNX export traces (:mod:`.onnx_engine`):
+        normalise, then the stages one after the other (this module stops the backbone
+        with a hook instead)."""
+        return _StagedTrunk(self)
+
+
+class _StagedTrunk(nn.Module):
+    def __init__(self, trunk):
+        super().__init__()
+        self.embedder = trunk.embedder
+        features = trunk.embedder.features
+        self.stages = nn.ModuleList([features.get_submodule(name) for name in trunk.names])
+
+    def forward(self, x):
+        x = self.embedder.normalize(x)
+        for stage in self.stages:
+            x = stage(x)
+        return x.flatten(1)  # not reshape(len(x), -1): len() would fix the batch size
+
 
 class TopNetwork(nn.Module):
     """Activations at the cut ``(B, C, h, w)`` -> the last stages -> pooling -> (metadata) -> head.
