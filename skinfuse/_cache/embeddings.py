@@ -42,8 +42,16 @@ def chunk_images(batch_size) -> int:
 
 
 def encode_cached(
-    items, encode, *, config_key: str, cache=True, cache_dir=None, chunk_size=CHUNK_IMAGES,
-    dtype=np.float32, out=None, keep=True,
+    items,
+    encode,
+    *,
+    config_key: str,
+    cache=True,
+    cache_dir=None,
+    chunk_size=CHUNK_IMAGES,
+    dtype=np.float32,
+    out=None,
+    keep=True,
 ) -> np.ndarray:
     """Return ``encode(items)``, computing only the rows that are not cached yet.
 
