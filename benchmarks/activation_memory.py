@@ -20,6 +20,12 @@ Without the data folder (``--data``, ``SKINFUSE_DATA``), synthetic lesions stand
 Lite0, the head) on ``--timing-n`` random activations stored as float32 and as float16 (the
 float16 batches converted to float32 as they are gathered), alternated, ``--repeats`` times.
 
+**Agreement** (``--agreement OUT.npz``): the ``partial`` recipe's network (3 epochs) fitted on
+``--train-n`` share images (a seeded sample) and predicting ``--test-n`` others; the
+probabilities are saved. Run it on two versions of skinfuse (``PYTHONPATH``) and compare
+with ``--compare A.npz B.npz``: the largest and mean absolute difference of the
+probabilities and the share of identical predicted classes.
+
 Linux only (``/proc``). Prints a markdown table last; ``--out`` also writes JSON.
 """
 
@@ -155,6 +161,32 @@ def epoch_timing(n, repeats, threads) -> list[dict]:
     return rows
 
 
+def agreement(args) -> None:
+    """Fit the partial recipe's network on ``--train-n`` images, save its probabilities."""
+    import torch
+
+    from skinfuse.datasets import load_ham10000
+    from skinfuse.fusion import FusionNetClassifier
+
+    torch.set_num_threads(args.threads)
+    frame = load_ham10000(args.data).frame.sample(n=args.train_n + args.test_n, random_state=0)
+    train = frame.iloc[: args.train_n]
+    test = frame.iloc[args.train_n : args.train_n + args.test_n]
+    net = FusionNetClassifier(
+        trainable_blocks=2, cached_views=4, tta=4, class_weight="sqrt", label_smoothing=0.1,
+        max_epochs=3, lr=1e-3, batch_size=128, num_workers=0, device="cpu", random_state=0,
+    ).fit(train, train["dx"].to_numpy())  # fmt: skip
+    np.savez(args.agreement, proba=net.predict_proba(test), classes=net.classes_)
+
+
+def compare(a, b) -> str:
+    pa, pb = np.load(a)["proba"], np.load(b)["proba"]
+    diff = np.abs(pa - pb)
+    same = float(np.mean(pa.argmax(1) == pb.argmax(1)))
+    return (f"{len(pa)} images: max |dp| {diff.max():.2e}, mean |dp| {diff.mean():.2e}, "
+            f"identical predicted classes {same:.1%}")  # fmt: skip
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=os.environ.get("SKINFUSE_DATA", "../shared/data/ham10000"))
@@ -169,8 +201,18 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--smoke", action="store_true", help="tiny sizes, synthetic images")
     p.add_argument("--out", default=None)
+    p.add_argument("--agreement", metavar="OUT.npz", help="fit, predict, save probabilities")
+    p.add_argument("--train-n", type=int, default=600)
+    p.add_argument("--test-n", type=int, default=300)
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="two --agreement files")
     p.add_argument("--n", type=int, help=argparse.SUPPRESS)  # one size, in this process
     args = p.parse_args(argv)
+    if args.compare:
+        print(compare(*args.compare))
+        return None
+    if args.agreement:
+        agreement(args)
+        return None
     if args.smoke:
         args.data, args.sizes, args.unique, args.views, args.budget = "", [40, 80], 20, 2, "1MB"
         args.timing_n, args.repeats, args.validation_fraction = 64, 1, 0.0
