@@ -99,13 +99,12 @@ def encode_cached(
     folder = None if cache_dir is None else usable_folder(config_key, cache_dir)
     keys = [image_key(it) for it in items]
     with _LOCK:
-        if keep:
-            store = _store(config_key)
-        else:  # into ``out`` directly, rows already in memory first
-            store = _RowsOf(out, keys)
-            for k, row in _MEMORY.get(config_key, {}).items():
-                if k in store.rows:
-                    store[k] = row
+        memory = _store(config_key) if keep else _MEMORY.get(config_key, {})
+        store = memory  # rows are kept here, or written into ``out`` as they come (+ kept)
+        if out is not None:
+            store = _RowsOf(out, keys, memory if keep else None)
+            for k in [k for k in store.rows if k in memory]:  # rows already in memory
+                store[k] = memory[k]
         todo = _missing(keys, store)
         if todo and folder is not None:  # shards written since (by any process) may hold them
             added = load_disk(store, folder, config_key, todo)
@@ -143,22 +142,19 @@ def encode_cached(
         return out
     if keep:
         with _LOCK:
-            first = {}
-            for i, k in enumerate(keys):
-                out[i] = store[k]
-                first.setdefault(k, i)
-            for k, i in first.items():  # the cache holds rows of ``out``: one copy in memory
-                store[k] = out[i]
             _trim_memory(config_key)
     return out
 
 
 class _RowsOf:
     """``out`` by image key: ``rows[key] = row`` writes every row of ``out`` of that key
-    (an image may come twice); ``key in rows`` once written."""
+    (an image may come twice), and with ``memory`` (the in-memory cache of the
+    configuration) keeps there a view of the row written, not a copy; ``key in rows`` once
+    written."""
 
-    def __init__(self, out, keys):
+    def __init__(self, out, keys, memory=None):
         self.out = out
+        self.memory = memory
         self.rows: dict[str, list[int]] = {}
         for i, k in enumerate(keys):
             self.rows.setdefault(k, []).append(i)
@@ -168,7 +164,10 @@ class _RowsOf:
         return key in self.written
 
     def __setitem__(self, key, row):
-        self.out[self.rows[key]] = row
+        rows = self.rows[key]
+        self.out[rows] = row
+        if self.memory is not None:
+            self.memory[key] = self.out[rows[0]]
         self.written.add(key)
 
 
