@@ -9,7 +9,8 @@ the top on float32 vs float16-stored activations.
 cached_views=4, image_size=224, max_epochs=1, batch_size=128)`` (EfficientNet-Lite0, the
 ``partial`` recipe's network) fitted on ``N`` rows made of ``--unique`` distinct HAM10000
 images repeated (the trunk encodes each distinct image once per view, through an empty
-``cache_dir``; every row still has its own activations in the fit's array), with
+``cache_dir``, or ``--cache-dir``, shared by the sizes; every row still has its own
+activations in the fit's array), with
 ``activation_memory=--budget`` (``--budget none``: no limit, all in memory). A thread reads
 ``/proc/self/status`` every 20 ms: the peak resident memory (``VmHWM``) and the peaks of its
 two parts, ``RssAnon`` (heap: what the process holds) and ``RssFile`` (pages of mapped files,
@@ -108,8 +109,8 @@ def child(args) -> dict:
     if "activation_memory" in net.get_params():  # absent before issue 25: all in memory
         net.set_params(activation_memory=budget)
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as cache:
-        net.set_params(cache_dir=cache).fit(frame, frame["dx"].to_numpy())
+    with tempfile.TemporaryDirectory() as empty:
+        net.set_params(cache_dir=args.cache_dir or empty).fit(frame, frame["dx"].to_numpy())
     wall = time.perf_counter() - start
     watcher.stop = True
     watcher.join()
@@ -195,6 +196,8 @@ def main(argv=None):
     p.add_argument("--unique", type=int, default=1000, help="distinct images")
     p.add_argument("--views", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--cache-dir", default="", help="shared by the sizes (default: an empty "
+                   "one each): the first size encodes, the next ones read its shards")  # fmt: skip
     p.add_argument("--validation-fraction", type=float, default=0.1)
     p.add_argument("--epoch-timing", action="store_true")
     p.add_argument("--timing-n", type=int, default=2000)
@@ -237,7 +240,8 @@ def main(argv=None):
             cmd = [sys.executable, __file__, "--n", str(n), "--budget", args.budget,
                    "--unique", str(args.unique), "--views", str(args.views),
                    "--threads", str(args.threads), "--data", args.data,
-                   "--validation-fraction", str(args.validation_fraction)]  # fmt: skip
+                   "--validation-fraction", str(args.validation_fraction),
+                   "--cache-dir", args.cache_dir]  # fmt: skip
             done = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 raise RuntimeError(f"size {n} failed:\n{done.stderr[-3000:]}")
