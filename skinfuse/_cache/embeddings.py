@@ -200,12 +200,13 @@ def _warn_not_kept(estimator):
 
     from .._utils._validation import user_stacklevel
 
+    budget = getattr(estimator, "activation_memory", None)
     warnings.warn(
-        f"{type(estimator).__name__}: the cached activations are larger than "
-        f"activation_memory={getattr(estimator, 'activation_memory', None)!r}, so they are memory-mapped and not "
-        "kept in memory after this fit; without cache_dir, the next fit (another fold, a "
-        "grid-search candidate, calibration) computes them again. Pass cache_dir= to keep "
-        "them on disk, or a larger activation_memory.",
+        f"{type(estimator).__name__}: the activations are larger than activation_memory="
+        f"{budget!r}, so they are memory-mapped and not kept in memory; without cache_dir, "
+        "the next fit or prediction (another fold, a grid-search candidate, calibration) "
+        "computes them again. Pass cache_dir= to keep them on disk, or a larger "
+        "activation_memory.",
         UserWarning,
         stacklevel=user_stacklevel(),
     )
