@@ -163,8 +163,9 @@ def _as_stored(acts, dtype):
 @contextlib.contextmanager
 def view_activations(items, trunk, views, *, cached, image_size, batch_size, device, memory=None,
                      folder=None, num_workers=None, verbose=0, precision="auto", engine="torch",
-                     key=None):  # fmt: skip
-    """Yield the trunk activations of ``items`` for each view: ``(n_views, n, C*h*w)``, float16.
+                     key=None, dtype=np.float16):  # fmt: skip
+    """Yield the trunk activations of ``items`` for each view: ``(n_views, n, C*h*w)``, float16
+    (``dtype=np.float32``: float32, for comparisons of how they are computed).
 
     ``cached(items, encode, view, out=, keep=)`` writes into ``out`` ``encode(todo)``'s rows for
     the items not cached yet under the view's key, the rest from the cache (the estimator's
@@ -190,6 +191,12 @@ def view_activations(items, trunk, views, *, cached, image_size, batch_size, dev
         from .onnx_engine import OnnxModule
 
         trunk = OnnxModule(trunk, key)
+    if np.dtype(dtype) == np.float32:
+        with _filled(items, trunk, views, np.float32, width, cached=cached, image_size=image_size,
+                     batch_size=batch_size, device=device, memory=memory, folder=folder,
+                     num_workers=num_workers, verbose=verbose, precision=precision) as acts:  # fmt: skip
+            yield acts
+            return
     try:
         with _filled(items, trunk, views, np.float16, width, cached=cached, image_size=image_size,
                      batch_size=batch_size, device=device, memory=memory, folder=folder,
