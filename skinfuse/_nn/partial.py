@@ -173,7 +173,7 @@ def view_activations(items, trunk, views, *, cached, image_size, batch_size, dev
 
     Stored as float16, half the memory of float32 and exact to 2**-11 relative (bfloat16,
     the other half-size type, keeps 2**-8): a CNN's activations at a cut after batch
-    normalisation are small (EfficientNet-Lite0 after ``blocks.5``: |x| < 20); any beyond
+    normalisation are small (EfficientNet-Lite0 after ``blocks.5``: |x| <= 44); any beyond
     float16's range (65504) make all of them float32 instead, with a warning. Up to
     ``memory`` bytes (None: no limit) they are one array in memory, which the in-memory cache
     shares; beyond, a memory-mapped file in ``folder`` (else the temporary directory),
