@@ -125,9 +125,9 @@ class OnnxModule(nn.Module):
     def _export(self, x, threads):
         import onnxruntime as ort
 
-        from .partial import Trunk
-
-        staged = StagedTrunk(self.module) if isinstance(self.module, Trunk) else self.module
+        # a .partial.Trunk, known by its method (importing .partial here made an import circle)
+        is_trunk = callable(getattr(self.module, "feature_map", None))
+        staged = StagedTrunk(self.module) if is_trunk else self.module
         example = x[:2].contiguous(memory_format=torch.contiguous_format)
         try:
             with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
