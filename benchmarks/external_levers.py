@@ -166,17 +166,17 @@ def batchnorm(args):
     else:  # the trained top stages, on the cached activations of the frozen ones
         trunk, top, shape = split_network(module, net.trainable_blocks, size, check=False)
         cached = net._activation_cache("cpu")(trunk_key(trunk, net.backbone))
-        acts = view_activations(items, trunk, views_for(int(net.tta)), cached=cached,
-                                image_size=size, batch_size=64, device="cpu", num_workers=0)  # fmt: skip
         top.features_only = True
         bns = _batchnorms(top.stages)
+        with view_activations(items, trunk, views_for(int(net.tta)), cached=cached,
+                              image_size=size, batch_size=64, device="cpu", num_workers=0) as acts:  # fmt: skip
 
-        def run():
-            for view in acts:
-                for i in range(0, len(view), 128):
-                    top(torch.from_numpy(view[i : i + 128]).view(-1, *shape))
+            def run():
+                for view in acts:  # float16 as cached: float32 for the network
+                    for i in range(0, len(view), 128):
+                        top(torch.from_numpy(view[i : i + 128].astype("float32")).view(-1, *shape))
 
-        _recompute(bns, run)
+            _recompute(bns, run)
     b = _scores(model.predict_proba(X), model.classes_, y)
     print(f"after ({len(bns)} batch-norm layers on the external images, "
           f"{time.perf_counter() - start:.0f} s): external mel AUC {b[0]:.3f} bal {b[1]:.3f}")  # fmt: skip

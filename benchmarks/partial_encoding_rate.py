@@ -30,11 +30,14 @@ def main(argv=None):
     net = ClassifierNetwork("efficientnet_lite0", n_classes=7, image_size=224)
     trunk, _, _ = split_network(net, args.trainable_blocks, 224)
 
+    def fill(its, encode, _view, *, out, keep):  # no cache: every image encoded
+        out[:] = encode(its)
+
     def run(todo, view):
-        return view_activations(
-            todo, trunk, [view], cached=lambda its, encode, _view: encode(its),
-            image_size=224, batch_size=128, device="cpu",
-        )  # fmt: skip
+        with view_activations(
+            todo, trunk, [view], cached=fill, image_size=224, batch_size=128, device="cpu"
+        ):
+            pass
 
     run(items[:64], "identity")  # warm-up
     for view in ("identity", "rot90"):

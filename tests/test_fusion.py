@@ -231,6 +231,7 @@ def test_compile_trains_the_same_network_and_keeps_the_plain_module(data, monkey
         ({"cached_views": 2}, "cached_views is only used with trainable_blocks"),
         ({"trainable_blocks": 1, "freeze": 1}, "freeze is replaced by trainable_blocks"),
         ({"trainable_blocks": 1, "image_store": None}, "image_store is only used without"),
+        ({"activation_memory": None}, "activation_memory is only used with trainable_blocks"),
         ({"metadata_columns": ["age"]}, "metadata_columns is only used with a metadata"),
         ({"metadata": None, "metadata_hidden": 8}, "metadata_hidden is not used without"),
     ],

@@ -134,7 +134,9 @@ def _read_shard(shard: Path):
     with np.load(shard, allow_pickle=False) as data:
         keys, embeddings, checksum = data["keys"], data["embeddings"], data["checksum"]
     _check_keys(keys)
-    if embeddings.ndim != 2 or embeddings.dtype != np.float32 or len(embeddings) != len(keys):
+    # float16: cached activations of partial fine-tuning (their config keys say so, "-f16")
+    floats = embeddings.dtype in (np.float32, np.float16)
+    if embeddings.ndim != 2 or not floats or len(embeddings) != len(keys):
         raise ValueError(f"embeddings are {embeddings.dtype} of shape {embeddings.shape}")
     if not np.array_equal(checksum, _checksum(keys, embeddings)):
         raise ValueError("checksum mismatch")
@@ -236,10 +238,11 @@ def _index(folder: Path, config_key: str) -> _ShardIndex:
     return index
 
 
-def load_disk(store: dict, folder: Path, config_key: str, wanted) -> int:
+def load_disk(store, folder: Path, config_key: str, wanted) -> int:
     """Copy into ``store`` the embeddings of the ``wanted`` keys it lacks that ``folder``
     holds: shard by shard, keeping only those rows (not every image of the configuration).
-    Returns the bytes added to ``store``."""
+    ``store``: a dict, or anything with ``in`` and ``store[key] = row``. Returns the bytes
+    added to ``store``."""
     index = _index(folder, config_key)
     by_shard: dict[str, list[str]] = {}
     for k in wanted:
@@ -288,7 +291,8 @@ def save_disk(folder: Path, keys, embeddings, *, name=None, strict=False) -> boo
     warning (the caller keeps the embeddings in memory), or the error itself with ``strict``.
     """
     keys = np.asarray(keys, dtype=str)
-    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+    dtype = np.float16 if np.asarray(embeddings).dtype == np.float16 else np.float32
+    embeddings = np.ascontiguousarray(embeddings, dtype=dtype)
     tmp = folder / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -113,6 +113,17 @@ SHARED_DOCS = {
         CPU. ``"auto"``: ``"memory"`` on CUDA (``"disk"`` past 8 GiB), ``None``
         elsewhere and with a callable ``augment``. A speed setting: the results follow
         the same recipe either way.
+    activation_memory : int, str or None, default="2GiB"
+        With ``trainable_blocks``: the most memory the cached activations of one fit or
+        prediction (every view of every image) take, in bytes or as a str such as
+        ``"512MB"`` or ``"4GiB"``. They are stored as float16 (half of float32; float32
+        where a backbone's activations exceed float16's range) in one array up to this
+        size, which the in-memory embedding cache shares. Beyond it they are written, chunk
+        by chunk, to a memory-mapped file under ``cache_dir`` (else the temporary directory,
+        ``TMPDIR``: put it on a disk, not a RAM-backed tmpfs), removed after the fit, and
+        not kept in memory between fits (``cache_dir`` keeps them on disk): the memory used
+        stays flat as the number of images grows. ``None``: no limit. A memory setting:
+        the results are the same either way. See :doc:`/scaling`.
     compile : bool, default=False
         Train through ``torch.compile`` (skorch's ``compile=True``): slower to start (the
         first batches compile), possibly faster epochs on a GPU. The fitted network is
@@ -207,6 +218,8 @@ class FineTuningMixin(TrainedNetworkMixin):
                 inert.append("cached_views is only used with trainable_blocks")
             if self.view_jitter:
                 inert.append("view_jitter is only used with trainable_blocks")
+            if self.activation_memory != "2GiB":
+                inert.append("activation_memory is only used with trainable_blocks")
         else:
             if self.freeze is not None:
                 inert.append("freeze is replaced by trainable_blocks (all but the last stages)")
@@ -270,7 +283,9 @@ class FineTuningMixin(TrainedNetworkMixin):
                          verbose=0):  # fmt: skip
         """With ``trainable_blocks``: the trained top of ``module`` over the cached activations of
         its frozen stages, float32 ``(n_views, n, d)``: pooled features or logits."""
+        from .params import parse_memory
         from .partial import run_top, split_network, trunk_engine, view_activations
+        from .spec import activation_dir
 
         size = int(self.image_size)
         trunk, top, shape = split_network(module, self.trainable_blocks, size, check=False)
@@ -278,11 +293,14 @@ class FineTuningMixin(TrainedNetworkMixin):
         precision = self._precision(device)
         n_images = len(items) * len(views)
         engine, key, cache_key = trunk_engine(trunk, self.backbone, device, precision, n_images)
-        acts = view_activations(
+        with view_activations(
             items, trunk, views, cached=self._activation_cache(device)(cache_key),
             image_size=size, batch_size=int(self.batch_size), device=device,
             num_workers=self.num_workers, verbose=verbose, precision=precision, engine=engine,
             key=key,
-        )  # fmt: skip
-        # the trained top runs in fp32, as it was trained (:func:`.fitting._train_partial`)
-        return run_top(top, acts, shape, device=device, metadata=metadata, precision="fp32")
+            # models saved before activation_memory existed: no limit, as then
+            memory=parse_memory(getattr(self, "activation_memory", None)),
+            folder=activation_dir(self),
+        ) as acts:  # fmt: skip
+            # the trained top runs in fp32, as it was trained (:func:`.fitting._train_partial`)
+            return run_top(top, acts, shape, device=device, metadata=metadata, precision="fp32")

@@ -171,32 +171,37 @@ def _train_partial(items, y_idx, classes, *, spec, seed, activation_cache, metad
     engine, key, cache_key = trunk_engine(
         trunk, spec.backbone, device, config.precision, len(items) * len(views)
     )
-    acts = view_activations(
-        items, trunk, views, cached=activation_cache(cache_key), image_size=size,
-        batch_size=int(config.batch_size), device=device, num_workers=config.num_workers,
-        verbose=int(config.verbose) > 0, precision=config.precision, engine=engine, key=key,
-    )  # fmt: skip
     train, valid = splits.validation_split(
         len(items), y_idx, spec.validation_fraction, seed, groups
     )
 
-    def dataset(rows, random_view):
+    def dataset(acts, rows, random_view):  # rows by index: no copy of the activations
         return ActivationDataset(
-            acts[:, rows] if random_view else acts[:1, rows], shape, y=y_idx[rows],
-            metadata=None if metadata is None else metadata[rows], random_view=random_view,
+            acts, shape, rows=rows, y=y_idx[rows], random_view=random_view,
+            metadata=None if metadata is None else metadata[rows],
         )  # fmt: skip
 
     from .._utils._malloc import keep_freed_heap
+    from .store import StoreLoader
 
     keep_freed_heap()  # no page faults from the per-step blocks (issue 25)
-    # the top trains in fp32 on the (bf16-computed) activations: a bf16 train step of the
-    # last stages was not faster on an AMX CPU (0.93x, issue 25)
-    trained = train_network(
-        top, {}, dataset(train, len(views) > 1),
-        valid_data=None if valid is None else dataset(valid, False),
-        config=replace(config, num_workers=0, precision="fp32"), seed=seed, n_classes=len(classes),
-        class_weight=class_weights(spec.class_weight, classes, y_idx),
-    )  # fmt: skip
+    with view_activations(
+        items, trunk, views, cached=activation_cache(cache_key), image_size=size,
+        batch_size=int(config.batch_size), device=device, num_workers=config.num_workers,
+        verbose=int(config.verbose) > 0, precision=config.precision, engine=engine, key=key,
+        memory=spec.activation_memory, folder=spec.activation_dir,
+    ) as acts:  # fmt: skip
+        # the top trains in fp32 on the (bf16-computed, float16-stored) activations, each
+        # batch converted as it is gathered (StoreLoader: whole batches by index, the random
+        # draws of a DataLoader): a bf16 train step of the last stages was not faster on an
+        # AMX CPU (0.93x, issue 25)
+        trained = train_network(
+            top, {}, dataset(acts, train, len(views) > 1),
+            valid_data=None if valid is None else dataset(acts, valid, False),
+            config=replace(config, num_workers=0, precision="fp32"), seed=seed,
+            n_classes=len(classes), class_weight=class_weights(spec.class_weight, classes, y_idx),
+            iterator=StoreLoader,
+        )  # fmt: skip
     trained.module_ = net
     # the net as the other paths' would be: a class and its arguments (model files read them)
     trained.module = ClassifierNetwork

@@ -71,9 +71,10 @@ class OnnxModule(nn.Module):
     """``module`` run by onnxruntime; same input (one image batch) and output.
 
     ``module``: an image embedder, or a :class:`.partial.Trunk` (a module with a
-    ``staged()`` method: what is exported is the module it returns). The graph is exported at the first call for each input dtype
-    and image shape, and checked there against PyTorch on that batch (``rtol=1e-3,
-    atol=1e-4``, the check of :func:`.partial.split_network`): a module that does not
+    ``staged()`` method: what is exported is the module it returns). The graph is exported
+    at the first call for each input dtype and image shape, and checked there against
+    PyTorch on that batch (``rtol=1e-3, atol=1e-4``, the check of
+    :func:`.partial.split_network`): a module that does not
     export, or whose export computes something else (a trunk whose stages do not run one
     after the other), runs in PyTorch instead, with a warning. ``key`` names the module's
     weights (a cache key): sessions are shared by the views and the folds of a fit, and by

@@ -7,6 +7,7 @@ own parameters, so a setting means and validates the same everywhere.
 from __future__ import annotations
 
 import os
+import re
 from numbers import Integral, Real
 
 from .._utils._sklearn import HasMethods, Interval, StrOptions
@@ -27,6 +28,46 @@ class BackboneName(StrOptions):
             f"{super().__str__()}, or a str 'timm:<model name>[.<pretrained tag>]' "
             "or 'hf-hub:<org>/<name>'"
         )
+
+
+#: The units of a memory size (decimal and binary, any case): ``"512MB"``, ``"2GiB"``.
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
+_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*")
+
+
+def parse_memory(value) -> int | None:
+    """Bytes of a memory size: an int (bytes), a str such as ``"512MB"`` or ``"2GiB"``
+    (kB/MB/GB/TB are powers of 1000, KiB/MiB/GiB/TiB of 1024), or None (no limit)."""
+    if value is None:
+        return None
+    if isinstance(value, Integral) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"a memory size cannot be negative, got {value!r}")
+        return int(value)
+    match = _SIZE.fullmatch(value) if isinstance(value, str) else None
+    if match is None or match.group(2).lower() not in _UNITS:
+        raise ValueError(
+            f"{value!r} is not a memory size: pass a number of bytes (an int), or a str such as "
+            "'512MB' or '2GiB' (units: B, kB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+        )
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+class MemorySize(StrOptions):
+    """A memory size as a str: ``"512MB"``, ``"2GiB"`` (see :func:`parse_memory`)."""
+
+    def __init__(self):
+        super().__init__({"2GiB"})
+
+    def is_satisfied_by(self, val):
+        try:
+            return isinstance(val, str) and parse_memory(val) is not None
+        except ValueError:
+            return False
+
+    def __str__(self):
+        return "a str memory size such as '512MB' or '2GiB' (B, kB, MB, GB, TB, KiB, MiB, GiB, TiB)"
 
 
 #: A pretrained CNN: what it is, its weights, the image size it sees.
@@ -59,6 +100,7 @@ FINE_TUNING = {
     "cached_views": [Interval(Integral, 1, 8, closed="both")],
     "view_jitter": ["boolean"],
     "image_store": [StrOptions({"auto", "memory", "disk"}), None],
+    "activation_memory": [Interval(Integral, 0, None, closed="left"), MemorySize(), None],
     "compile": ["boolean"],
 }
 

@@ -16,10 +16,14 @@ tensors), so training the top trains the network.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
+
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from .backbones import backbone_stages, pool_map
 from .inference import eval_mode
@@ -159,63 +163,192 @@ def split_network(net, trainable_blocks, image_size, *, check=True):
     return trunk, top, tuple(acts.shape[1:])
 
 
-def view_activations(items, trunk, views, *, cached, image_size, batch_size, device,
-                     num_workers=None, verbose=0, precision="auto", engine="torch",
-                     key=None):  # fmt: skip
-    """Trunk activations of ``items`` for each view: float32 ``(n_views, n, C*h*w)``.
+#: Largest magnitude float16 holds; activations beyond it are stored as float32.
+HALF_MAX = float(np.finfo(np.float16).max)  # 65504
 
-    ``cached(items, encode, view)`` returns ``encode(todo)``'s rows for the items not cached
-    yet under the view's key, with the rest from the cache (the estimator's embedding cache).
+
+class _BeyondHalf(Exception):
+    """A chunk of activations beyond float16's range: store the activations as float32."""
+
+
+def _as_stored(acts, dtype):
+    """``acts`` (float32) as ``dtype``; float16 only where every finite value fits."""
+    if dtype == np.float16:
+        peak = float(np.max(np.abs(acts), initial=0.0))
+        if np.isfinite(peak) and peak > HALF_MAX:
+            raise _BeyondHalf(peak)
+    return acts.astype(dtype, copy=False)
+
+
+@contextlib.contextmanager
+def view_activations(items, trunk, views, *, cached, image_size, batch_size, device, memory=None,
+                     folder=None, num_workers=None, verbose=0, precision="auto", engine="torch",
+                     key=None, dtype=np.float16):  # fmt: skip
+    """Yield the trunk activations of ``items`` for each view: ``(n_views, n, C*h*w)``, float16
+    (``dtype=np.float32``: float32, for comparisons of how they are computed).
+
+    ``cached(items, encode, view, out=, keep=)`` writes into ``out`` ``encode(todo)``'s rows for
+    the items not cached yet under the view's key, the rest from the cache (the estimator's
+    embedding cache, :func:`skinfuse._cache.activation_cache`).
+
+    Stored as float16, half the memory of float32 and exact to 2**-11 relative (bfloat16,
+    the other half-size type, keeps 2**-8): a CNN's activations at a cut after batch
+    normalisation are small (EfficientNet-Lite0 after ``blocks.5``: |x| <= 44); any beyond
+    float16's range (65504) make all of them float32 instead, with a warning. Up to
+    ``memory`` bytes (None: no limit) they are one array in memory, which the in-memory cache
+    shares; beyond, a memory-mapped file in ``folder`` (else the temporary directory),
+    filled chunk by chunk, not kept in memory, and removed when the block ends: the memory
+    used does not grow with the number of images.
+
     ``engine="onnxruntime"`` (:func:`.onnx_engine.resolve_engine`) runs the trunk with
     onnxruntime (:class:`.onnx_engine.OnnxModule`; ``key``, the trunk's
     :func:`trunk_key`, names its exported graph).
     """
-    from .inference import embed
+    import warnings
 
+    width = _width(trunk, image_size, device)  # the PyTorch trunk's: no export for it
     if engine == "onnxruntime":
         from .onnx_engine import OnnxModule
 
         trunk = OnnxModule(trunk, key)
-    out = []
-    for view in views:
+    if np.dtype(dtype) == np.float32:
+        with _filled(items, trunk, views, np.float32, width, cached=cached, image_size=image_size,
+                     batch_size=batch_size, device=device, memory=memory, folder=folder,
+                     num_workers=num_workers, verbose=verbose, precision=precision) as acts:  # fmt: skip
+            yield acts
+            return
+    try:
+        with _filled(items, trunk, views, np.float16, width, cached=cached, image_size=image_size,
+                     batch_size=batch_size, device=device, memory=memory, folder=folder,
+                     num_workers=num_workers, verbose=verbose, precision=precision) as acts:  # fmt: skip
+            yield acts
+            return
+    except _BeyondHalf as exc:
+        warnings.warn(
+            f"activations at the cut reach |x| = {exc.args[0]:.4g}, beyond float16's range "
+            f"({HALF_MAX:.0f}): they are stored as float32 (twice the memory).",
+            UserWarning,
+            stacklevel=3,
+        )
+    with _filled(items, trunk, views, np.float32, width, cached=cached, image_size=image_size,
+                 batch_size=batch_size, device=device, memory=memory, folder=folder,
+                 num_workers=num_workers, verbose=verbose, precision=precision) as acts:  # fmt: skip
+        yield acts
 
-        def encode(todo, view=view):
-            return embed(
-                ViewOf(trunk, view), todo, image_size, batch_size=batch_size, device=device,
-                num_workers=num_workers, verbose=verbose, desc=f"activations ({view})",
-                precision=precision,
-            )  # fmt: skip
 
-        out.append(cached(items, encode, view))
-    return np.stack(out)
+@contextlib.contextmanager
+def _filled(items, trunk, views, dtype, width, *, cached, image_size, batch_size, device, memory,
+            folder, num_workers, verbose, precision):  # fmt: skip
+    """:func:`view_activations` stored as ``dtype`` (``width``: numbers per image and view)."""
+    from .inference import embed
+
+    shape = (len(views), len(items), width)
+    in_memory = memory is None or np.prod(shape) * np.dtype(dtype).itemsize <= memory
+    path = None
+    if in_memory:
+        acts = np.empty(shape, dtype=dtype)
+    else:
+        fd, path = tempfile.mkstemp(prefix="skinfuse-activations-", suffix=".npy", dir=folder)
+        os.close(fd)
+        acts = np.lib.format.open_memmap(path, "w+", dtype, shape)
+    try:
+        for v, view in enumerate(views):
+
+            def encode(todo, view=view):
+                return _as_stored(embed(
+                    ViewOf(trunk, view), todo, image_size, batch_size=batch_size, device=device,
+                    num_workers=num_workers, verbose=verbose, desc=f"activations ({view})",
+                    precision=precision,
+                ), dtype)  # fmt: skip
+
+            cached(items, encode, view, out=acts[v], keep=in_memory)
+        acts.flags.writeable = False  # the in-memory cache may hold rows of it
+        yield acts
+    finally:
+        del acts
+        if path is not None:
+            _remove(path)
+
+
+def _width(trunk, image_size, device) -> int:
+    """``C*h*w`` of one image's activations."""
+    with eval_mode(trunk), torch.no_grad():
+        zeros = torch.zeros(1, 3, image_size, image_size, dtype=torch.uint8, device=device)
+        return int(trunk(zeros).shape[1])
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # e.g. Windows, while something still maps it
+        import warnings
+
+        warnings.warn(
+            f"could not remove the memory-mapped activations {path} ({exc}); delete it.",
+            UserWarning,
+            stacklevel=2,
+        )
 
 
 class ActivationDataset(Dataset):
-    """Cached activations ``(n_views, n, D)`` as ``(C, h, w)`` tensors, one view per access.
+    """Rows ``rows`` of cached activations ``(n_views, n, D)`` as float32 ``(C, h, w)``.
 
-    With ``random_view`` each access draws a view (torch's random stream: seed it);
-    otherwise view 0. Items follow :class:`.data.ImageDataset`: the input, or a dict with
-    the input under ``"x"`` and ``"metadata"``; then the target if ``y`` is given.
+    ``dataset[i]`` is one item, ``dataset[indices]`` (an array or tensor of positions in
+    ``rows``) a whole batch, gathered from ``acts`` at once (in memory or memory-mapped, any
+    float dtype) and converted to float32 (:class:`.store.StoreLoader` asks for batches).
+    With ``random_view`` each item draws a view (torch's random stream: seed it; the draws
+    of a batch are those its items would draw one by one); otherwise view 0. Items follow
+    :class:`.data.ImageDataset`: the input, or a dict with the input under ``"x"`` and
+    ``"metadata"`` (rows of ``metadata``, which is per item of the dataset); then the target
+    if ``y`` is given.
     """
 
-    def __init__(self, acts, shape, *, y=None, metadata=None, random_view=False):
+    def __init__(self, acts, shape, *, rows=None, y=None, metadata=None, random_view=False):
         self.acts = acts
         self.shape = tuple(shape)
-        self.y = y
+        self.rows = np.arange(acts.shape[1]) if rows is None else np.asarray(rows, dtype=np.intp)
+        self.y = None if y is None else np.asarray(y)
         self.metadata = metadata
         self.random_view = random_view
 
     def __len__(self):
-        return self.acts.shape[1]
+        return len(self.rows)
 
-    def __getitem__(self, i):
-        v = int(torch.randint(0, len(self.acts), ()).item()) if self.random_view else 0
-        x = torch.from_numpy(self.acts[v, i]).view(self.shape)
-        if self.metadata is not None:
-            x = {"x": x, "metadata": torch.from_numpy(self.metadata[i])}
-        if self.y is None:
-            return x
-        return x, self.y[i]
+    def __getitem__(self, index):
+        index = index.numpy() if torch.is_tensor(index) else np.asarray(index)
+        batch = np.atleast_1d(index)
+        n = len(batch)
+        views = torch.randint(0, len(self.acts), (n,)).numpy() if self.random_view else 0
+        rows = self.acts[views, self.rows[batch]]  # a copy (fancy indexing), even of a memmap
+        x = torch.from_numpy(rows.astype(np.float32, copy=False)).view(n, *self.shape)
+        metadata = None if self.metadata is None else torch.from_numpy(self.metadata[batch])
+        y = None if self.y is None else torch.as_tensor(self.y[batch])
+        if index.ndim == 0:  # one item
+            x = x[0]
+            metadata = None if metadata is None else metadata[0]
+            y = None if y is None else y[0]
+        if metadata is not None:
+            x = {"x": x, "metadata": metadata}
+        return x if y is None else (x, y)
+
+
+class _Batches:
+    """A dataset's batches in order, made as they are asked for; ``n_rows`` tells
+    :func:`.inference.run_batches` how many rows they hold."""
+
+    def __init__(self, data, batch_size):
+        self.data = data
+        self.batch_size = int(batch_size)
+        self.n_rows = len(data)
+
+    def __len__(self):
+        return -(-self.n_rows // self.batch_size)
+
+    def __iter__(self):
+        for start in range(0, self.n_rows, self.batch_size):
+            yield self.data[np.arange(start, min(start + self.batch_size, self.n_rows))]
 
 
 def run_top(top, acts, shape, *, device, batch_size=256, metadata=None, precision="auto"):
@@ -224,10 +357,9 @@ def run_top(top, acts, shape, *, device, batch_size=256, metadata=None, precisio
 
     out = []
     for v in range(len(acts)):
-        data = ActivationDataset(acts[v : v + 1], shape, metadata=metadata)
-        loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+        batches = _Batches(ActivationDataset(acts[v : v + 1], shape, metadata=metadata), batch_size)
         out.append(run_batches(
-            top, loader, device, chunk=batch_size, channels_last=False, precision=precision
+            top, batches, device, chunk=batch_size, channels_last=False, precision=precision
         ))  # fmt: skip
     return np.stack(out)
 

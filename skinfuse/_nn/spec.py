@@ -22,6 +22,14 @@ def _from_estimator(cls, estimator, values):
     return cls(**{**found, **values})
 
 
+def activation_dir(estimator):
+    """Where an estimator's activations past ``activation_memory`` are memory-mapped: its
+    ``cache_dir`` (a folder with room, checked in ``fit``) when it caches, else None (the
+    temporary directory)."""
+    cache_dir = getattr(estimator, "cache_dir", None)
+    return cache_dir if getattr(estimator, "cache", True) else None
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     """How :func:`.training.train_network` trains: optimisation, schedule, stopping, loaders.
@@ -92,14 +100,24 @@ class NetworkSpec:
     #: "auto", "memory", "disk" or None (:func:`.store.resolve_store`)
     image_store: str | None
     training: TrainingConfig
+    #: bytes of cached activations held in memory (None: no limit); beyond, memory-mapped
+    activation_memory: int | None = None
+    #: where activations beyond ``activation_memory`` are memory-mapped (None: TMPDIR)
+    activation_dir: object = None
 
     @classmethod
     def from_estimator(cls, estimator, *, device, run="final") -> NetworkSpec:
         """The estimator's parameters, its training on ``device`` (``run``: see
         :meth:`TrainingConfig.from_estimator`)."""
+        from .params import parse_memory
+
         training = TrainingConfig.from_estimator(estimator, device=device, run=run)
         spec = _from_estimator(cls, estimator, {"training": training})
-        return replace(spec, image_size=int(spec.image_size))
+        return replace(
+            spec, image_size=int(spec.image_size),
+            activation_memory=parse_memory(spec.activation_memory),
+            activation_dir=activation_dir(estimator),
+        )  # fmt: skip
 
     def module_kwargs(self, n_classes: int, **extra) -> dict:
         """The arguments of :class:`.modules.ClassifierNetwork` (``extra``: the metadata

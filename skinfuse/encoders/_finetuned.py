@@ -182,6 +182,7 @@ class FineTunedCNNEncoder(FineTuningMixin, ClassifierMixin, BaseImageEncoder):
         cached_views=4,
         view_jitter=False,
         image_store="auto",
+        activation_memory="2GiB",
         compile=False,
         tta=1,
         cross_fit=3,

@@ -44,6 +44,14 @@ def test_network_spec_is_built_once_from_the_estimator():
     spec = NetworkSpec.from_estimator(encoder, device="cpu")
     assert spec.image_size == 16 and isinstance(spec.image_size, int)
     assert (spec.trainable_blocks, spec.training.lr, spec.training.device) == (2, 0.01, "cpu")
+    # the activations' budget in bytes; spilled under cache_dir when the estimator caches
+    assert (spec.activation_memory, spec.activation_dir) == (2 * 2**30, None)
+    mapped = encoder.set_params(activation_memory="1.5MB", cache_dir="/c")
+    assert NetworkSpec.from_estimator(mapped, device="cpu").activation_memory == 1_500_000
+    assert NetworkSpec.from_estimator(mapped, device="cpu").activation_dir == "/c"
+    no_cache = NetworkSpec.from_estimator(mapped.set_params(cache=False), device="cpu")
+    assert no_cache.activation_dir is None
+    encoder.set_params(activation_memory="2GiB", cache_dir=None, cache=True)
     with pytest.raises(FrozenInstanceError):
         spec.lr = 1  # typed and frozen: nothing reads settings by key after this
     # the one choice of data path

@@ -56,10 +56,15 @@ def _trunk_activations(engine, views=("identity", "rot90"), dtype=torch.uint8):
     trunk, _, _ = split_network(net, 1, 32)
     images = [np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8)
               for i in range(11)]  # fmt: skip
-    return view_activations(
-        images, trunk, list(views), cached=lambda items, encode, _view: encode(items),
-        image_size=32, batch_size=4, device="cpu", engine=engine, key=trunk_key(trunk, "tiny"),
-    )  # fmt: skip
+
+    def fill(items, encode, _view, *, out, keep):  # no cache
+        out[:] = encode(items)
+
+    with view_activations(
+        images, trunk, list(views), cached=fill, image_size=32, batch_size=4, device="cpu",
+        engine=engine, key=trunk_key(trunk, "tiny"), dtype=np.float32,
+    ) as acts:  # fmt: skip
+        return np.array(acts)
 
 
 @needs_ort
