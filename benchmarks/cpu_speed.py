@@ -2,6 +2,7 @@
 ``skinfuse.set_config(engine=)`` buy for each stage of the CPU recipes.
 
     python benchmarks/cpu_speed.py [--data PATH] [--images 256] [--repeats 3] [--threads N]
+    python benchmarks/cpu_speed.py --recipe-agreement frozen-lite0
 
 On ``--images`` HAM10000 images (a seeded random draw), with the ImageNet weights:
 
@@ -164,6 +165,44 @@ def prediction_row(X, y, repeats):
     return rates, agree
 
 
+def recipe_agreement(ham, recipe, folds=5):
+    """A recipe's lesion-grouped out-of-fold predictions with PyTorch and with onnxruntime
+    computing its embeddings (``engine="torch"`` / ``"onnxruntime"``): scores of each, and the
+    share of images given the same class."""
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+    from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
+
+    from skinfuse.recipes import make_recipe
+
+    X, y = ham.data, np.asarray(ham.target)
+    cv = StratifiedGroupKFold(folds, shuffle=True, random_state=0)
+    split = list(cv.split(X, y, groups=ham.groups))
+    out = {}
+    for engine in ("torch", "onnxruntime"):
+        start = time.perf_counter()
+        with skinfuse.config_context(engine=engine):
+            model = make_recipe(recipe, random_state=0, calibrate=False)  # argmax as calibrated
+            proba = cross_val_predict(model, X, y, cv=split, method="predict_proba")
+        classes = np.unique(y)
+        pred = classes[proba.argmax(1)]
+        mel = list(classes).index("mel")
+        out[engine] = {
+            "seconds": time.perf_counter() - start,
+            "balanced_accuracy": balanced_accuracy_score(y, pred),
+            "melanoma_auc": roc_auc_score(y == "mel", proba[:, mel]),
+            "pred": pred,
+        }
+        clear_cache()
+    same = float((out["torch"]["pred"] == out["onnxruntime"]["pred"]).mean())
+    for engine, r in out.items():
+        r.pop("pred")
+        print(f"{recipe}, {engine}: {folds}-fold lesion-grouped balanced acc. "
+              f"{r['balanced_accuracy']:.4f}, mel. AUC {r['melanoma_auc']:.4f}, "
+              f"{r['seconds']:.0f} s")  # fmt: skip
+    print(f"same predicted class: {same:.2%} of {len(y)} images")
+    return {"recipe": recipe, "same_class": same, **out}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -175,10 +214,21 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="default: torch's")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument(
+        "--recipe-agreement", metavar="RECIPE", default=None,
+        help="instead: the recipe's 5-fold lesion-grouped out-of-fold predictions on the "
+        "whole share with PyTorch and with onnxruntime computing the embeddings, compared",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     ham = load_ham10000(args.data)
+    if args.recipe_agreement:
+        payload = recipe_agreement(ham, args.recipe_agreement)
+        args.out.mkdir(parents=True, exist_ok=True)
+        name = f"cpu_speed_agreement_{args.recipe_agreement}.json"
+        (args.out / name).write_text(json.dumps(payload, indent=2, default=float))
+        return payload
     rows_ = np.sort(np.random.default_rng(0).permutation(len(ham.target))[: args.images])
     X, y = ham.data.iloc[rows_].reset_index(drop=True), np.asarray(ham.target)[rows_]
     items = X[["image_path"]]
