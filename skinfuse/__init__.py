@@ -87,7 +87,7 @@ def show_versions() -> dict:
     }
     for pkg in (
         "numpy", "pandas", "scikit-learn", "imbalanced-learn", "torch", "torchvision",
-        "timm", "skorch", "shap", "pillow", "matplotlib", "grad-cam", "distributed",
+        "timm", "skorch", "shap", "pillow", "matplotlib", "grad-cam", "distributed", "onnxruntime",
     ):  # fmt: skip
         try:
             info[pkg] = version(pkg)

@@ -38,6 +38,7 @@ def test_demo_runs_end_to_end_without_warnings_and_fusion_wins(tmp_path, capsys)
 def test_show_versions(capsys):
     info = show_versions()
     assert info["scikit-learn"] and info["torch"] and "skinfuse" in capsys.readouterr().out
+    assert "onnxruntime" in info  # None where it is not installed
 
 
 @pytest.fixture
