@@ -67,6 +67,13 @@ class FusionNetClassifier(FineTuningMixin, TorchEstimatorMixin, ClassifierMixin,
         columns it has when it records some; 0 trains on the metadata as given. Needs a
         ``metadata`` transformer that encodes each column apart from the others and a
         missing value always the same way (the default one does).
+    modality_dropout : float, default=0.0
+        In training, all the metadata of a row set missing at once with this probability
+        (encoded as ``metadata_dropout`` encodes a missing column), on top of
+        ``metadata_dropout``'s drops of single columns: the network then also learns to
+        predict from the image alone, as it must where a clinic records no metadata. Per
+        column, ``metadata_dropout=0.3`` leaves all three columns missing together in
+        fewer than 3 % of the rows. Needs the same kind of ``metadata`` transformer.
     {network_parameters}
     dropout : float, default=0.2
         Dropout on the fused vector.
@@ -120,6 +127,7 @@ class FusionNetClassifier(FineTuningMixin, TorchEstimatorMixin, ClassifierMixin,
         "metadata_columns": ["array-like"],
         "metadata_hidden": [Interval(Integral, 1, None, closed="left")],
         "metadata_dropout": [Interval(Real, 0, 1, closed="left")],
+        "modality_dropout": [Interval(Real, 0, 1, closed="left")],
         "pooling": [StrOptions({"avg", "max", "avgmax"})],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         **params.TRAINING,
@@ -140,6 +148,7 @@ class FusionNetClassifier(FineTuningMixin, TorchEstimatorMixin, ClassifierMixin,
         metadata_columns=METADATA_COLUMNS,
         metadata_hidden=64,
         metadata_dropout=0.0,
+        modality_dropout=0.0,
         image_size=224,
         pooling="avg",
         dropout=0.2,
@@ -190,6 +199,8 @@ class FusionNetClassifier(FineTuningMixin, TorchEstimatorMixin, ClassifierMixin,
             inert.append("metadata_hidden is not used without metadata")
         if self.metadata is None and self.metadata_dropout:
             inert.append("metadata_dropout is not used without metadata")
+        if self.metadata is None and self.modality_dropout:
+            inert.append("modality_dropout is not used without metadata")
         return inert
 
     # -- input ---------------------------------------------------------------------------
@@ -223,6 +234,13 @@ class FusionNetClassifier(FineTuningMixin, TorchEstimatorMixin, ClassifierMixin,
             return np.zeros((n, 0), dtype=np.float32)
         return np.asarray(self.metadata_.transform(X), dtype=np.float32)
 
+    def _dropout_setting(self):
+        return ", ".join(
+            f"{name}={getattr(self, name)}"
+            for name in ("metadata_dropout", "modality_dropout")
+            if getattr(self, name)
+        )
+
     def _missing_encoding(self, X, meta):
         """What :class:`~skinfuse._nn.modules.MetadataDropout` needs: which features encode
         each metadata column, and their values when it is missing, read from the fitted
@@ -242,26 +260,27 @@ class FusionNetClassifier(FineTuningMixin, TorchEstimatorMixin, ClassifierMixin,
                 encoded = self._metadata_matrix(X_missing, len(X))
             except ValueError as error:
                 raise ValueError(
-                    f"metadata_dropout={self.metadata_dropout} sets metadata columns missing "
+                    f"{self._dropout_setting()} sets metadata columns missing "
                     f"(NaN) in training, but the metadata transformer refuses a missing "
                     f"{column!r} ({error}). Put an imputer in front of it, or set "
-                    "metadata_dropout=0"
+                    "metadata_dropout=0 and modality_dropout=0"
                 ) from error
             changed = np.flatnonzero((encoded != meta).any(axis=0))
             values = encoded[:, changed]
             clash = changed[~np.isnan(missing[changed])]
             if len(clash) or not (values == values[:1]).all():
                 raise ValueError(
-                    f"metadata_dropout={self.metadata_dropout}: the metadata transformer "
+                    f"{self._dropout_setting()}: the metadata transformer "
                     f"does not encode column {column!r} apart from the others, or encodes a "
                     "missing value of it differently from row to row; use the default "
-                    "metadata preprocessor (metadata='default'), or metadata_dropout=0"
+                    "metadata preprocessor (metadata='default'), or metadata_dropout=0 and "
+                    "modality_dropout=0"
                 )
             missing[changed] = values[0] if len(values) else []
             features.append(changed.tolist())
         missing = np.where(np.isnan(missing), 0.0, missing)
-        return {"p": float(self.metadata_dropout), "columns": features,
-                "missing": missing.astype(float).tolist()}  # fmt: skip
+        return {"p": float(self.metadata_dropout), "p_all": float(self.modality_dropout),
+                "columns": features, "missing": missing.astype(float).tolist()}  # fmt: skip
 
     # -- fit -----------------------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
@@ -301,7 +320,7 @@ class FusionNetClassifier(FineTuningMixin, TorchEstimatorMixin, ClassifierMixin,
             ).fit(X)
         meta = self._metadata_matrix(X, len(items))
         extra = {}
-        if self.metadata_dropout and self.metadata_ is not None:
+        if (self.metadata_dropout or self.modality_dropout) and self.metadata_ is not None:
             extra["metadata_dropout"] = self._missing_encoding(X, meta)
 
         check_cache_dir(self.cache_dir, cache=self.cache)

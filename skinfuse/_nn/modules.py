@@ -117,14 +117,16 @@ class MetadataDropout(nn.Module):
     ``columns[j]``, and a missing value of it as ``missing`` there (what the fitted
     preprocessor gives for a missing value: the imputed, scaled value and its indicator, the
     "missing" category). A network trained so has seen every pattern of missing columns,
-    as it will meet them where a clinic records no age or no site. The identity in
+    as it will meet them where a clinic records no age or no site; with ``p_all``, all the
+    columns of a row set missing at once with that probability besides (the image alone,
+    as where a clinic records no metadata). The identity in
     evaluation mode. Its tensors are not part of the state dict (model files rebuild it
     from its arguments).
     """
 
-    def __init__(self, p, columns, missing):
+    def __init__(self, p, columns, missing, p_all=0.0):
         super().__init__()
-        self.p = float(p)
+        self.p, self.p_all = float(p), float(p_all)
         missing = torch.as_tensor(missing, dtype=torch.float32)
         member = torch.zeros(len(columns), len(missing))
         for j, features in enumerate(columns):
@@ -133,14 +135,17 @@ class MetadataDropout(nn.Module):
         self.register_buffer("missing", missing, persistent=False)
 
     def forward(self, rows):
-        if not self.training or self.p == 0 or not len(self.member):
+        p_all = getattr(self, "p_all", 0.0)  # absent from pickles made before it existed
+        if not self.training or not (self.p or p_all) or not len(self.member):
             return rows
         drop = torch.rand(len(rows), len(self.member), device=rows.device) < self.p
+        if p_all:  # the whole row: the image alone (modality dropout)
+            drop |= torch.rand(len(rows), 1, device=rows.device) < p_all
         hit = drop.to(rows.dtype) @ self.member.to(rows.dtype) > 0
         return torch.where(hit, self.missing.to(rows.dtype), rows)
 
     def extra_repr(self):
-        return f"p={self.p}, columns={len(self.member)}"
+        return f"p={self.p}, p_all={getattr(self, 'p_all', 0.0)}, columns={len(self.member)}"
 
 
 class FixedMetadata(nn.Module):

@@ -99,3 +99,59 @@ def test_metadata_dropout_without_metadata_warns(lesions):
     net = FusionNetClassifier(**TINY, metadata=None, max_epochs=1, metadata_dropout=0.2)
     with pytest.warns(UserWarning, match="metadata_dropout is not used without metadata"):
         net.fit(X[["image_path"]], y)
+
+
+def test_modality_dropout_sets_whole_rows_missing_on_top_of_single_columns():
+    columns, missing = [[0, 1], [2], [3, 4]], [9, 8, 7, 6, 5]
+    rows = torch.zeros(20000, 5)
+    torch.manual_seed(0)
+    whole = MetadataDropout(0.0, columns, missing, p_all=0.25).train()(rows)
+    hit = (whole != 0)[:, [0, 2, 3]]
+    # rows go missing whole, never a column alone
+    assert torch.equal(hit.any(1), hit.all(1))
+    assert abs(hit.all(1).float().mean().item() - 0.25) < 0.015
+    torch.manual_seed(0)
+    both = MetadataDropout(0.3, columns, missing, p_all=0.25).train()(rows)
+    hit = (both != 0)[:, [0, 2, 3]]
+    np.testing.assert_allclose(hit.float().mean(0), 1 - 0.7 * 0.75, atol=0.015)
+    assert abs(hit.all(1).float().mean().item() - (0.25 + 0.75 * 0.027)) < 0.015
+    assert torch.equal(MetadataDropout(0.3, columns, missing, p_all=0.25).eval()(rows), rows)
+
+
+def test_a_pickle_made_before_modality_dropout_still_trains():
+    drop = MetadataDropout(0.5, [[0], [1]], [1.0, 1.0])
+    del drop.p_all  # as unpickled from a model made before the parameter existed
+    torch.manual_seed(0)
+    out = drop.train()(torch.zeros(1000, 2))
+    assert 0.4 < (out != 0).float().mean().item() < 0.6
+
+
+def test_training_with_modality_dropout_and_its_model_file(lesions, tmp_path):
+    X, y = lesions.data, lesions.target
+    params = dict(**TINY, max_epochs=2, validation_fraction=0)
+    plain = FusionNetClassifier(**params).fit(X, y)
+    net = FusionNetClassifier(**params, modality_dropout=0.5).fit(X, y)
+    assert (net.module_.metadata_dropout.p, net.module_.metadata_dropout.p_all) == (0.0, 0.5)
+    proba = net.predict_proba(X)
+    assert not np.allclose(proba, plain.predict_proba(X))
+    skinfuse.save(net, tmp_path / "m.skinfuse")
+    np.testing.assert_allclose(
+        skinfuse.load(tmp_path / "m.skinfuse").predict_proba(X), proba, atol=1e-6
+    )
+    # the partial path trains with it too
+    partial = dict(params, trainable_blocks=1, cached_views=2)
+    a = FusionNetClassifier(**partial).fit(X, y).predict_proba(X)
+    b = FusionNetClassifier(**partial, modality_dropout=0.5).fit(X, y).predict_proba(X)
+    assert not np.allclose(a, b)
+
+
+def test_modality_dropout_errors_name_it(lesions):
+    X, y = lesions.data, lesions.target
+    net = FusionNetClassifier(**TINY, metadata=None, max_epochs=1, modality_dropout=0.2)
+    with pytest.warns(UserWarning, match="modality_dropout is not used without metadata"):
+        net.fit(X[["image_path"]], y)
+    net = FusionNetClassifier(**TINY, max_epochs=1, validation_fraction=0,
+                              metadata=PolynomialFeatures(2), metadata_columns=["age"],
+                              modality_dropout=0.5)  # fmt: skip
+    with pytest.raises(ValueError, match="modality_dropout=0.5 sets metadata columns missing"):
+        net.fit(X.fillna({"age": 50.0}), y)
