@@ -1,6 +1,6 @@
 """The generalisation levers of docs/external.md, measured (issue 24).
 
-Two experiments, both scored on held-out HAM10000 lesions and on an external folder
+The experiments, all scored on held-out HAM10000 lesions and on an external folder
 (Derm7pt by default), never fitted on the external images' labels:
 
 - ``proxy VARIANT ...``: frozen EfficientNet-Lite0 features (224 px, average pooling, image
@@ -19,6 +19,8 @@ Two experiments, both scored on held-out HAM10000 lesions and on an external fol
     python benchmarks/external_levers.py proxy squash square sog --cache-dir CACHE
     python benchmarks/external_levers.py batchnorm runs/external/partial.skinfuse [--all]
     python benchmarks/external_levers.py resolution runs/external/partial.skinfuse
+    python benchmarks/external_levers.py scale 1.5 2 --cache-dir CACHE
+    python benchmarks/external_levers.py zoom-out runs/external/partial.skinfuse 1 1.5 2 2.5
 
 The batch-norm experiment reaches into ``skinfuse._nn`` (it changes a fitted network's
 internals), as the throughput benchmarks do.
@@ -85,7 +87,8 @@ def _scores(proba, classes, y, *, among_present=False):
     return auc, balanced_accuracy_score(y, pred)
 
 
-def proxy(args):
+def _proxy_data(args):
+    """The proxy's images: the HAM subset, its lesion-grouped split, the external set."""
     bunch = load_ham10000(args.data)
     y, g = bunch.target.to_numpy(dtype=object), np.asarray(bunch.groups)
     paths = bunch.data["image_path"].to_numpy()
@@ -101,23 +104,33 @@ def proxy(args):
     ext_images = [np.asarray(Image.open(p).convert("RGB")) for p in ext.data["image_path"]]
     print(f"HAM subset {len(y)} (train {len(train)}, held-out {len(test)}); external "
           f"{len(ext_y)}", flush=True)  # fmt: skip
+    return ham, y, train, test, ext_images, ext_y
+
+
+def _proxy_embed(images, cache_dir, transform=lambda im: im):
+    pixels = np.stack([
+        np.asarray(Image.fromarray(transform(im)).resize((224, 224), Image.BILINEAR))
+        for im in images
+    ])  # fmt: skip
+    encoder = FrozenCNNEncoder("efficientnet_lite0", image_size=224, pooling="avg",
+                               cache_dir=cache_dir, device="cpu")  # fmt: skip
+    return encoder.fit_transform(pixels)
+
+
+def _proxy_fit(X, y):
+    clf = make_pipeline(StandardScaler(), LogisticRegression(
+        C=0.1, max_iter=2000, class_weight="balanced"))  # fmt: skip
+    return clf.fit(X, y)
+
+
+def proxy(args):
+    ham, y, train, test, ext_images, ext_y = _proxy_data(args)
     for variant in args.variants:
         start = time.perf_counter()
 
-        def embed(images, variant=variant):
-            size = (224, 224)
-            pixels = np.stack([
-                np.asarray(Image.fromarray(VARIANTS[variant](im)).resize(size, Image.BILINEAR))
-                for im in images
-            ])  # fmt: skip
-            encoder = FrozenCNNEncoder("efficientnet_lite0", image_size=224, pooling="avg",
-                                       cache_dir=args.cache_dir, device="cpu")  # fmt: skip
-            return encoder.fit_transform(pixels)
-
-        X_ham, X_ext = embed(ham), embed(ext_images)
-        clf = make_pipeline(StandardScaler(), LogisticRegression(
-            C=0.1, max_iter=2000, class_weight="balanced"))  # fmt: skip
-        clf.fit(X_ham[train], y[train])
+        X_ham = _proxy_embed(ham, args.cache_dir, VARIANTS[variant])
+        X_ext = _proxy_embed(ext_images, args.cache_dir, VARIANTS[variant])
+        clf = _proxy_fit(X_ham[train], y[train])
         a = _scores(clf.predict_proba(X_ham[test]), clf.classes_, y[test], among_present=True)
         b = _scores(clf.predict_proba(X_ext), clf.classes_, ext_y, among_present=True)
         print(f"{variant:12s} HAM held-out mel AUC {a[0]:.3f} bal {a[1]:.3f} | external mel "
@@ -206,6 +219,71 @@ def resolution(args):
     print(f"at {args.pixels} pixels: external mel AUC {b[0]:.3f} bal {b[1]:.3f}")
 
 
+def zoom(img, factor):
+    """The central ``1 / factor`` of ``img`` in each direction (its aspect kept): the
+    lesion ``factor`` times larger in the frame."""
+    h, w = img.shape[:2]
+    hh, ww = round(h / factor), round(w / factor)
+    top, left = (h - hh) // 2, (w - ww) // 2
+    return img[top : top + hh, left : left + ww]
+
+
+def scale(args):
+    """The proxy trained on the HAM images plus central zooms of them (scale augmentation:
+    Derm7pt's lesions fill its frames, HAM10000's sit small in theirs), tested as given."""
+    ham, y, train, test, ext_images, ext_y = _proxy_data(args)
+    start = time.perf_counter()
+    X = {1.0: _proxy_embed(ham, args.cache_dir)}
+    for f in args.factors:
+        X[f] = _proxy_embed(ham, args.cache_dir, lambda im, f=f: zoom(im, f))
+    X_ext = _proxy_embed(ext_images, args.cache_dir)
+    print(f"embedded in {time.perf_counter() - start:.0f} s", flush=True)
+    runs = {"as given": [1.0]}
+    runs.update({f"as given + zoom {f:g}": [1.0, f] for f in args.factors})
+    runs.update({f"zoom {f:g} only": [f] for f in args.factors})
+    if len(args.factors) > 1:
+        runs["as given + every zoom"] = list(X)
+    for name, factors in runs.items():
+        clf = _proxy_fit(np.vstack([X[f][train] for f in factors]),
+                         np.concatenate([y[train]] * len(factors)))  # fmt: skip
+        a = _scores(clf.predict_proba(X[1.0][test]), clf.classes_, y[test], among_present=True)
+        b = _scores(clf.predict_proba(X_ext), clf.classes_, ext_y, among_present=True)
+        print(f"trained on {name:24s} HAM held-out mel AUC {a[0]:.3f} bal {a[1]:.3f} | "
+              f"external mel AUC {b[0]:.3f} bal {b[1]:.3f}", flush=True)  # fmt: skip
+
+
+def zoom_out(args):
+    """Test-time zoom-out: each external image centred on a 4:3 canvas ``factor`` times its
+    height, filled with the median colour of its border (skin), then brought to the
+    training images' 200 x 150, so that its lesion sits as small in the frame as a HAM10000
+    one; written as PNG to ``--work-dir``, then scored by a fitted model."""
+    ext = load_lesion_folder(args.external)
+    X, y = ext.data.copy(), ext.target.to_numpy(dtype=object)
+    model = skinfuse.load(args.model)
+    a = _scores(model.predict_proba(X), model.classes_, y)
+    print(f"as given: external mel AUC {a[0]:.3f} bal {a[1]:.3f}", flush=True)
+    for factor in args.factors:
+        work = Path(args.work_dir) / f"x{factor:g}"
+        work.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i, path in enumerate(ext.data["image_path"]):
+            out = work / f"{i:05d}.png"
+            with Image.open(path) as img:
+                img = img.convert("RGB")
+            px = np.asarray(img)
+            edges = (px[:8], px[-8:], px[:, :8], px[:, -8:])
+            border = np.concatenate([e.reshape(-1, 3) for e in edges])
+            h = round(img.height * factor)
+            canvas = Image.new("RGB", (round(h * 4 / 3), h),
+                               tuple(int(v) for v in np.median(border, axis=0)))  # fmt: skip
+            canvas.paste(img, ((canvas.width - img.width) // 2, (h - img.height) // 2))
+            canvas.resize((200, 150), Image.Resampling.LANCZOS).save(out)
+            paths.append(str(out))
+        X["image_path"] = paths
+        b = _scores(model.predict_proba(X), model.classes_, y)
+        print(f"zoomed out {factor:g}x: external mel AUC {b[0]:.3f} bal {b[1]:.3f}", flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -224,10 +302,20 @@ def main(argv=None):
     r.add_argument("model")
     r.add_argument("--pixels", type=int, default=200 * 150, help="the training images' size")
     r.add_argument("--work-dir", default="resolution-images", help="the downsampled copies")
+    z = sub.add_parser("scale")
+    z.add_argument("factors", nargs="*", type=float, default=[1.5, 2.0])
+    z.add_argument("--nevi", type=int, default=2500)
+    z.add_argument("--cache-dir", default=None)
+    o = sub.add_parser("zoom-out")
+    o.add_argument("model")
+    o.add_argument("factors", nargs="*", type=float, default=[1.0, 1.5, 2.0, 2.5])
+    o.add_argument("--work-dir", default="zoom-out-images", help="the zoomed-out copies")
     args = parser.parse_args(argv)
     if args.external is None:
         args.external = str(Path(args.data).parent / "derm7pt")
-    {"proxy": proxy, "batchnorm": batchnorm, "resolution": resolution}[args.experiment](args)
+    experiments = {"proxy": proxy, "batchnorm": batchnorm, "resolution": resolution,
+                   "scale": scale, "zoom-out": zoom_out}  # fmt: skip
+    experiments[args.experiment](args)
 
 
 if __name__ == "__main__":
