@@ -169,6 +169,7 @@ def rows_for(approach, args, X_train, y_train):
             label_smoothing=args.label_smoothing, trainable_blocks=args.trainable_blocks,
             cached_views=args.cached_views, tta=args.tta, cache_dir=args.cache_dir,
             num_workers=args.num_workers, device=args.device, verbose=int(args.verbose),
+            metadata_dropout=args.metadata_dropout, modality_dropout=args.modality_dropout,
         )  # fmt: skip
         kind = "fine-tuned CNN" if args.trainable_blocks is None else (
             f"partially fine-tuned CNN (last {args.trainable_blocks} stages)"
@@ -179,6 +180,10 @@ def rows_for(approach, args, X_train, y_train):
             net["weights"] = args.finetune_weights
         if args.finetune_recipe and getattr(args, "smoke", False):  # the smoke run's size
             net.update(image_size=args.finetune_image_size, max_epochs=args.finetune_epochs)
+        drops = [f"{name} dropout {p:g}" for name, p in
+                 (("metadata", args.metadata_dropout), ("modality", args.modality_dropout)) if p]  # fmt: skip
+        if drops and not args.finetune_recipe:
+            kind += f" [{', '.join(drops)}]"
         seeds = args.finetune_seeds
         if seeds != [0]:
             kind += f" [seed {'+'.join(map(str, seeds))}]"
@@ -245,6 +250,10 @@ def main(argv=None):
     p.add_argument(
         "--label-smoothing", type=float, default=0.0, help="fine-tuned rows' label smoothing"
     )
+    p.add_argument("--metadata-dropout", type=float, default=0.0,
+                   help="fine-tuned rows: each metadata column missing in training with p")  # fmt: skip
+    p.add_argument("--modality-dropout", type=float, default=0.0,
+                   help="fine-tuned rows: all of a row's metadata missing in training with p")  # fmt: skip
     p.add_argument(
         "--trainable-blocks", type=int, default=None,
         help="fine-tuned rows: train only the last K stages, on cached activations",
