@@ -210,13 +210,16 @@ def tables(results) -> str:
 
 def without_metadata(model) -> dict:
     """The parameters that take the metadata out of ``model``: a fusion network's
-    ``metadata=None``, a fusion pipeline's metadata transformer ``"drop"``."""
+    ``metadata=None`` (and its metadata / modality dropout 0: nothing left to drop), a fusion
+    pipeline's metadata transformer ``"drop"``."""
     from sklearn.compose import ColumnTransformer
 
     params = model.get_params()
     out = {}
     for key in params:
         parent, _, name = key.rpartition("__")
+        if name in ("metadata_dropout", "modality_dropout"):
+            out[key] = 0.0
         if name != "metadata":
             continue
         owner = params[parent] if parent else model

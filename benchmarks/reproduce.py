@@ -191,7 +191,8 @@ def rows_for(approach, args, X_train, y_train):
         if not args.image_only:
             rows[f"{kind} + metadata (FusionNet)"] = networks(net, seeds)
         if not args.no_image_only:
-            rows[f"{kind}, image only"] = networks({**net, "metadata": None}, seeds)
+            image_only = {**net, "metadata": None, "metadata_dropout": 0.0, "modality_dropout": 0.0}
+            rows[f"{kind}, image only"] = networks(image_only, seeds)
         return rows
     raise ValueError(f"unknown approach {approach!r}; choose from {APPROACHES}")
 
