@@ -127,7 +127,7 @@ SHARED_DOCS = {
     compile : bool, default=False
         Train through ``torch.compile`` (skorch's ``compile=True``): slower to start (the
         first batches compile), possibly faster epochs on a GPU; on a 2-core CPU, partial
-        fine-tuning's epochs were 3 % faster and the first one 41 s slower
+        fine-tuning's epochs were about 5 % faster and the first one 41 s slower
         (``benchmarks/compile_speed.py``, docs/results.md). The fitted network is
         the plain module either way (pickles, model files and Grad-CAM see no
         difference).
