@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -96,6 +97,11 @@ def parse_args(argv=None):
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--out", default="runs/external")
     parser.add_argument("--smoke", action="store_true", help="synthetic data, tiny recipe")
+    parser.add_argument(
+        "--crop", choices=["lesion"], default=None,
+        help="every image, training and test, replaced by the square around its lesion "
+        "(external_levers.lesion_crop), written as PNG under OUT/crops",
+    )  # fmt: skip
     parser.add_argument("--verbose", type=int, default=1)
     return parser.parse_args(argv)
 
@@ -131,6 +137,26 @@ def load_sets(args):
         ext = load_lesion_folder(folder)
         tests[name] = (ext.data, ext.target.to_numpy(dtype=object), np.asarray(ext.groups))
     return data, tests, f"HAM10000 share at {args.data}"
+
+
+def cropped(X, folder):
+    """``X`` with each ``image_path`` replaced by a PNG of its lesion's square (written once
+    under ``folder``, named by a hash of the source path)."""
+    from external_levers import lesion_crop
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for path in X["image_path"]:
+        out = folder / (hashlib.sha1(str(path).encode()).hexdigest()[:20] + ".png")
+        if not out.exists():
+            with Image.open(path) as img:
+                pixels = np.asarray(img.convert("RGB"))
+            Image.fromarray(lesion_crop(pixels)).save(out)
+        paths.append(str(out))
+    X = X.copy()
+    X["image_path"] = paths
+    return X
 
 
 def without(X, columns):
@@ -254,6 +280,12 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (X, y, groups), externals, source = load_sets(args)
+    if args.crop:
+        start = time.perf_counter()
+        X = cropped(X, out / "crops")
+        externals = {name: (cropped(Xe, out / "crops"), ye, ge)
+                     for name, (Xe, ye, ge) in externals.items()}  # fmt: skip
+        source += f", every image cropped around its lesion ({time.perf_counter() - start:.0f} s)"
     cv = StratifiedGroupKFold(args.held_out, shuffle=True, random_state=args.random_state)
     train, held = next(cv.split(X, y, groups))
     held_name = "held-out HAM10000 lesions" if not args.smoke else "held-out lesions"

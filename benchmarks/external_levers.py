@@ -7,10 +7,13 @@ The experiments, all scored on held-out HAM10000 lesions and on an external fold
   only) and a logistic regression, trained on a lesion-grouped split of a subset of the share
   (every non-nevus image and 2,500 nevi), for preprocessing variants of the pixels (``squash``:
   the 4:3 frame squashed to a square, as the recipes do; ``square``: its central square;
-  ``sog``: shades-of-gray colour constancy; ``square+sog``; ``square0.8``);
+  ``sog``: shades-of-gray colour constancy; ``square+sog``; ``square0.8``; ``lesion``: a
+  square around the lesion found by thresholding, the same rule for both datasets);
 - ``batchnorm MODEL``: test-time batch-norm adaptation of a fitted partial fusion network
   (``benchmarks/external.py`` saves one): the statistics of its trained top stages
   (``--all``: of every batch-norm layer) recomputed on the external images, then scored;
+- ``features MODEL [--std]``: test-time alignment of the pooled image features of a fitted
+  partial fusion network, each test set's moved to its training images' mean (and std);
 - ``resolution MODEL``: test-time resolution matching: each external image larger than the
   training images (the share's 200 x 150 = 30,000 pixels) downsampled (Lanczos, aspect kept)
   to that many pixels before the model sees it, as if taken with the training data's
@@ -21,6 +24,7 @@ The experiments, all scored on held-out HAM10000 lesions and on an external fold
     python benchmarks/external_levers.py resolution runs/external/partial.skinfuse
     python benchmarks/external_levers.py scale 1.5 2 --cache-dir CACHE
     python benchmarks/external_levers.py zoom-out runs/external/partial.skinfuse 1 1.5 2 2.5
+    python benchmarks/external_levers.py features runs/external/partial.skinfuse [--std]
 
 The batch-norm experiment reaches into ``skinfuse._nn`` (it changes a fitted network's
 internals), as the throughput benchmarks do.
@@ -36,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from scipy import ndimage
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
@@ -66,12 +71,74 @@ def square(img, frac=1.0):
     return img[top : top + s, left : left + s]
 
 
+def _otsu(values):
+    hist, edges = np.histogram(values, bins=256)
+    centers = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centers) / np.maximum(w0, 1)
+    m1 = (np.sum(hist * centers) - np.cumsum(hist * centers)) / np.maximum(w1, 1)
+    return centers[np.argmax(w0 * w1 * (m0 - m1) ** 2)]
+
+
+def lesion_box(img, margin=0.2):
+    """``(top, left, side)`` of a square around the lesion of ``img``, or None.
+
+    The lesion: the darker-than-Otsu blob (luminance, blurred; the threshold taken from
+    the central three quarters, so that a dermatoscope's dark corners do not set it) that is
+    large and near the centre, components in a corner counted 20 times less; the square is
+    its bounding box widened by ``margin`` on each side, at least half the image's short
+    side, shifted to lie inside the image."""
+    h, w = img.shape[:2]
+    gray = img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    gray = ndimage.gaussian_filter(gray, sigma=min(h, w) / 100)
+    # threshold from the central part, so that dark vignette corners do not set it
+    cy, cx = h // 2, w // 2
+    central = gray[h // 8 : h - h // 8, w // 8 : w - w // 8]
+    mask = gray < _otsu(central)
+    mask = ndimage.binary_opening(mask, iterations=2)
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return None
+    idx = np.arange(1, n + 1)
+    area = ndimage.sum(mask, labels, idx)
+    com = np.array(ndimage.center_of_mass(mask, labels, idx)).reshape(-1, 2)
+    dist = np.hypot((com[:, 0] - cy) / h, (com[:, 1] - cx) / w)
+    corner = np.zeros(n, bool)
+    for y0, x0 in ((0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1)):
+        if labels[y0, x0]:
+            corner[labels[y0, x0] - 1] = True
+    score = area * np.exp(-((dist / 0.25) ** 2)) * np.where(corner, 0.05, 1.0)
+    k = int(np.argmax(score))
+    if area[k] < 0.01 * h * w:
+        return None
+    ys, xs = np.nonzero(labels == k + 1)
+    y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
+    side = round(float(max(y1 - y0, x1 - x0)) * (1 + 2 * margin))
+    side = min(max(side, min(h, w) // 2), min(h, w))
+    top = int(np.clip((y0 + y1) / 2 - side / 2, 0, h - side))
+    left = int(np.clip((x0 + x1) / 2 - side / 2, 0, w - side))
+    return top, left, side
+
+
+def lesion_crop(img, margin=0.2):
+    """The square of :func:`lesion_box` (the central square where none is found)."""
+    box = lesion_box(img, margin)
+    if box is None:
+        h, w = img.shape[:2]
+        s = min(h, w)
+        box = ((h - s) // 2, (w - s) // 2, s)
+    top, left, side = box
+    return img[top : top + side, left : left + side]
+
+
 VARIANTS = {
     "squash": lambda im: im,
     "square": square,
     "sog": shades_of_gray,
     "square+sog": lambda im: shades_of_gray(square(im)),
     "square0.8": lambda im: square(im, 0.8),
+    "lesion": lesion_crop,
 }
 
 
@@ -284,6 +351,61 @@ def zoom_out(args):
         print(f"zoomed out {factor:g}x: external mel AUC {b[0]:.3f} bal {b[1]:.3f}", flush=True)
 
 
+def feature_shift(args):
+    """Test-time feature alignment: the pooled image features a fitted partial network gives
+    each test set (all its views) moved, dimension by dimension, to the mean (``--std``:
+    and standard deviation) of those of 3,000 of its training images, then classified as
+    usual. The same rule for every test set: the held-out HAM lesions are aligned on
+    themselves, as the external set is."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    model = skinfuse.load(args.model)
+    net = model  # the network inside a calibrated model or its prediction sets (issue 26)
+    while not hasattr(net, "module_") and hasattr(net, "estimator_"):
+        net = net.estimator_
+    ham = load_ham10000(args.data)
+    X, y, g = ham.data, ham.target.to_numpy(dtype=object), np.asarray(ham.groups)
+    # benchmarks/external.py's split: the model was fitted on `train`
+    train, held = next(StratifiedGroupKFold(args.held_out, shuffle=True, random_state=0)
+                       .split(X, y, g))  # fmt: skip
+    ext = load_lesion_folder(args.external)
+    state = {"mode": "plain", "seen": []}
+    classify = type(net.module_).classify
+
+    def shifted(module, features, metadata=None):
+        if state["mode"] == "record":
+            state["seen"].append(features.detach().float())
+        elif state["mode"] == "apply":
+            mean, std, to_mean, to_std = state["shift"]
+            features = (features - mean) / std * to_std + to_mean
+        return classify(module, features, metadata)
+
+    def moments(Xs):
+        state.update(mode="record", seen=[])
+        model.predict_proba(Xs)
+        F = torch.cat(state["seen"])
+        state["mode"] = "plain"
+        return F.mean(0), F.std(0) + 1e-5
+
+    type(net.module_).classify = shifted
+    try:
+        rng = np.random.default_rng(0)
+        sub = rng.choice(train, min(3000, len(train)), replace=False)
+        to_mean, to_std = moments(X.iloc[sub].reset_index(drop=True))
+        tests = {"held-out HAM": (X.iloc[held].reset_index(drop=True), y[held]),
+                 "external": (ext.data, ext.target.to_numpy(dtype=object))}  # fmt: skip
+        for name, (Xt, yt) in tests.items():
+            a = _scores(model.predict_proba(Xt), model.classes_, yt)
+            mean, std = moments(Xt)
+            state.update(mode="apply", shift=(mean, std if args.std else to_std, to_mean, to_std))
+            b = _scores(model.predict_proba(Xt), model.classes_, yt)
+            state["mode"] = "plain"
+            print(f"{name:13s} mel AUC {a[0]:.3f} -> {b[0]:.3f}, bal {a[1]:.3f} -> {b[1]:.3f}",
+                  flush=True)  # fmt: skip
+    finally:
+        type(net.module_).classify = classify
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -310,11 +432,15 @@ def main(argv=None):
     o.add_argument("model")
     o.add_argument("factors", nargs="*", type=float, default=[1.0, 1.5, 2.0, 2.5])
     o.add_argument("--work-dir", default="zoom-out-images", help="the zoomed-out copies")
+    f = sub.add_parser("features")
+    f.add_argument("model")
+    f.add_argument("--std", action="store_true", help="the standard deviation matched too")
+    f.add_argument("--held-out", type=int, default=6, help="as benchmarks/external.py")
     args = parser.parse_args(argv)
     if args.external is None:
         args.external = str(Path(args.data).parent / "derm7pt")
     experiments = {"proxy": proxy, "batchnorm": batchnorm, "resolution": resolution,
-                   "scale": scale, "zoom-out": zoom_out}  # fmt: skip
+                   "scale": scale, "zoom-out": zoom_out, "features": feature_shift}  # fmt: skip
     experiments[args.experiment](args)
 
 
