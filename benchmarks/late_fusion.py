@@ -19,7 +19,13 @@ import os
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    f1_score,
+    recall_score,
+    roc_auc_score,
+)
 from sklearn.model_selection import StratifiedGroupKFold
 
 from skinfuse.datasets import load_ham10000
@@ -49,6 +55,7 @@ def scores(y, proba, classes):
         "balanced_accuracy": balanced_accuracy_score(y, pred),
         "macro_f1": f1_score(y, pred, average="macro"),
         "mel_recall": recall_score(y, pred, labels=["mel"], average="macro"),
+        "mel_auc": roc_auc_score(y == "mel", proba[:, list(classes).index("mel")]),
     }
 
 

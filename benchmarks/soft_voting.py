@@ -8,7 +8,7 @@ members' own (read from ``oof_proba.npz`` of ``benchmarks/reproduce.py`` runs on
 folds; members are deterministic given their ``random_state``): no network is trained again.
 Rows are looked up in every run (a row split over runs on disjoint folds is joined). Prints
 each member's and the ensemble's scores, mean ± std over the folds every member covers (as
-reproduce.py's table), and saves them as JSON with ``--out``.
+reproduce.py's table; melanoma AUC also over those folds' predictions pooled), and saves them as JSON with ``--out``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from late_fusion import read_rows, scores
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
 from skinfuse.datasets import load_ham10000
@@ -57,11 +58,19 @@ def main(argv=None):
         results[name] = per_fold(y, proba, classes, folds)
     vote = np.mean([proba for proba, _ in members], axis=0)
     results[f"soft voting of {len(members)}"] = per_fold(y, vote, classes, folds)
+    covered = np.concatenate(folds)
+    mel = list(classes).index("mel")
+    results["pooled_mel_auc"] = {  # the out-of-fold probabilities of the folds, pooled
+        name: float(roc_auc_score(y[covered] == "mel", proba[covered, mel]))
+        for name, proba in [*zip(args.rows, (p for p, _ in members)), ("soft voting", vote)]
+    }  # fmt: skip
     print(f"{len(folds)} folds")
     for name, row in results.items():
-        if isinstance(row, dict):
+        if isinstance(row, dict) and name != "pooled_mel_auc":
             shown = " ".join(f"{k} {m:.3f}±{s:.3f}" for k, (m, s) in row.items())
             print(f"{name[:60]:60s} {shown}")
+    for name, auc in results["pooled_mel_auc"].items():
+        print(f"pooled out-of-fold melanoma AUC, {name[:60]}: {auc:.3f}")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
 
