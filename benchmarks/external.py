@@ -29,6 +29,9 @@ and each test set's probabilities (``proba_<recipe>_<set>.npz``) under ``--out``
     python benchmarks/external.py --recipes partial frozen-lite0 --cache-dir CACHE \\
         --out runs/external
 
+``--crop lesion`` trains and tests on squares around each image's lesion instead (a lever of
+docs/external.md, not a default).
+
 ``--smoke`` runs the ``tiny`` recipe on synthetic lesions (a held-out part of them stands
 in for an external set): a check that the script runs, not a result.
 """
@@ -100,7 +103,8 @@ def parse_args(argv=None):
     parser.add_argument(
         "--crop", choices=["lesion"], default=None,
         help="every image, training and test, replaced by the square around its lesion "
-        "(external_levers.lesion_crop), written as PNG under OUT/crops",
+        "(external_levers.lesion_crop), written as PNG under OUT/crops (kept between runs: "
+        "remove it after changing the rule)",
     )  # fmt: skip
     parser.add_argument("--verbose", type=int, default=1)
     return parser.parse_args(argv)
