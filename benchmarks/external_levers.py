@@ -205,6 +205,14 @@ def proxy(args):
               flush=True)  # fmt: skip
 
 
+def _network(model):
+    """The fitted network inside ``model``: itself, or inside a calibrated model or its
+    prediction sets (issue 26)."""
+    while not hasattr(model, "module_") and hasattr(model, "estimator_"):
+        model = model.estimator_
+    return model
+
+
 def _batchnorms(module):
     return [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
 
@@ -233,9 +241,7 @@ def batchnorm(args):
     model = skinfuse.load(args.model)
     a = _scores(model.predict_proba(X), model.classes_, y)
     print(f"before: external mel AUC {a[0]:.3f} bal {a[1]:.3f}", flush=True)
-    net = model  # the network inside a calibrated model or its prediction sets (issue 26)
-    while not hasattr(net, "module_") and hasattr(net, "estimator_"):
-        net = net.estimator_
+    net = _network(model)
     module, size = net.module_, int(net.image_size)
     items = X["image_path"].tolist()
     start = time.perf_counter()
@@ -360,9 +366,7 @@ def feature_shift(args):
     from sklearn.model_selection import StratifiedGroupKFold
 
     model = skinfuse.load(args.model)
-    net = model  # the network inside a calibrated model or its prediction sets (issue 26)
-    while not hasattr(net, "module_") and hasattr(net, "estimator_"):
-        net = net.estimator_
+    net = _network(model)
     ham = load_ham10000(args.data)
     X, y, g = ham.data, ham.target.to_numpy(dtype=object), np.asarray(ham.groups)
     # benchmarks/external.py's split: the model was fitted on `train`
